@@ -1,0 +1,34 @@
+# balance-lab: the two commands of the README are `make demo` and `make test`.
+# Both create the virtual environment on first use; torch is installed first, pinned,
+# so that pip takes the local CPU wheel instead of pulling CUDA packages.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# Train the tiny MoE LM with loss-free balancing on the built-in corpus (a few minutes on 2 CPU cores).
+demo: install
+	$(BIN)/balance-lab run model=tiny balance=loss_free
+
+# The whole suite, slow tests included (what CI runs).
+test: install
+	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) outputs multirun mlflow.db mlruns .pytest_cache

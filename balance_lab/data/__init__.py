@@ -1,0 +1,1 @@
+"""Data: the built-in corpus, tokenizers and the Lightning DataModule."""

@@ -1,0 +1,87 @@
+"""Batches of fixed-length windows from per-domain token streams, each labelled with its domain.
+
+Training: windows at random offsets, the domain drawn by the mix's weights, from the run's seed.
+Validation: a fixed set (independent of seed and method) holding every domain in the training
+mix's proportions, windows spread evenly over each domain's held-out stream, so perplexity and
+MaxVio_global compare across runs.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from balance_lab.data.builtin import DomainSplit
+
+
+def proportional_counts(weights: Mapping[str, float], total: int) -> dict[str, int]:
+    """Split `total` by weight with the largest-remainder rule (the counts sum to total)."""
+    names = list(weights)
+    w = np.array([weights[n] for n in names], dtype=np.float64)
+    exact = w / w.sum() * total
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts))[: total - counts.sum()]:
+        counts[i] += 1
+    return dict(zip(names, counts.tolist()))
+
+
+class WindowDataset(Dataset):
+    """Item i: tokens[offset_i : offset_i + seq_len + 1] of stream domain_i, as (inputs, targets)."""
+
+    def __init__(self, streams: list[np.ndarray], domain_ids: np.ndarray, offsets: np.ndarray, seq_len: int):
+        self.streams, self.domain_ids, self.offsets, self.seq_len = streams, domain_ids, offsets, seq_len
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        d, o = int(self.domain_ids[i]), int(self.offsets[i])
+        window = torch.from_numpy(self.streams[d][o : o + self.seq_len + 1].astype(np.int64))
+        return {"tokens": window, "domain": torch.tensor(d)}
+
+
+def random_windows(lengths: list[int], weights: list[float], seq_len: int, n: int, seed: int):
+    rng = np.random.default_rng(seed)
+    p = np.asarray(weights, dtype=np.float64)
+    domain_ids = rng.choice(len(lengths), size=n, p=p / p.sum())
+    highs = np.asarray(lengths)[domain_ids] - seq_len - 1
+    return domain_ids, (rng.random(n) * (highs + 1)).astype(np.int64)
+
+
+def even_windows(lengths: list[int], counts: list[int], seq_len: int):
+    domain_ids, offsets = [], []
+    for d, (length, count) in enumerate(zip(lengths, counts)):
+        domain_ids += [d] * count
+        offsets += np.linspace(0, length - seq_len - 1, count).astype(np.int64).tolist()
+    return np.asarray(domain_ids), np.asarray(offsets, dtype=np.int64)
+
+
+class LMDataModule(L.LightningDataModule):
+    def __init__(self, splits: Mapping[str, DomainSplit], weights: Mapping[str, float], seq_len: int,
+                 batch_size: int, val_sequences: int, num_train_samples: int, seed: int, bytes_per_token: float = 1.0):
+        super().__init__()
+        self.domains = list(weights)
+        self.weights = [float(weights[d]) for d in self.domains]
+        self.splits, self.seq_len, self.batch_size = splits, seq_len, batch_size
+        self.val_counts = proportional_counts(weights, val_sequences)
+        self.num_train_samples, self.seed, self.bytes_per_token = num_train_samples, seed, bytes_per_token
+        for d in self.domains:
+            for part in ("train", "val"):
+                n = len(getattr(splits[d], part))
+                if n < seq_len + 1:
+                    raise ValueError(f"domain {d!r} has {n} {part} tokens, fewer than one sequence of {seq_len + 1}")
+
+    def train_dataloader(self) -> DataLoader:
+        streams = [self.splits[d].train for d in self.domains]
+        ids, offsets = random_windows([len(s) for s in streams], self.weights, self.seq_len, self.num_train_samples, self.seed)
+        return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        streams = [self.splits[d].val for d in self.domains]
+        counts = [self.val_counts[d] for d in self.domains]
+        ids, offsets = even_windows([len(s) for s in streams], counts, self.seq_len)
+        return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size)

@@ -1,0 +1,112 @@
+"""The LightningModule: LM loss + balancing loss, step-end balancing updates, and the metrics.
+
+Counting happens here, from the counts the model returns, and only in training steps: a
+validation forward never touches step counters or biases. Per optimizer step, the counts of all
+micro-batches are summed, all-reduced once across data-parallel ranks, handed to every layer's
+balancer (loss-free bias update) and turned into `train/maxvio_batch`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from balance_lab.metrics import maxvio_per_layer, top_expert_frequency
+from balance_lab.model.lm import MoELM
+
+
+def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
+    """LR multiplier: linear warm-up, then cosine decay to min_lr_ratio at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class MoELMModule(L.LightningModule):
+    def __init__(self, model: MoELM, optim: Mapping[str, Any], total_steps: int, domains: list[str],
+                 bytes_per_token: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.optim, self.total_steps = dict(optim), total_steps
+        self.domains, self.bytes_per_token = list(domains), bytes_per_token
+        self.layer_ids = model.args.moe_layer_ids
+        n_layers, n_experts = model.args.n_moe_layers, model.args.n_routed_experts
+        # Routed slots per layer and expert, summed over the micro-batches of the current optimizer step.
+        self.register_buffer("step_counts_LE", torch.zeros(n_layers, n_experts, dtype=torch.int64))
+        self.val_loads: dict[str, Any] | None = None  # filled by each validation epoch
+        self.val_step: int | None = None  # global step of the last validation
+
+    # ---- training -------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs_BS, targets_BS = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
+        out = self.model(inputs_BS)
+        lm_loss = F.cross_entropy(out.logits_BSV.flatten(0, 1).float(), targets_BS.flatten())
+        loss = lm_loss + out.aux_loss
+        counts_LE = out.counts_LBE.sum(dim=1)
+        self.step_counts_LE += counts_LE
+        B = inputs_BS.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=B)
+        self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": out.aux_loss,
+                       # this micro-batch on this rank: the load one expert-parallel group sees
+                       "train/maxvio_compute_batch": maxvio_per_layer(counts_LE).mean().float()}, batch_size=B)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Every micro-batch of this step has run forward and backward: the step's loads are complete.
+        counts_LE = self.trainer.strategy.reduce(self.step_counts_LE.clone(), reduce_op="sum")
+        for layer, counts_E in zip(self.model.moe_layers, counts_LE):
+            layer.balancer.step_end(counts_E)
+        vio_L = maxvio_per_layer(counts_LE).float()
+        self.log("train/maxvio_batch", vio_L.mean(), prog_bar=True)
+        self.log_dict({f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio_L)})
+        self.step_counts_LE.zero_()
+
+    def configure_optimizers(self):
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim.get("eps", 1e-8),
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(
+            step, self.optim["warmup_steps"], self.total_steps, self.optim["min_lr_ratio"]))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # ---- validation -----------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        n_domains, (n_layers, n_experts) = len(self.domains), self.step_counts_LE.shape
+        self._val_nll = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._val_tokens_D = torch.zeros(n_domains, dtype=torch.int64, device=self.device)
+        self._val_counts_DLE = torch.zeros(n_domains, n_layers, n_experts, dtype=torch.int64, device=self.device)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        inputs_BS, targets_BS = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
+        out = self.model(inputs_BS)
+        nll = F.cross_entropy(out.logits_BSV.flatten(0, 1).float(), targets_BS.flatten(), reduction="sum")
+        self._val_nll += nll.double()
+        domain_B = batch["domain"]
+        self._val_tokens_D.index_add_(0, domain_B, torch.full_like(domain_B, targets_BS.shape[1]))
+        self._val_counts_DLE.index_add_(0, domain_B, out.counts_LBE.transpose(0, 1))
+
+    def on_validation_epoch_end(self) -> None:
+        reduce = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
+        nll, tokens_D, counts_DLE = reduce(self._val_nll), reduce(self._val_tokens_D), reduce(self._val_counts_DLE)
+        loss = float(nll) / max(int(tokens_D.sum()), 1)
+        counts_LE = counts_DLE.sum(dim=0)
+        vio_L = maxvio_per_layer(counts_LE)
+        metrics = {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0)),
+                   "val/bpb": loss / math.log(2) / self.bytes_per_token, "val/maxvio_global": float(vio_L.mean())}
+        metrics |= {f"val/maxvio_global/layer_{i}": float(v) for i, v in zip(self.layer_ids, vio_L)}
+        for d, name in enumerate(self.domains):
+            freq_L = top_expert_frequency(counts_DLE[d], int(tokens_D[d]))
+            metrics[f"val/top_expert_freq/{name}"] = float(freq_L.mean())
+        self.log_dict(metrics, sync_dist=False)
+        self.val_step = self.global_step
+        self.val_loads = {"layers": counts_LE.tolist(), "layer_ids": self.layer_ids,
+                          "domains": {name: counts_DLE[d].tolist() for d, name in enumerate(self.domains)},
+                          "tokens": {name: int(tokens_D[d]) for d, name in enumerate(self.domains)}}

@@ -1,0 +1,87 @@
+"""A decoder-only transformer LM whose FFNs are DeepSeekMoE layers (the first few may be dense).
+
+Read top to bottom: Block (attention + FFN or MoE), then MoELM (embedding, blocks, head).
+The LM returns logits, the summed balancing loss of its MoE layers and the per-layer routing
+counts; it keeps no counters itself, so evaluation can never disturb training state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from balance_lab.model.args import ModelArgs
+from balance_lab.model.attention import CausalSelfAttention
+from balance_lab.model.experts import DenseFFN
+from balance_lab.model.moe import MoELayer
+
+
+@dataclass
+class LMOutput:
+    logits_BSV: torch.Tensor
+    aux_loss: torch.Tensor  # sum of the MoE layers' balancing losses (0 in eval)
+    counts_LBE: torch.Tensor  # routed slots per MoE layer, sequence and expert (int64)
+
+
+class Block(nn.Module):
+    def __init__(self, args: ModelArgs, moe: bool, make_balancer: Callable[[], nn.Module]):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(args.d_model)
+        self.attn = CausalSelfAttention(args.d_model, args.n_heads, args.seq_len, args.rope_theta)
+        self.ffn_norm = nn.RMSNorm(args.d_model)
+        if moe:
+            self.ffn = MoELayer(args.d_model, args.n_routed_experts, args.n_shared_experts, args.top_k,
+                                args.expert_hidden, args.score_func, args.norm_gates, make_balancer())
+        else:
+            self.ffn = DenseFFN(args.d_model, args.dense_hidden)
+
+    @property
+    def is_moe(self) -> bool:
+        return isinstance(self.ffn, MoELayer)
+
+    def forward(self, x_BSD: torch.Tensor):
+        x_BSD = x_BSD + self.attn(self.attn_norm(x_BSD))
+        ffn_out = self.ffn(self.ffn_norm(x_BSD))
+        if self.is_moe:
+            return x_BSD + ffn_out.y_BSD, ffn_out
+        return x_BSD + ffn_out, None
+
+
+class MoELM(nn.Module):
+    def __init__(self, args: ModelArgs, make_balancer: Callable[[], nn.Module]):
+        super().__init__()
+        self.args = args
+        self.embed = nn.Embedding(args.vocab_size, args.d_model)
+        self.blocks = nn.ModuleList(
+            Block(args, moe=i >= args.n_dense_layers, make_balancer=make_balancer) for i in range(args.n_layers)
+        )
+        self.norm = nn.RMSNorm(args.d_model)
+        self.head = nn.Linear(args.d_model, args.vocab_size, bias=False)
+        if args.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in self.parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, std=self.args.init_std)
+
+    @property
+    def moe_layers(self) -> list[MoELayer]:
+        return [b.ffn for b in self.blocks if b.is_moe]
+
+    def forward(self, tokens_BS: torch.Tensor) -> LMOutput:
+        x_BSD = self.embed(tokens_BS)
+        aux_losses, counts = [], []
+        for block in self.blocks:
+            x_BSD, moe_out = block(x_BSD)
+            if moe_out is not None:
+                counts.append(moe_out.counts_BE)
+                if moe_out.aux_loss is not None:
+                    aux_losses.append(moe_out.aux_loss)
+        logits_BSV = self.head(self.norm(x_BSD))
+        aux_loss = torch.stack(aux_losses).sum() if aux_losses else logits_BSV.new_zeros(())
+        return LMOutput(logits_BSV, aux_loss, torch.stack(counts))

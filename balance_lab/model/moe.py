@@ -1,0 +1,58 @@
+"""One DeepSeekMoE feed-forward layer: shared experts + routed fine-grained experts.
+
+Dispatch is sort-based: the T*K (token, expert) slots are sorted by expert so every expert reads
+a contiguous slice, then the weighted outputs are scattered back with index_add_.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from balance_lab.model.experts import DenseFFN, RoutedExperts
+from balance_lab.model.router import Router, Routing
+
+
+@dataclass
+class MoEOutput:
+    y_BSD: torch.Tensor
+    aux_loss: torch.Tensor | None  # the balancer's loss for this layer (training forwards only)
+    counts_BE: torch.Tensor  # routed slots per sequence and expert (int64)
+
+
+class MoELayer(nn.Module):
+    def __init__(self, d_model: int, n_routed: int, n_shared: int, top_k: int, expert_hidden: int,
+                 score_func: str, norm_gates: bool, balancer: nn.Module):
+        super().__init__()
+        self.router = Router(d_model, n_routed, top_k, score_func, norm_gates, balancer)
+        self.experts = RoutedExperts(n_routed, d_model, expert_hidden)
+        # The shared experts are one dense FFN n_shared times as wide as a routed expert.
+        self.shared = DenseFFN(d_model, n_shared * expert_hidden) if n_shared > 0 else None
+
+    @property
+    def balancer(self) -> nn.Module:
+        return self.router.balancer
+
+    def forward(self, x_BSD: torch.Tensor) -> MoEOutput:
+        B, S, D = x_BSD.shape
+        x_TD = x_BSD.reshape(B * S, D)
+        routing = self.router(x_TD, batch_size=B)
+        y_TD = self._dispatch(x_TD, routing)
+        if self.shared is not None:
+            y_TD = y_TD + self.shared(x_TD)
+        # Balancing losses exist only to shape training; eval forwards neither compute nor count.
+        aux_loss = self.balancer.loss(routing) if self.training and torch.is_grad_enabled() else None
+        return MoEOutput(y_TD.view(B, S, D), aux_loss, routing.counts_BE())
+
+    def _dispatch(self, x_TD: torch.Tensor, routing: Routing) -> torch.Tensor:
+        T, K = routing.experts_TK.shape
+        expert_of_slot_N = routing.experts_TK.reshape(-1)  # (N,) with N = T*K
+        order_N = expert_of_slot_N.argsort(stable=True)  # slots grouped by expert
+        token_of_slot_N = order_N // K  # which token each sorted slot came from
+        counts_E = torch.bincount(expert_of_slot_N, minlength=routing.num_experts)
+        out_ND = self.experts(x_TD[token_of_slot_N], counts_E)  # (N, D)
+        gates_N1 = routing.gates_TK.reshape(-1)[order_N].unsqueeze(-1).to(out_ND.dtype)
+        y_TD = torch.zeros_like(x_TD)
+        return y_TD.index_add_(0, token_of_slot_N, (out_ND * gates_N1).to(x_TD.dtype))

@@ -1,0 +1,25 @@
+"""Where the Hydra configs and sweep files live, for an editable install and for a wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _first_existing(name: str) -> Path:
+    # A wheel ships conf/ and sweeps/ inside the package; a source checkout keeps them at the top.
+    for candidate in (_PACKAGE_DIR / name, _PACKAGE_DIR.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"balance-lab's '{name}' directory is missing (looked next to {_PACKAGE_DIR})")
+
+
+def conf_dir() -> Path:
+    """The root of the Hydra config groups (model/, balance/, data/, ...)."""
+    return _first_existing("conf")
+
+
+def sweeps_dir() -> Path:
+    """One file per ablation grid."""
+    return _first_existing("sweeps")

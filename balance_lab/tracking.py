@@ -1,0 +1,135 @@
+"""MLflow glue: where the store is, what a run is called, and a run's whole lifecycle.
+
+A run is created only once everything it needs has been built (so bad input leaves no run) and
+always ends FINISHED, FAILED (with `balance_lab.status_reason`) or KILLED, never RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TAG_SWEEP = "balance_lab.sweep"
+TAG_GIT_SHA = "balance_lab.git_sha"
+TAG_STATUS_REASON = "balance_lab.status_reason"
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """Option, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory (made absolute)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    return uri
+
+
+def quiet_mlflow_logs() -> None:
+    # Creating a SQLite store runs ~50 alembic migrations, each logged at INFO; mlflow's import
+    # builds matplotlib's font cache once, also at INFO.
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "matplotlib.font_manager"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'balance': {'alpha': 0.0}} -> {'balance.alpha': 0.0}: the params contract of the design."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, prefix=f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def run_name(cfg: Mapping[str, Any]) -> str:
+    """A name that says what the run is, e.g. `loss_free-u1e-3-sign-add-tiny-s0`."""
+    balance, parts = cfg["balance"], [cfg["balance"]["name"]]
+    if balance.get("update_rate", 0) > 0:
+        parts += [f"u{_fmt(balance['update_rate'])}", balance.get("rule", "sign"), balance.get("bias", "additive")[:3]]
+    if balance.get("alpha", 0) > 0:
+        parts += [f"a{_fmt(balance['alpha'])}", balance.get("scope", "micro")]
+    if balance.get("z_loss", 0) > 0:
+        parts.append(f"z{_fmt(balance['z_loss'])}")
+    parts += [cfg["model"]["name"], f"s{cfg['seed']}"]
+    return "-".join(str(p) for p in parts)
+
+
+class TrackedRun:
+    """One MLflow run, opened by `open_run` and closed with a definite status."""
+
+    def __init__(self, client, run_id: str, tracking_uri: str):
+        self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_json(self, obj: Any, artifact_file: str) -> None:
+        self.log_text(json.dumps(obj), artifact_file)
+
+
+@contextlib.contextmanager
+def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[str, str] | None = None) -> Iterator[TrackedRun]:
+    """Create the run; on exit mark it FINISHED, KILLED (interrupt) or FAILED (any other error, with reason)."""
+    quiet_mlflow_logs()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        experiment_id = client.create_experiment(experiment_name)
+    else:
+        experiment_id = experiment.experiment_id
+        if experiment.lifecycle_stage == "deleted":  # deleted in the UI: bring it back rather than fail
+            client.restore_experiment(experiment_id)
+    run = client.create_run(experiment_id, run_name=name, tags={TAG_GIT_SHA: git_sha(), **(tags or {})})
+    tracked = TrackedRun(client, run.info.run_id, tracking_uri)
+    try:
+        yield tracked
+    except (KeyboardInterrupt, SystemExit) as exc:
+        client.set_tag(run.info.run_id, TAG_STATUS_REASON, f"interrupted ({type(exc).__name__})")
+        client.set_terminated(run.info.run_id, "KILLED")
+        raise
+    except BaseException as exc:
+        client.set_tag(run.info.run_id, TAG_STATUS_REASON, f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    else:
+        client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def lightning_logger(run: TrackedRun):
+    """Lightning's MLFlowLogger writing into `run`, leaving the run's status to `open_run`."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class _RunScopedMLFlowLogger(MLFlowLogger):
+        def finalize(self, status: str = "success") -> None:  # open_run owns the final status
+            pass
+
+    return _RunScopedMLFlowLogger(tracking_uri=run.tracking_uri, run_id=run.run_id)
