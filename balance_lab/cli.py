@@ -42,7 +42,9 @@ def run(overrides: Optional[List[str]] = OverridesArg) -> None:
 
     The store is MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the working directory.
     """
-    argv = [sys.executable, "-m", "balance_lab.train", *(overrides or [])]
+    overrides = list(overrides or [])
+    _compose([o for o in overrides if not o.startswith("-")])  # a typo fails here, in one line, before any import of torch
+    argv = [sys.executable, "-m", "balance_lab.train", *overrides]
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # the training process takes over: signals and exit status are its own
 
@@ -58,8 +60,21 @@ def _compose(overrides: list[str]):
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return compose("config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as exc:
-        lines = [line for line in str(exc).splitlines() if line.strip()] or [repr(exc.__cause__ or exc)]
-        _fail(lines[0])
+        _fail(one_line(exc))
+
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's multi-line composition errors as one line that keeps the valid choices."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc.__cause__ or exc)]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Available options")]
+    if starts:
+        options = []
+        for line in lines[starts[0] + 1:]:
+            if line.endswith(":") or line.startswith(("Config search path", "provider=")):
+                break
+            options.append(line)
+        return f"{lines[0].rstrip('.')}; choose one of {', '.join(options)}"
+    return lines[0]
 
 
 @configs_app.command("show", context_settings=_PASSTHROUGH)

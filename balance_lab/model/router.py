@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -51,7 +52,7 @@ class Router(nn.Module):
     def forward(self, x_TD: torch.Tensor, batch_size: int) -> Routing:
         # Routing runs in fp32 whatever the autocast dtype: bf16 affinities tie and flip top-K choices.
         with torch.autocast(device_type=x_TD.device.type, enabled=False):
-            logits_TE = self.proj(x_TD.float())
+            logits_TE = F.linear(x_TD.float(), self.proj.weight.float())
         if self.score_func == "sigmoid":
             scores_TE = torch.sigmoid(logits_TE)
         else:

@@ -1,0 +1,91 @@
+"""The command line, end to end: real processes, a real SQLite MLflow store, real training."""
+
+import json
+
+import pytest
+
+from balance_lab.metrics import maxvio
+from tests.conftest import all_runs, run_cli
+
+CONTRACT_METRICS = [
+    "train/loss", "train/lm_loss", "train/aux_loss", "train/maxvio_batch", "train/maxvio_compute_batch",
+    "val/loss", "val/ppl", "val/bpb", "val/maxvio_global",
+]
+FAST = ["model=tiny", "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=2",
+        "data.batch_size=4", "data.val_sequences=12"]
+
+
+def test_help_lists_the_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    assert "run" in result.stdout and "configs" in result.stdout
+
+
+def test_configs_show_prints_config_and_parameter_counts():
+    result = run_cli("configs", "show", "model=tiny", "balance=aux_loss")
+    assert result.returncode == 0, result.stderr
+    assert "name: aux_loss" in result.stdout and "alpha: 0.001" in result.stdout
+    assert "3,005,568" in result.stdout  # total parameters of tiny (tied embedding counted once)
+    assert "1,236,096" in result.stdout  # active: shared + 4 of 16 routed experts
+
+
+def test_configs_show_rejects_an_unknown_option_in_one_line():
+    result = run_cli("configs", "show", "balance=loss_fre")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "loss_fre" in lines[0] and "loss_free" in lines[0]
+
+
+def test_run_records_every_contracted_metric_and_artifact(store):
+    result = run_cli("run", *FAST, "balance=loss_free", "seed=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = all_runs(store)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "loss_free-u1e-3-sign-add-tiny-s3"
+    for name in CONTRACT_METRICS + ["val/maxvio_global/layer_1", "train/maxvio_batch/layer_3"]:
+        assert name in run.data.metrics, name
+    assert run.data.params["balance.name"] == "loss_free"
+    assert run.data.params["balance.update_rate"] == "0.001"
+    assert run.data.params["seed"] == "3"
+    assert run.data.tags["balance_lab.git_sha"]
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    local = client.download_artifacts(run.info.run_id, "")
+    loads = json.load(open(f"{local}/loads/val_loads.json"))
+    assert "seed: 3" in open(f"{local}/config.yaml").read()
+    assert set(loads["domains"]) == {"code", "prose", "math"}
+    # val/maxvio_global is exactly MaxVio of the loads in the artifact, and the domains add up
+    assert run.data.metrics["val/maxvio_global"] == pytest.approx(maxvio(loads["layers"]), abs=1e-6)
+    total = [[sum(d[l][e] for d in loads["domains"].values()) for e in range(16)] for l in range(3)]
+    assert total == loads["layers"]
+    assert "val perplexity" in result.stdout and run.info.run_id in result.stdout
+
+
+def test_bad_value_fails_in_one_line_and_creates_no_run(store):
+    result = run_cli("run", *FAST, "balance.rule=signum")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: balance.rule='signum': choose one of sign, raw"
+    assert all_runs(store) == []
+
+
+def test_top_k_above_experts_is_rejected_before_any_run(store):
+    result = run_cli("run", *FAST, "model.top_k=17")
+    assert result.returncode == 2
+    assert "model.top_k=17" in result.stderr and "n_routed_experts=16" in result.stderr
+    assert all_runs(store) == []
+
+
+@pytest.mark.slow
+def test_loss_free_balances_the_tiny_model_far_better_than_none(store):
+    """Acceptance: 400 steps, same seed; loss-free (u=1e-2) ends below half of none's MaxVio_batch."""
+    final = {}
+    for method in (["balance=none"], ["balance=loss_free", "balance.update_rate=1e-2"]):
+        result = run_cli("run", "model=tiny", "trainer.max_steps=400", "trainer.val_check_interval=400", "seed=0", *method)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for run in all_runs(store):
+        final[run.data.params["balance.name"]] = run.data.metrics["train/maxvio_batch"]
+    assert final["loss_free"] < 0.5 * final["none"], final

@@ -1,0 +1,73 @@
+"""The built-in corpus: deterministic, split by document, fixed validation set."""
+
+import numpy as np
+import pytest
+
+from balance_lab.data.builtin import DOMAINS, code_documents, is_validation, load_builtin_corpus, math_documents
+from balance_lab.data.datamodule import LMDataModule, proportional_counts
+from balance_lab.data.tokenizer import ByteTokenizer
+
+
+@pytest.fixture(scope="module")
+def corpus(corpus_cache):
+    return load_builtin_corpus(corpus_cache)
+
+
+def test_every_domain_has_train_and_validation_text(corpus):
+    assert set(corpus) == set(DOMAINS)
+    for split in corpus.values():
+        assert split.n_train_docs > 10 * split.n_val_docs > 0
+        assert split.train.dtype == np.uint8 and len(split.val) > 10_000
+
+
+def test_validation_documents_never_appear_in_training(corpus):
+    tok = ByteTokenizer()
+    for domain, docs in (("math", math_documents(4000, 1234)), ("code", code_documents())):
+        train = corpus[domain].train.tobytes()
+        val_docs = [d for d in docs if is_validation(d.id, 0.05)]
+        assert val_docs, domain
+        for doc in val_docs:
+            text = tok.encode(doc.text).tobytes()
+            if len(text) > 64:  # a tiny file (e.g. a one-line __init__) may legitimately recur
+                assert train.find(text) == -1, f"{doc.id} leaked into training"
+            assert corpus[domain].val.tobytes().find(text) != -1
+
+
+def test_split_depends_only_on_document_id():
+    assert is_validation("code:json/decoder.py", 0.05) == is_validation("code:json/decoder.py", 0.05)
+    ids = [f"math:1234:{i}" for i in range(20_000)]
+    fraction = sum(is_validation(i, 0.05) for i in ids) / len(ids)
+    assert 0.04 < fraction < 0.06
+
+
+def test_cache_returns_identical_arrays(corpus, corpus_cache):
+    again = load_builtin_corpus(corpus_cache)
+    for d in DOMAINS:
+        assert np.array_equal(again[d].train, corpus[d].train)
+        assert np.array_equal(again[d].val, corpus[d].val)
+
+
+def test_proportional_counts_sum_and_follow_weights():
+    assert proportional_counts({"code": 0.4, "prose": 0.4, "math": 0.2}, 96) == {"code": 39, "prose": 38, "math": 19}
+    assert sum(proportional_counts({"a": 1, "b": 1, "c": 1}, 10).values()) == 10
+
+
+def _datamodule(corpus, seed):
+    weights = {"code": 0.4, "prose": 0.4, "math": 0.2}
+    return LMDataModule(corpus, weights, seq_len=64, batch_size=8, val_sequences=30, num_train_samples=80, seed=seed)
+
+
+def test_validation_set_is_fixed_and_mixed_by_weight(corpus):
+    a, b = _datamodule(corpus, seed=0), _datamodule(corpus, seed=1)
+    batches_a, batches_b = list(a.val_dataloader()), list(b.val_dataloader())
+    for x, y in zip(batches_a, batches_b):
+        assert (x["tokens"] == y["tokens"]).all() and (x["domain"] == y["domain"]).all()
+    domains = np.concatenate([x["domain"].numpy() for x in batches_a])
+    assert np.bincount(domains).tolist() == [12, 12, 6]
+
+
+def test_training_windows_follow_the_seed(corpus):
+    first = lambda seed: next(iter(_datamodule(corpus, seed).train_dataloader()))["tokens"]  # noqa: E731
+    assert (first(0) == first(0)).all()
+    assert not (first(0) == first(1)).all()
+    assert first(0).shape == (8, 65)

@@ -1,0 +1,60 @@
+"""Step-end semantics of the LightningModule with a real Trainer: once per optimizer step, summed
+over micro-batches; validation and no-grad forwards never touch counters or biases."""
+
+import lightning as L
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from balance_lab.build import build
+from balance_lab.paths import conf_dir
+
+
+@pytest.fixture
+def built(corpus_cache):
+    overrides = ["model=tiny", "model.n_layers=3", "balance=loss_free", "trainer.max_steps=3",
+                 "trainer.accumulate_grad_batches=2", "data.batch_size=2", "data.val_sequences=6",
+                 f"data.cache_dir={corpus_cache}"]
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return cfg, build(cfg)
+
+
+def trainer(cfg, **kw):
+    return L.Trainer(accelerator="cpu", max_steps=cfg.trainer.max_steps, logger=False, enable_progress_bar=False,
+                     enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     accumulate_grad_batches=cfg.trainer.accumulate_grad_batches, **kw)
+
+
+def biases(module):
+    return [layer.balancer.terms[0].bias_E.clone() for layer in module.model.moe_layers]
+
+
+def test_balancer_updates_once_per_optimizer_step_with_all_micro_batches(built):
+    cfg, parts = built
+    calls = []
+    for layer in parts.module.model.moe_layers:
+        original = layer.balancer.step_end
+        layer.balancer.step_end = lambda counts, f=original: (calls.append(counts.clone()), f(counts))[1]
+    trainer(cfg, limit_val_batches=0).fit(parts.module, datamodule=parts.datamodule)
+    n_moe = len(parts.module.model.moe_layers)
+    assert len(calls) == 3 * n_moe  # 3 optimizer steps, not 6 micro-batches
+    slots = 2 * 2 * cfg.model.seq_len * cfg.model.top_k  # 2 micro-batches x 2 sequences x S tokens x K
+    assert all(c.dtype == torch.int64 and int(c.sum()) == slots for c in calls)
+    assert all(not torch.equal(b, torch.zeros_like(b)) for b in biases(parts.module))
+    assert int(parts.module.step_counts_LE.sum()) == 0  # reset after each step
+
+
+def test_validation_and_no_grad_forwards_leave_counters_and_biases_alone(built):
+    cfg, parts = built
+    module = parts.module
+    module.model.moe_layers[0].balancer.step_end(torch.arange(16))  # some non-trivial bias
+    before = biases(module)
+    trainer(cfg).validate(module, datamodule=parts.datamodule, verbose=False)
+    module.model.train()
+    with torch.no_grad():
+        out = module.model(torch.randint(0, 256, (2, 16)))
+    assert out.aux_loss.item() == 0.0  # no balancing loss outside a training forward with grad
+    assert int(module.step_counts_LE.sum()) == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, biases(module)))
+    assert module.val_loads is not None and sum(map(sum, module.val_loads["layers"])) > 0

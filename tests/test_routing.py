@@ -1,0 +1,101 @@
+"""Router, dispatch and the model's counts."""
+
+import pytest
+import torch
+from torch import nn
+
+from balance_lab.balancing import Balancer, LossFreeBias, build_balancer
+from balance_lab.model import ModelArgs, MoELM
+from balance_lab.model.moe import MoELayer
+from balance_lab.model.router import Router
+
+
+def make_router(n_experts=4, top_k=1, score_func="sigmoid", norm_gates=False, bias=None):
+    term = LossFreeBias(n_experts, update_rate=1e-3)
+    if bias is not None:
+        term.bias_E.copy_(torch.tensor(bias))
+    router = Router(d_model=3, n_experts=n_experts, top_k=top_k, score_func=score_func, norm_gates=norm_gates,
+                    balancer=Balancer([term]))
+    return router
+
+
+def fixed_logits_router(logits_TE, **kw):
+    """A router whose projection returns the given logits for inputs = identity rows."""
+    T, E = logits_TE.shape
+    router = make_router(n_experts=E, **kw)
+    router.proj = nn.Linear(T, E, bias=False)
+    with torch.no_grad():
+        router.proj.weight.copy_(logits_TE.T)
+    return router, torch.eye(T)
+
+
+def test_top_k_uses_biased_scores_but_gates_use_unbiased():
+    logits = torch.tensor([[2.0, 0.0, -1.0, -2.0], [1.0, 1.5, 0.0, -1.0]])
+    router, x = fixed_logits_router(logits, bias=[0.0, 0.0, 0.0, 5.0])
+    routing = router(x, batch_size=1)
+    assert routing.experts_TK.flatten().tolist() == [3, 3]  # the bias decides who is chosen ...
+    # ... but the gate is the chosen expert's unbiased affinity, sigmoid(logit)
+    assert routing.gates_TK.flatten().tolist() == pytest.approx(torch.sigmoid(logits[:, 3]).tolist())
+
+
+def test_bias_never_changes_gate_weights():
+    logits = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    plain, x = fixed_logits_router(logits, top_k=2, norm_gates=True)
+    biased, _ = fixed_logits_router(logits, top_k=2, norm_gates=True, bias=[0.3] * 8)  # same order, other values
+    a, b = plain(x, batch_size=1), biased(x, batch_size=1)
+    assert torch.equal(a.experts_TK, b.experts_TK)
+    assert torch.equal(a.gates_TK, b.gates_TK)
+
+
+def test_softmax_scores_and_gate_normalisation():
+    logits = torch.tensor([[1.0, 2.0, 3.0]])
+    router, x = fixed_logits_router(logits, top_k=2, score_func="softmax", norm_gates=True)
+    routing = router(x, batch_size=1)
+    assert routing.scores_TE.sum().item() == pytest.approx(1.0)
+    assert routing.experts_TK.tolist() == [[2, 1]]
+    p = torch.softmax(logits, -1)[0]
+    assert routing.gates_TK[0].tolist() == pytest.approx([float(p[2] / (p[1] + p[2])), float(p[1] / (p[1] + p[2]))])
+
+
+def test_sorted_dispatch_matches_naive_per_token_reference():
+    torch.manual_seed(0)
+    layer = MoELayer(d_model=16, n_routed=6, n_shared=1, top_k=2, expert_hidden=8, score_func="sigmoid",
+                     norm_gates=True, balancer=Balancer([]))
+    for p in layer.parameters():
+        nn.init.normal_(p, std=0.3)
+    x = torch.randn(2, 5, 16)
+    out = layer(x)
+    x_TD = x.reshape(-1, 16)
+    routing = layer.router(x_TD, batch_size=2)
+    experts = layer.experts
+    expected = []
+    for t in range(x_TD.shape[0]):
+        y = layer.shared(x_TD[t])
+        for k in range(2):
+            e = routing.experts_TK[t, k]
+            h = torch.nn.functional.silu(x_TD[t] @ experts.w_gate_EDH[e]) * (x_TD[t] @ experts.w_up_EDH[e])
+            y = y + routing.gates_TK[t, k] * (h @ experts.w_down_EHD[e])
+        expected.append(y)
+    torch.testing.assert_close(out.y_BSD.reshape(-1, 16), torch.stack(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_counts_are_int64_per_sequence_and_sum_to_slots():
+    args = ModelArgs(vocab_size=256, seq_len=16, d_model=32, n_layers=3, n_heads=2, n_dense_layers=1,
+                     dense_hidden=64, n_routed_experts=8, n_shared_experts=1, top_k=3, expert_hidden=16)
+    model = MoELM(args, make_balancer=lambda: build_balancer({"update_rate": 1e-3}, 8))
+    out = model(torch.randint(0, 256, (4, 16)))
+    assert out.counts_LBE.dtype == torch.int64
+    assert out.counts_LBE.shape == (2, 4, 8)
+    assert (out.counts_LBE.sum(-1) == 16 * 3).all()  # every token fills K slots in every MoE layer
+
+
+def test_bias_stays_fp32_under_bf16_autocast_and_casts():
+    args = ModelArgs(vocab_size=256, seq_len=16, d_model=32, n_layers=2, n_heads=2, n_dense_layers=1,
+                     dense_hidden=64, n_routed_experts=8, top_k=2, expert_hidden=16)
+    model = MoELM(args, make_balancer=lambda: build_balancer({"update_rate": 1e-3}, 8)).to(torch.bfloat16)
+    bias = model.moe_layers[0].balancer.terms[0].bias_E
+    assert bias.dtype == torch.float32
+    assert model.moe_layers[0].experts.w_up_EDH.dtype == torch.bfloat16
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        routing = model.moe_layers[0].router(torch.randn(8, 32, dtype=torch.bfloat16), batch_size=1)
+    assert routing.scores_TE.dtype == torch.float32
