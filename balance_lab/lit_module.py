@@ -27,6 +27,12 @@ def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_lr_ra
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def _nll(logits_BSV: torch.Tensor, targets_BS: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy in fp32 or wider (bf16 logits lose the small probabilities)."""
+    logits = logits_BSV.flatten(0, 1)
+    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets_BS.flatten(), reduction=reduction)
+
+
 class MoELMModule(L.LightningModule):
     def __init__(self, model: MoELM, optim: Mapping[str, Any], total_steps: int, domains: list[str],
                  bytes_per_token: float = 1.0):
@@ -45,7 +51,7 @@ class MoELMModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs_BS, targets_BS = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
         out = self.model(inputs_BS)
-        lm_loss = F.cross_entropy(out.logits_BSV.flatten(0, 1).float(), targets_BS.flatten())
+        lm_loss = _nll(out.logits_BSV, targets_BS)
         loss = lm_loss + out.aux_loss
         counts_LE = out.counts_LBE.sum(dim=1)
         self.step_counts_LE += counts_LE
@@ -87,7 +93,7 @@ class MoELMModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         inputs_BS, targets_BS = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
         out = self.model(inputs_BS)
-        nll = F.cross_entropy(out.logits_BSV.flatten(0, 1).float(), targets_BS.flatten(), reduction="sum")
+        nll = _nll(out.logits_BSV, targets_BS, reduction="sum")
         self._val_nll += nll.double()
         domain_B = batch["domain"]
         self._val_tokens_D.index_add_(0, domain_B, torch.full_like(domain_B, targets_BS.shape[1]))

@@ -85,7 +85,7 @@ def test_build_balancer_combines_terms_from_knobs():
 @pytest.mark.parametrize("cfg, message", [
     ({"rule": "signum"}, "balance.rule='signum': choose one of sign, raw"),
     ({"bias": "add"}, "balance.bias='add': choose one of additive, multiplicative"),
-    ({"scope": "batch"}, "balance.scope='batch': choose one of micro, sequence"),
+    ({"scope": "batch"}, "balance.scope='batch': choose one of micro, sequence, global"),
     ({"alpha": -1.0}, "balance.alpha=-1.0: must be >= 0"),
     ({"update_rate": -1e-3}, "balance.update_rate=-0.001: must be >= 0"),
     ({"lr": 1.0}, "unknown balance key(s) lr"),
@@ -106,3 +106,14 @@ def test_biases_are_saved_and_restored_with_the_model():
     restored = MoELM(args, make)
     restored.load_state_dict(model.state_dict())
     assert restored.moe_layers[0].balancer.terms[0].bias_E.tolist() == pytest.approx([-1e-3, 1e-3, 1e-3, 1e-3])
+
+
+def test_global_aux_loss_accumulates_counts_over_the_step_and_resets():
+    term = AuxLoss(alpha=0.1, scope="global", n_experts=2)
+    # micro-batch 1 alone: counts [3, 1] over 4 tokens, same as the micro-batch loss: 0.115
+    assert term.loss(routing()).item() == pytest.approx(0.115)
+    # micro-batch 2 routes [1, 1, 1, 0]: buffer [4, 4] over 8 tokens -> f = [1, 1]; P = [0.65, 0.35] -> 0.1
+    assert term.loss(routing(experts=[[1], [1], [1], [0]])).item() == pytest.approx(0.1)
+    assert term.step_counts_E1.tolist() == [4, 4, 8]
+    term.step_end(torch.tensor([4, 4]))
+    assert term.step_counts_E1.tolist() == [0, 0, 0]

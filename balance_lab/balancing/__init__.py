@@ -37,7 +37,7 @@ def build_balancer(cfg: Mapping[str, Any], n_experts: int) -> Balancer:
     if cfg.get("update_rate", 0.0) > 0:
         terms.append(LossFreeBias(n_experts, float(cfg["update_rate"]), cfg.get("rule", "sign"), cfg.get("bias", "additive")))
     if cfg.get("alpha", 0.0) > 0:
-        terms.append(AuxLoss(float(cfg["alpha"]), cfg.get("scope", "micro")))
+        terms.append(AuxLoss(float(cfg["alpha"]), cfg.get("scope", "micro"), n_experts))
     if cfg.get("z_loss", 0.0) > 0:
         terms.append(RouterZLoss(float(cfg["z_loss"])))
     return Balancer(terms)

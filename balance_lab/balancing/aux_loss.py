@@ -3,6 +3,14 @@
 LBL = alpha * sum_i f_i * P_i with f_i = count_i * N / (K * T) (1 for a uniform router) and P_i
 the mean normalised affinity of expert i, so a perfectly uniform router gives LBL = alpha.
 The counts carry no gradient; it flows through P only.
+
+Scopes (where f_i is counted; P_i is always this rank's micro-batch):
+- micro:    this micro-batch on this rank (what most frameworks do);
+- sequence: per sequence, then averaged over sequences (DeepSeek-V2/V3 "sequence-wise");
+- global:   summed over every data-parallel rank (one all-reduce of N+1 integers) and, under
+            gradient accumulation, over the micro-batches of the optimizer step so far, in a
+            buffer reset at step end (Qiu et al., arXiv 2501.11873). Under DDP's gradient
+            averaging each rank's loss then carries the full global-batch gradient scale.
 """
 
 from __future__ import annotations
@@ -12,11 +20,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from balance_lab.balancing.base import BalancingTerm
+from balance_lab.distributed import all_reduce_sum
 
 if TYPE_CHECKING:
     from balance_lab.model.router import Routing
 
-AUX_SCOPES = ("micro", "sequence")
+AUX_SCOPES = ("micro", "sequence", "global")
 
 
 def normalised_affinities(scores_TE: torch.Tensor) -> torch.Tensor:
@@ -25,28 +34,37 @@ def normalised_affinities(scores_TE: torch.Tensor) -> torch.Tensor:
 
 
 class AuxLoss(BalancingTerm):
-    """scope=micro: f and P over this micro-batch; scope=sequence: per sequence, then averaged."""
-
-    def __init__(self, alpha: float, scope: str = "micro"):
+    def __init__(self, alpha: float, scope: str = "micro", n_experts: int | None = None):
         super().__init__()
         if scope not in AUX_SCOPES:
             raise ValueError(f"balance.scope={scope!r}: choose one of {', '.join(AUX_SCOPES)}")
         self.alpha = alpha
         self.scope = scope
+        if scope == "global":
+            if n_experts is None:
+                raise ValueError("the global aux loss needs n_experts for its count buffer")
+            # [count per expert..., tokens], summed over ranks and this step's micro-batches so far
+            self.register_buffer("step_counts_E1", torch.zeros(n_experts + 1, dtype=torch.int64))
 
     def loss(self, routing: "Routing") -> torch.Tensor:
         E, K, B = routing.num_experts, routing.top_k, routing.batch_size
         probs_TE = normalised_affinities(routing.scores_TE)
-        if self.scope == "micro":
-            counts_1E = torch.bincount(routing.experts_TK.reshape(-1), minlength=E)[None]
-            probs_1TE = probs_TE[None]
-        else:
-            counts_1E = routing.counts_BE()  # (B, E)
-            probs_1TE = probs_TE.view(B, -1, E)  # (B, S, E)
-        tokens = probs_1TE.shape[1]
-        f_1E = counts_1E.float() * E / (K * tokens)  # integer counts, no gradient
-        P_1E = probs_1TE.mean(dim=1)
-        return self.alpha * (f_1E * P_1E).sum(dim=-1).mean()
+        counts_E = torch.bincount(routing.experts_TK.reshape(-1), minlength=E)
+        if self.scope == "sequence":
+            counts_BE = routing.counts_BE()
+            f_BE = counts_BE.float() * E / (K * (probs_TE.shape[0] // B))
+            return self.alpha * (f_BE * probs_TE.view(B, -1, E).mean(dim=1)).sum(dim=-1).mean()
+        tokens = probs_TE.shape[0]
+        if self.scope == "global":
+            local_E1 = torch.cat([counts_E, counts_E.new_tensor([tokens])])
+            self.step_counts_E1 += all_reduce_sum(local_E1)
+            counts_E, tokens = self.step_counts_E1[:E], self.step_counts_E1[E]
+        f_E = counts_E.float() * E / (K * tokens)  # integer counts, no gradient
+        return self.alpha * (f_E * probs_TE.mean(dim=0)).sum()
+
+    def step_end(self, counts_E: torch.Tensor) -> None:
+        if self.scope == "global":
+            self.step_counts_E1.zero_()
 
 
 class RouterZLoss(BalancingTerm):

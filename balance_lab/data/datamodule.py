@@ -45,11 +45,12 @@ class WindowDataset(Dataset):
 
 
 def random_windows(lengths: list[int], weights: list[float], seq_len: int, n: int, seed: int):
-    rng = np.random.default_rng(seed)
-    p = np.asarray(weights, dtype=np.float64)
-    domain_ids = rng.choice(len(lengths), size=n, p=p / p.sum())
+    """Sample i depends on (seed, i) only, not on n: a longer run or more ranks extend the same stream."""
+    u_N2 = np.random.default_rng(seed).random((n, 2))  # row i: (domain draw, offset draw)
+    cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
+    domain_ids = np.minimum(np.searchsorted(cumulative / cumulative[-1], u_N2[:, 0], side="right"), len(lengths) - 1)
     highs = np.asarray(lengths)[domain_ids] - seq_len - 1
-    return domain_ids, (rng.random(n) * (highs + 1)).astype(np.int64)
+    return domain_ids, (u_N2[:, 1] * (highs + 1)).astype(np.int64)
 
 
 def even_windows(lengths: list[int], counts: list[int], seq_len: int):

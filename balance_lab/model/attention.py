@@ -14,7 +14,7 @@ def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tens
 
 
 def apply_rotary(x_BHSd: torch.Tensor, cos_SF: torch.Tensor, sin_SF: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x_BHSd.float().chunk(2, dim=-1)  # rotate pairs (i, i + d/2)
+    x1, x2 = x_BHSd.to(torch.promote_types(x_BHSd.dtype, torch.float32)).chunk(2, dim=-1)  # pairs (i, i + d/2)
     S = x_BHSd.shape[-2]
     cos, sin = cos_SF[:S], sin_SF[:S]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x_BHSd.dtype)

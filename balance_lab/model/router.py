@@ -50,9 +50,10 @@ class Router(nn.Module):
         self.balancer = balancer  # consulted for selection; owns its state (e.g. loss-free biases)
 
     def forward(self, x_TD: torch.Tensor, batch_size: int) -> Routing:
-        # Routing runs in fp32 whatever the autocast dtype: bf16 affinities tie and flip top-K choices.
+        # Routing runs in fp32 or wider whatever the autocast dtype: bf16 affinities tie and flip top-K choices.
+        dtype = torch.promote_types(x_TD.dtype, torch.float32)
         with torch.autocast(device_type=x_TD.device.type, enabled=False):
-            logits_TE = F.linear(x_TD.float(), self.proj.weight.float())
+            logits_TE = F.linear(x_TD.to(dtype), self.proj.weight.to(dtype))
         if self.score_func == "sigmoid":
             scores_TE = torch.sigmoid(logits_TE)
         else:
