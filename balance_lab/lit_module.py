@@ -44,6 +44,7 @@ class MoELMModule(L.LightningModule):
         n_layers, n_experts = model.args.n_moe_layers, model.args.n_routed_experts
         # Routed slots per layer and expert, summed over the micro-batches of the current optimizer step.
         self.register_buffer("step_counts_LE", torch.zeros(n_layers, n_experts, dtype=torch.int64))
+        self._micro_vio: list[torch.Tensor] = []  # MaxVio of each micro-batch of the step on this rank
         self.val_loads: dict[str, Any] | None = None  # filled by each validation epoch
         self.val_step: int | None = None  # global step of the last validation
 
@@ -57,9 +58,9 @@ class MoELMModule(L.LightningModule):
         self.step_counts_LE += counts_LE
         B = inputs_BS.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
-        self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": out.aux_loss,
-                       # this micro-batch on this rank: the load one expert-parallel group sees
-                       "train/maxvio_compute_batch": maxvio_per_layer(counts_LE).mean().float()}, batch_size=B)
+        self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": out.aux_loss}, batch_size=B)
+        # one micro-batch on one rank: the load an expert-parallel group actually computes
+        self._micro_vio.append(maxvio_per_layer(counts_LE).mean())
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -70,7 +71,9 @@ class MoELMModule(L.LightningModule):
         vio_L = maxvio_per_layer(counts_LE).float()
         self.log("train/maxvio_batch", vio_L.mean(), prog_bar=True)
         self.log_dict({f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio_L)})
+        self.log("train/maxvio_compute_batch", torch.stack(self._micro_vio).mean().float())
         self.step_counts_LE.zero_()
+        self._micro_vio.clear()
 
     def configure_optimizers(self):
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
