@@ -1,4 +1,4 @@
-"""Lightning callbacks: training throughput and the progress display."""
+"""Lightning callbacks: training throughput, the progress display, and a failure for tests."""
 
 from __future__ import annotations
 
@@ -48,3 +48,14 @@ class Throughput(L.Callback):
     @property
     def tokens_per_sec(self) -> float:
         return self.train_tokens / self.train_seconds if self.train_seconds else 0.0
+
+
+class FailAfterSteps(L.Callback):
+    """Raises after N optimizer steps: a real failure inside training, for testing how it is handled."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.steps:
+            raise RuntimeError(f"fail_after_steps={self.steps} reached (a deliberate failure)")

@@ -50,31 +50,90 @@ def run(overrides: Optional[List[str]] = OverridesArg) -> None:
 
 
 def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from balance_lab.paths import conf_dir
+    from balance_lab.compose import compose_config
+    from balance_lab.errors import ConfigError
 
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        _fail(one_line(exc))
+        return compose_config(overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
-def one_line(exc: BaseException) -> str:
-    """Hydra's multi-line composition errors as one line that keeps the valid choices."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc.__cause__ or exc)]
-    starts = [i for i, line in enumerate(lines) if line.startswith("Available options")]
-    if starts:
-        options = []
-        for line in lines[starts[0] + 1:]:
-            if line.endswith(":") or line.startswith(("Config search path", "provider=")):
-                break
-            options.append(line)
-        return f"{lines[0].rstrip('.')}; choose one of {', '.join(options)}"
-    return lines[0]
+@app.command(context_settings=_PASSTHROUGH)
+def sweep(
+    name: str = typer.Argument(..., help="A sweep file of sweeps/: paper_main, update_rate, update_rule, bias_type, "
+                                         "aux_alpha, lbl_scope, gating."),
+    overrides: Optional[List[str]] = OverridesArg,
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at a time on this machine (Hydra's joblib launcher)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and exit; nothing is trained or recorded."),
+    rerun: bool = typer.Option(False, "--rerun", help="Train again the runs that already FINISHED with the same config."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
+                                               "else sqlite:///mlflow.db)."),
+) -> None:
+    """Run an ablation grid (method x rate x rule x ... x seed) as one MLflow sweep.
+
+    The grid is the sweep file's hydra.sweeper.params plus any sweeping override given here
+    (key=a,b,c); other overrides apply to every run. One experiment per sweep name, one parent
+    run per invocation, every run nested under it. Runs that already FINISHED with the same
+    config are skipped (--rerun trains them again), so an interrupted sweep can be continued.
+    Examples:
+
+      balance-lab sweep paper_main --dry-run
+      balance-lab sweep update_rate model=small seeds=[0,1] --jobs 2
+      balance-lab sweep paper_main hydra/launcher=submitit_slurm hydra.launcher.partition=gpu trainer=gpu
+      balance-lab sweep gating hydra/launcher=submitit_local
+
+    Exit status: 0 when every run finished, 1 when any failed, 2 on bad input.
+    """
+    import shlex
+    from datetime import datetime
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from balance_lab import tracking
+    from balance_lab.errors import ConfigError
+    from balance_lab.sweeping.grid import expand
+
+    overrides = list(overrides or [])
+    try:
+        grid = expand(name, [o for o in overrides if not o.startswith(("hydra/", "hydra."))])
+    except ConfigError as exc:
+        _fail(str(exc))
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    from balance_lab.sweeping.display import grid_table, print_outcome
+
+    if dry_run:
+        _mark_finished(grid, uri, create_store=False)
+        Console().print(grid_table(grid, rerun))
+        return
+    client = _mark_finished(grid, uri, create_store=True)
+    from balance_lab.sweeping.launch import run_sweep
+
+    command = "balance-lab sweep " + shlex.join([name, *overrides] + (["--jobs", str(jobs)] if jobs > 1 else []))
+    sweep_dir = Path("multirun") / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    extra = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
+    parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
+    if print_outcome(grid, results, parent_id, log_path):
+        raise typer.Exit(1)
+
+
+def _mark_finished(grid, uri: str, create_store: bool):
+    """Look up, for each point, a FINISHED run with the same config (what a re-run skips)."""
+    from pathlib import Path
+
+    from balance_lab import tracking
+
+    if uri.startswith("sqlite:///") and not create_store and not Path(uri[len("sqlite:///"):]).exists():
+        return None  # a dry run never creates a store
+    tracking.quiet_mlflow_logs()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for point in grid.points:
+        run = tracking.find_finished(client, grid.name, point.config_hash)
+        point.finished_run_id = run.info.run_id if run else None
+    return client
 
 
 @configs_app.command("show", context_settings=_PASSTHROUGH)

@@ -7,6 +7,7 @@ always ends FINISHED, FAILED (with `balance_lab.status_reason`) or KILLED, never
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +19,12 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_SWEEP = "balance_lab.sweep"
 TAG_GIT_SHA = "balance_lab.git_sha"
 TAG_STATUS_REASON = "balance_lab.status_reason"
+TAG_CONFIG_HASH = "balance_lab.config_hash"
+TAG_PARENT = "mlflow.parentRunId"
+SWEPT_TAG_PREFIX = "sweep."  # sweep.<override key> = value, on every sweep child
+
+# Sections that say where and how a run is recorded or scheduled, not what is trained.
+_NOT_IN_HASH = ("logger", "threads")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -48,6 +55,34 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def config_hash(resolved: Mapping[str, Any]) -> str:
+    """Identity of what a run trains: two runs with the same hash train the same thing."""
+    what = {k: v for k, v in resolved.items() if k not in _NOT_IN_HASH}
+    if isinstance(what.get("trainer"), Mapping):
+        what["trainer"] = {k: v for k, v in what["trainer"].items() if k != "enable_progress_bar"}
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def experiment_id(client, name: str) -> str:
+    """The experiment's id, created if missing and restored if it was deleted in the UI."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name)
+    if experiment.lifecycle_stage == "deleted":
+        client.restore_experiment(experiment.experiment_id)
+    return experiment.experiment_id
+
+
+def find_finished(client, experiment_name: str, hash_: str):
+    """A FINISHED run of the experiment with this config hash, or None."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], max_results=1,
+                              filter_string=f"tags.`{TAG_CONFIG_HASH}` = '{hash_}' and attributes.status = 'FINISHED'")
+    return runs[0] if runs else None
+
+
 def git_sha() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True, text=True,
@@ -61,8 +96,9 @@ def _fmt(value: float) -> str:
     return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e")
 
 
-def run_name(cfg: Mapping[str, Any]) -> str:
-    """A name that says what the run is, e.g. `loss_free-u1e-3-sign-add-tiny-s0`."""
+def run_name(cfg: Mapping[str, Any], swept: Mapping[str, str] | None = None) -> str:
+    """A name that says what the run is, e.g. `loss_free-u1e-3-sign-add-tiny-s0`; a sweep's other
+    swept keys are appended (`...-s0-score_func=softmax`) so names stay unique within a grid."""
     balance, parts = cfg["balance"], [cfg["balance"]["name"]]
     if balance.get("update_rate", 0) > 0:
         parts += [f"u{_fmt(balance['update_rate'])}", balance.get("rule", "sign"), balance.get("bias", "additive")[:3]]
@@ -71,6 +107,9 @@ def run_name(cfg: Mapping[str, Any]) -> str:
     if balance.get("z_loss", 0) > 0:
         parts.append(f"z{_fmt(balance['z_loss'])}")
     parts += [cfg["model"]["name"], f"s{cfg['seed']}"]
+    for key, value in (swept or {}).items():
+        if key not in ("balance", "model", "seed") and not key.startswith("balance."):  # those are in the name
+            parts.append(f"{key.split('.')[-1]}={value}")
     return "-".join(str(p) for p in parts)
 
 
@@ -101,14 +140,8 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    if experiment is None:
-        experiment_id = client.create_experiment(experiment_name)
-    else:
-        experiment_id = experiment.experiment_id
-        if experiment.lifecycle_stage == "deleted":  # deleted in the UI: bring it back rather than fail
-            client.restore_experiment(experiment_id)
-    run = client.create_run(experiment_id, run_name=name, tags={TAG_GIT_SHA: git_sha(), **(tags or {})})
+    run = client.create_run(experiment_id(client, experiment_name), run_name=name,
+                            tags={TAG_GIT_SHA: git_sha(), **(tags or {})})
     tracked = TrackedRun(client, run.info.run_id, tracking_uri)
     try:
         yield tracked

@@ -1,0 +1,108 @@
+"""Expanding a sweep file (sweeps/NAME.yaml) plus command-line overrides into grid points.
+
+The grid is expanded here, in the CLI, so that `--dry-run`, the parent run's grid definition and
+the skip-what-already-finished check all see exactly the runs that Hydra will launch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from omegaconf import OmegaConf
+
+from balance_lab.compose import compose_config
+from balance_lab.errors import ConfigError
+from balance_lab.paths import sweeps_dir
+
+
+def available_sweeps() -> list[str]:
+    return sorted(p.stem for p in sweeps_dir().glob("*.yaml"))
+
+
+def sweep_overrides(name: str) -> list[str]:
+    """The overrides that add sweeps/NAME.yaml (a `# @package _global_` config) to the composition."""
+    return [f"hydra.searchpath=[file://{sweeps_dir().parent}]", f"+sweeps={name}"]
+
+
+@dataclass
+class GridPoint:
+    index: int
+    values: dict[str, str]  # swept key -> value of this point
+    run_name: str
+    config_hash: str
+    finished_run_id: str | None = None  # a FINISHED run with the same config, if any
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"{k}={v}" for k, v in self.values.items()]
+
+
+@dataclass
+class Grid:
+    name: str
+    dimensions: dict[str, list[str]]  # swept key -> its values, in sweep order
+    fixed: list[str]  # the user's overrides that do not sweep
+    points: list[GridPoint] = field(default_factory=list)
+
+    @property
+    def swept_keys(self) -> list[str]:
+        return list(self.dimensions)
+
+    def hydra_overrides(self) -> list[str]:
+        """What `python -m balance_lab.train -m` needs to launch this grid."""
+        return [*sweep_overrides(self.name), *self.fixed, *(f"{k}={','.join(v)}" for k, v in self.dimensions.items())]
+
+    def definition(self) -> dict:
+        return {"sweep": self.name, "dimensions": self.dimensions, "fixed_overrides": self.fixed,
+                "runs": [{"run_name": p.run_name, "values": p.values, "config_hash": p.config_hash} for p in self.points]}
+
+
+def _split(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """User overrides -> (fixed overrides, sweeping overrides as key -> values)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    fixed, dims = [], {}
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from exc
+    for text, override in zip(overrides, parsed):
+        if override.is_sweep_override():
+            dims[override.key_or_group] = list(override.sweep_string_iterator())
+        else:
+            fixed.append(text)
+    return fixed, dims
+
+
+def expand(name: str, overrides: list[str]) -> Grid:
+    """The grid of sweep NAME with the user's overrides; every point composed and validated."""
+    from balance_lab.build import validate
+    from balance_lab.tracking import config_hash, run_name
+
+    if name not in available_sweeps():
+        raise ConfigError(f"unknown sweep {name!r}: choose one of {', '.join(available_sweeps())}")
+    fixed, user_dims = _split(overrides)
+    cfg = compose_config([*sweep_overrides(name), *fixed], with_hydra=True)
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True) or {}
+    _, file_dims = _split([f"{k}={v}" for k, v in params.items()])
+    file_dims |= {k: [str(v).strip()] for k, v in params.items() if k not in file_dims}  # one-value "dimensions"
+    # A plain override of a swept key pins that dimension to one value (balance=loss_free).
+    for text in list(fixed):
+        key, _, value = text.partition("=")
+        if key in file_dims:
+            file_dims[key] = [value]
+            fixed.remove(text)
+    dimensions = {**file_dims, **user_dims}
+    grid = Grid(name, dimensions, fixed)
+    for index, combo in enumerate(itertools.product(*dimensions.values())):
+        values = dict(zip(dimensions, combo))
+        point_cfg = compose_config([*sweep_overrides(name), *fixed, *(f"{k}={v}" for k, v in values.items())])
+        try:
+            validate(point_cfg)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"run {index} ({', '.join(f'{k}={v}' for k, v in values.items())}): {exc}") from exc
+        resolved = OmegaConf.to_container(point_cfg, resolve=True)
+        grid.points.append(GridPoint(index, values, run_name(resolved, values), config_hash(resolved)))
+    return grid

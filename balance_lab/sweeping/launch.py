@@ -1,0 +1,139 @@
+"""Running a grid: the parent run, the Hydra multirun process, a live display, the summary.
+
+The experiment (named after the sweep) and the parent run are created here, once, before any job
+starts: several processes creating them at once race in SQLite. Jobs run in `python -m
+balance_lab.train -m` through Hydra's launcher (basic, joblib for --jobs N, submitit for SLURM),
+each recording its run nested under the parent. This process only watches the store.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from balance_lab import tracking
+from balance_lab.sweeping.grid import Grid
+
+POLL_SECONDS = 2.0
+
+
+@dataclass
+class Outcome:
+    point_index: int
+    run_name: str
+    status: str  # FINISHED | FAILED | KILLED | SKIPPED | MISSING
+    run_id: str | None
+    metrics: dict[str, float]
+    reason: str = ""
+
+
+def launcher_overrides(jobs: int, user_overrides: list[str]) -> list[str]:
+    """joblib with N workers for --jobs N > 1, each with cores / N torch threads, unless a launcher is chosen."""
+    if any(o.startswith("hydra/launcher=") for o in user_overrides) or jobs <= 1:
+        return []
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"threads={threads}"]
+
+
+def open_parent(client, grid: Grid, command: str) -> str:
+    experiment = tracking.experiment_id(client, grid.name)
+    parent = client.create_run(experiment, run_name=f"{grid.name}-sweep", tags={
+        tracking.TAG_SWEEP: grid.name, tracking.TAG_GIT_SHA: tracking.git_sha(), "balance_lab.role": "sweep_parent",
+        "balance_lab.command": command[:5000]})
+    run_id = parent.info.run_id
+    params = {"sweep.name": grid.name, "sweep.runs": len(grid.points), "sweep.keys": ",".join(grid.swept_keys),
+              "sweep.fixed_overrides": " ".join(grid.fixed) or "-"}
+    params |= {f"sweep.values.{k}": ",".join(v) for k, v in grid.dimensions.items()}
+    tracking.TrackedRun(client, run_id, "").log_params(params)
+    tracking.TrackedRun(client, run_id, "").log_json(grid.definition(), "grid.json")
+    return run_id
+
+
+def job_command(grid: Grid, parent_id: str, rerun: bool, sweep_dir: Path, extra: list[str]) -> list[str]:
+    keys = ",".join(grid.swept_keys)
+    return [sys.executable, "-m", "balance_lab.train", "-m", *grid.hydra_overrides(), *extra,
+            f"logger.experiment_name={grid.name}", f"logger.sweep={grid.name}", f"logger.parent_run_id={parent_id}",
+            f"logger.swept_keys=[{keys}]", f"logger.skip_finished={str(not rerun).lower()}",
+            "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep_dir}"]
+
+
+def children(client, grid: Grid, parent_id: str) -> dict[str, object]:
+    experiment = client.get_experiment_by_name(grid.name)
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{parent_id}'",
+                              max_results=10_000)
+    return {r.data.tags.get(tracking.TAG_CONFIG_HASH): r for r in runs}
+
+
+def outcomes(client, grid: Grid, parent_id: str, rerun: bool) -> list[Outcome]:
+    by_hash = children(client, grid, parent_id)
+    result = []
+    for point in grid.points:
+        run = by_hash.get(point.config_hash)
+        if run is not None:
+            reason = run.data.tags.get(tracking.TAG_STATUS_REASON, "")
+            result.append(Outcome(point.index, point.run_name, run.info.status, run.info.run_id, dict(run.data.metrics), reason))
+        elif point.finished_run_id and not rerun:
+            run = client.get_run(point.finished_run_id)
+            result.append(Outcome(point.index, point.run_name, "SKIPPED", point.finished_run_id, dict(run.data.metrics)))
+        else:
+            result.append(Outcome(point.index, point.run_name, "MISSING", None, {}, "no run was recorded (see the sweep log)"))
+    return result
+
+
+def run_sweep(client, grid: Grid, command: str, jobs: int, rerun: bool, extra: list[str], sweep_dir: Path,
+              tracking_uri: str) -> tuple[str, list[Outcome], Path]:
+    """Launch the grid and watch it; returns the parent run id, every point's outcome and the log path."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    parent_id = open_parent(client, grid, command)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    log_path = sweep_dir / "sweep.log"
+    to_skip = 0 if rerun else sum(p.finished_run_id is not None for p in grid.points)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1"}
+    status = "FAILED"
+    try:
+        if to_skip == len(grid.points):
+            process = None  # everything already finished: nothing to launch
+        else:
+            cmd = job_command(grid, parent_id, rerun, sweep_dir, [*launcher_overrides(jobs, extra), *extra])
+            with open(log_path, "w") as log:
+                log.write(" ".join(cmd) + "\n\n")
+                log.flush()
+                process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        columns = [TextColumn(f"[bold]sweep {grid.name}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+        with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+            task = progress.add_task("runs", total=len(grid.points), detail="")
+            while True:
+                running = process is not None and process.poll() is None
+                counts = _count(children(client, grid, parent_id))
+                done = counts["FINISHED"] + counts["FAILED"] + counts["KILLED"] + to_skip
+                progress.update(task, completed=done, detail=(
+                    f"[green]{counts['FINISHED']} finished[/] · {counts['RUNNING']} running · "
+                    f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"))
+                if not running:
+                    break
+                time.sleep(POLL_SECONDS)
+        results = outcomes(client, grid, parent_id, rerun)
+        failed = [o for o in results if o.status not in ("FINISHED", "SKIPPED")]
+        status = "FINISHED" if not failed else "FAILED"
+        if failed:
+            client.set_tag(parent_id, tracking.TAG_STATUS_REASON, f"{len(failed)} of {len(results)} runs did not finish")
+        return parent_id, results, log_path
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(parent_id, status)
+
+
+def _count(runs: dict[str, object]) -> dict[str, int]:
+    counts = {"FINISHED": 0, "FAILED": 0, "KILLED": 0, "RUNNING": 0, "SCHEDULED": 0}
+    for run in runs.values():
+        counts[run.info.status] = counts.get(run.info.status, 0) + 1
+    return counts

@@ -1,0 +1,107 @@
+"""`balance-lab sweep`: grids, the MLflow layout, failures, re-runs, launchers."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from balance_lab.sweeping.grid import available_sweeps, expand
+from tests.conftest import all_runs, run_cli
+from tests.test_cli import CONTRACT_METRICS
+
+SHORT = ["trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4", "data.val_sequences=12"]
+EXPECTED_SIZES = {"paper_main": 6, "update_rate": 9, "update_rule": 6, "bias_type": 6, "aux_alpha": 12,
+                  "lbl_scope": 9, "gating": 12}
+
+
+def test_every_contracted_sweep_exists_expands_and_validates():
+    assert set(EXPECTED_SIZES) <= set(available_sweeps())
+    for name, size in EXPECTED_SIZES.items():
+        grid = expand(name, [])
+        assert len(grid.points) == size, name
+        assert "seed" in grid.swept_keys and grid.dimensions["seed"] == ["0", "1", "2"]
+        assert len({p.run_name for p in grid.points}) == size, f"{name}: run names are not unique"
+        assert len({p.config_hash for p in grid.points}) == size, f"{name}: two points train the same config"
+
+
+def test_seeds_and_model_are_overridable_and_plain_overrides_pin_a_dimension():
+    grid = expand("update_rate", ["model=small", "seeds=[0,1]"])
+    assert len(grid.points) == 6 and grid.dimensions["seed"] == ["0", "1"]
+    assert all("small" in p.run_name for p in grid.points)
+    pinned = expand("paper_main", ["balance=loss_free", "balance.update_rate=1e-3,1e-2"])
+    assert pinned.dimensions["balance"] == ["loss_free"] and len(pinned.points) == 2 * 3
+
+
+def test_unknown_sweep_and_bad_point_fail_in_one_line(store):
+    result = run_cli("sweep", "paper_mian")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: unknown sweep 'paper_mian': choose one of "
+                                     "aux_alpha, bias_type, gating, lbl_scope, paper_main, update_rate, update_rule")
+    result = run_cli("sweep", "update_rate", "balance.update_rate=-1,1e-3")
+    assert result.returncode == 2 and "balance.update_rate=-1" in result.stderr and "must be >= 0" in result.stderr
+    assert all_runs(store) == []
+
+
+def test_dry_run_prints_the_grid_and_records_nothing(store, tmp_path):
+    result = run_cli("sweep", "gating", "seeds=[0]", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "sweep gating: 4 runs" in result.stdout and "softmax" in result.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def children_of(client, parent_id, experiment_id):
+    return client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+@pytest.mark.slow
+def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(store):
+    args = ["sweep", "paper_main", "seeds=[0,1]", "trainer.max_steps=4", *SHORT, "--jobs", "2"]
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("paper_main")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("balance_lab.role") == "sweep_parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    children = children_of(client, parents[0].info.run_id, experiment.experiment_id)
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert not [r for r in all_runs(store) if r.info.status == "RUNNING"]
+    for child in children:
+        assert child.data.tags["balance_lab.sweep"] == "paper_main"
+        assert child.data.tags["sweep.balance"] == child.data.params["balance.name"]
+        assert child.data.tags["sweep.seed"] == child.data.params["seed"]
+        assert set(CONTRACT_METRICS) <= set(child.data.metrics), child.info.run_name
+    with open(client.download_artifacts(parents[0].info.run_id, "grid.json")) as f:
+        grid = json.load(f)
+    assert grid["dimensions"] == {"balance": ["aux_loss", "loss_free"], "seed": ["0", "1"]}
+    assert "4 finished, 0 failed, 0 skipped" in " ".join(result.stdout.split())
+
+    again = run_cli(*args)  # the same command again: everything already finished
+    assert again.returncode == 0
+    assert "0 finished, 0 failed, 4 skipped" in " ".join(again.stdout.split())
+    assert len(client.search_runs([experiment.experiment_id])) == 4 + 2  # children + two parents, no new child
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_marked_failed_the_others_finish_and_the_exit_is_non_zero(store):
+    # fail_after_steps=7 only fires in the run that reaches step 7
+    result = run_cli("sweep", "paper_main", "balance=loss_free", "seeds=[0]", "trainer.max_steps=4,5,6,7",
+                     "fail_after_steps=7", *SHORT)
+    assert result.returncode == 1
+    runs = [r for r in all_runs(store) if r.data.tags.get("balance_lab.role") != "sweep_parent"]
+    statuses = sorted(r.info.status for r in runs)
+    assert statuses == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert failed.data.params["trainer.max_steps"] == "7"
+    assert "fail_after_steps=7 reached" in failed.data.tags["balance_lab.status_reason"]
+    assert "3 finished, 1 failed, 0 skipped" in " ".join(result.stdout.split())
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_grid(store):
+    result = run_cli("sweep", "paper_main", "seeds=[0]", "trainer.max_steps=3", *SHORT,
+                     "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = [r for r in all_runs(store) if r.data.tags.get("balance_lab.role") != "sweep_parent"]
+    assert sorted(r.data.params["balance.name"] for r in runs) == ["aux_loss", "loss_free"]
+    assert all(r.info.status == "FINISHED" for r in runs)
