@@ -107,12 +107,17 @@ def sweep(
         _mark_finished(grid, uri, create_store=False)
         Console().print(grid_table(grid, rerun))
         return
+    from balance_lab.sweeping.launch import check_launcher, launcher_overrides, run_sweep
+
+    extra = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
+    try:
+        check_launcher([*launcher_overrides(jobs, extra), *extra])
+    except ConfigError as exc:
+        _fail(str(exc))
     client = _mark_finished(grid, uri, create_store=True)
-    from balance_lab.sweeping.launch import run_sweep
 
     command = "balance-lab sweep " + shlex.join([name, *overrides] + (["--jobs", str(jobs)] if jobs > 1 else []))
     sweep_dir = Path("multirun") / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    extra = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
     parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
     if print_outcome(grid, results, parent_id, log_path):
         raise typer.Exit(1)

@@ -42,6 +42,14 @@ def test_unknown_sweep_and_bad_point_fail_in_one_line(store):
     assert all_runs(store) == []
 
 
+def test_an_unknown_launcher_fails_before_anything_is_recorded(store):
+    result = run_cli("sweep", "paper_main", "hydra/launcher=slurm")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: unknown launcher hydra/launcher=slurm; "
+                                     "choose one of basic, joblib, submitit_local, submitit_slurm")
+    assert all_runs(store) == []
+
+
 def test_dry_run_prints_the_grid_and_records_nothing(store, tmp_path):
     result = run_cli("sweep", "gating", "seeds=[0]", "--dry-run")
     assert result.returncode == 0, result.stderr

@@ -51,5 +51,6 @@ def print_outcome(grid: Grid, results: list[Outcome], parent_id: str, log_path) 
                   f"experiment [bold]{grid.name}[/], parent run {parent_id} · log {log_path}")
     if any(o.status == "MISSING" for o in results) and log_path.exists():
         tail = log_path.read_text(errors="replace").strip().splitlines()[-12:]
-        console.print("[red]end of the sweep log:[/]\n" + "\n".join(tail), markup=False, highlight=False)
+        console.print("[red]end of the sweep log:[/]")
+        console.print("\n".join(tail), markup=False, highlight=False)
     return failed

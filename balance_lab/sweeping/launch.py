@@ -39,6 +39,31 @@ def launcher_overrides(jobs: int, user_overrides: list[str]) -> list[str]:
     return ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"threads={threads}"]
 
 
+# Hydra launcher config name -> (plugin module, PyPI package).
+LAUNCHER_PLUGINS = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+}
+
+
+def check_launcher(overrides: list[str]) -> None:
+    """Fail before anything is recorded when the chosen launcher is unknown or its plugin is not installed."""
+    import importlib.util
+
+    from balance_lab.errors import ConfigError
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")]
+    for name in chosen:
+        if name == "basic":
+            continue
+        if name not in LAUNCHER_PLUGINS:
+            raise ConfigError(f"unknown launcher hydra/launcher={name}; choose one of basic, {', '.join(LAUNCHER_PLUGINS)}")
+        module, package = LAUNCHER_PLUGINS[name]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"hydra/launcher={name} needs the '{package}' package: pip install {package}")
+
+
 def open_parent(client, grid: Grid, command: str) -> str:
     experiment = tracking.experiment_id(client, grid.name)
     parent = client.create_run(experiment, run_name=f"{grid.name}-sweep", tags={
