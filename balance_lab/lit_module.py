@@ -45,6 +45,10 @@ class MoELMModule(L.LightningModule):
         # Routed slots per layer and expert, summed over the micro-batches of the current optimizer step.
         self.register_buffer("step_counts_LE", torch.zeros(n_layers, n_experts, dtype=torch.int64))
         self._micro_vio: list[torch.Tensor] = []  # MaxVio of each micro-batch of the step on this rank
+        # Sums over every optimizer step so far of (MaxVio batch, MaxVio compute-batch), and the step count:
+        # the papers' MaxVio_batch is averaged over training steps, not sampled every log_every_n_steps.
+        self.register_buffer("vio_sums_2", torch.zeros(2, dtype=torch.float64))
+        self.register_buffer("vio_steps", torch.zeros((), dtype=torch.int64))
         self.val_loads: dict[str, Any] | None = None  # filled by each validation epoch
         self.val_step: int | None = None  # global step of the last validation
 
@@ -71,7 +75,10 @@ class MoELMModule(L.LightningModule):
         vio_L = maxvio_per_layer(counts_LE).float()
         self.log("train/maxvio_batch", vio_L.mean(), prog_bar=True)
         self.log_dict({f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio_L)})
-        self.log("train/maxvio_compute_batch", torch.stack(self._micro_vio).mean().float())
+        compute_vio = torch.stack(self._micro_vio).mean()
+        self.log("train/maxvio_compute_batch", compute_vio.float())
+        self.vio_sums_2 += torch.stack([vio_L.mean().double(), compute_vio.double()])
+        self.vio_steps += 1
         self.step_counts_LE.zero_()
         self._micro_vio.clear()
 
@@ -114,6 +121,9 @@ class MoELMModule(L.LightningModule):
         for d, name in enumerate(self.domains):
             freq_L = top_expert_frequency(counts_DLE[d], int(tokens_D[d]))
             metrics[f"val/top_expert_freq/{name}"] = float(freq_L.mean())
+        if self.vio_steps > 0:  # averages over all training steps so far (the final validation: the whole run)
+            mean_2 = (self.vio_sums_2 / self.vio_steps).tolist()
+            metrics |= {"train/maxvio_batch_mean": mean_2[0], "train/maxvio_compute_batch_mean": mean_2[1]}
         self.log_dict(metrics, sync_dist=False)
         self.val_step = self.global_step
         self.val_loads = {"layers": counts_LE.tolist(), "layer_ids": self.layer_ids,

@@ -23,8 +23,9 @@ TAG_CONFIG_HASH = "balance_lab.config_hash"
 TAG_PARENT = "mlflow.parentRunId"
 SWEPT_TAG_PREFIX = "sweep."  # sweep.<override key> = value, on every sweep child
 
-# Sections that say where and how a run is recorded or scheduled, not what is trained.
-_NOT_IN_HASH = ("logger", "threads")
+# Sections that say where and how a run is recorded or scheduled, not what is trained
+# (`seeds` is a sweep's list of seeds; the run's own seed is `seed`).
+_NOT_IN_HASH = ("logger", "threads", "seeds")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

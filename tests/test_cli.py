@@ -9,7 +9,7 @@ from tests.conftest import all_runs, run_cli
 
 CONTRACT_METRICS = [
     "train/loss", "train/lm_loss", "train/aux_loss", "train/maxvio_batch", "train/maxvio_compute_batch",
-    "val/loss", "val/ppl", "val/bpb", "val/maxvio_global",
+    "train/maxvio_batch_mean", "train/maxvio_compute_batch_mean", "val/loss", "val/ppl", "val/bpb", "val/maxvio_global",
 ]
 FAST = ["model=tiny", "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=2",
         "data.batch_size=4", "data.val_sequences=12"]

@@ -7,6 +7,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from balance_lab.build import build
+from balance_lab.metrics import maxvio_per_layer
 from balance_lab.paths import conf_dir
 
 
@@ -58,3 +59,21 @@ def test_validation_and_no_grad_forwards_leave_counters_and_biases_alone(built):
     assert int(module.step_counts_LE.sum()) == 0
     assert all(torch.equal(a, b) for a, b in zip(before, biases(module)))
     assert module.val_loads is not None and sum(map(sum, module.val_loads["layers"])) > 0
+
+
+def test_run_averaged_maxvio_is_the_mean_over_every_optimizer_step(built):
+    cfg, parts = built
+    module, per_step = parts.module, []
+    original = module.on_before_optimizer_step
+
+    def record(optimizer):
+        counts_LE = module.step_counts_LE.clone()
+        per_step.append(maxvio_per_layer(counts_LE).mean().item())
+        original(optimizer)
+
+    module.on_before_optimizer_step = record
+    fit = trainer(cfg)
+    fit.fit(module, datamodule=parts.datamodule)  # validates once, at the end of the 3 steps
+    assert len(per_step) == 3 and int(module.vio_steps) == 3
+    assert fit.callback_metrics["train/maxvio_batch_mean"].item() == pytest.approx(sum(per_step) / 3, rel=1e-5)
+    assert "train/maxvio_compute_batch_mean" in fit.callback_metrics

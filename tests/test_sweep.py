@@ -30,6 +30,9 @@ def test_seeds_and_model_are_overridable_and_plain_overrides_pin_a_dimension():
     assert all("small" in p.run_name for p in grid.points)
     pinned = expand("paper_main", ["balance=loss_free", "balance.update_rate=1e-3,1e-2"])
     assert pinned.dimensions["balance"] == ["loss_free"] and len(pinned.points) == 2 * 3
+    # the seed list is not part of what a run trains: seed 0 of a 1-seed sweep is seed 0 of a 3-seed one
+    one_seed = {p.config_hash for p in expand("paper_main", ["seeds=[0]"]).points}
+    assert one_seed <= {p.config_hash for p in expand("paper_main", []).points}
 
 
 def test_unknown_sweep_and_bad_point_fail_in_one_line(store):
