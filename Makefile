@@ -30,5 +30,9 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# Speed measurements (tables of medians and ratios; not part of the tests).
+bench: install
+	$(BIN)/python benchmarks/report_speed.py
+
 clean:
 	rm -rf $(VENV) outputs multirun mlflow.db mlruns .pytest_cache

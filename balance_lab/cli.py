@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -12,7 +13,7 @@ import typer
 app = typer.Typer(
     help="Load-balancing ablations of Mixture-of-Experts language models: train, sweep, report, browse.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
 configs_app = typer.Typer(help="Inspect the Hydra configs (conf/).", no_args_is_help=True)
@@ -35,10 +36,10 @@ def run(overrides: Optional[List[str]] = OverridesArg) -> None:
     Composes conf/config.yaml with the overrides (groups: model, balance, data, trainer, optim,
     logger) and runs `python -m balance_lab.train` with them unchanged. Examples:
 
-      balance-lab run                                    # tiny model, loss-free balancing
-      balance-lab run balance=aux_loss balance.alpha=1e-2 seed=1
-      balance-lab run balance=loss_free balance.update_rate=1e-2 trainer.max_steps=400
-      balance-lab run balance=loss_free balance.alpha=1e-4 balance.scope=sequence   # DeepSeek-V3 style
+        balance-lab run                       # tiny model, loss-free balancing
+        balance-lab run balance=aux_loss balance.alpha=1e-2 seed=1
+        balance-lab run balance.update_rate=1e-2 trainer.max_steps=400
+        balance-lab run balance=loss_free_seq_aux   # DeepSeek-V3 style
 
     The store is MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the working directory.
     """
@@ -62,7 +63,7 @@ def _compose(overrides: list[str]):
 @app.command(context_settings=_PASSTHROUGH)
 def sweep(
     name: str = typer.Argument(..., help="A sweep file of sweeps/: paper_main, update_rate, update_rule, bias_type, "
-                                         "aux_alpha, lbl_scope, gating."),
+                                         "aux_alpha, lbl_scope, gating, methods."),
     overrides: Optional[List[str]] = OverridesArg,
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at a time on this machine (Hydra's joblib launcher)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and exit; nothing is trained or recorded."),
@@ -78,10 +79,11 @@ def sweep(
     config are skipped (--rerun trains them again), so an interrupted sweep can be continued.
     Examples:
 
-      balance-lab sweep paper_main --dry-run
-      balance-lab sweep update_rate model=small seeds=[0,1] --jobs 2
-      balance-lab sweep paper_main hydra/launcher=submitit_slurm hydra.launcher.partition=gpu trainer=gpu
-      balance-lab sweep gating hydra/launcher=submitit_local
+        balance-lab sweep paper_main --dry-run
+        balance-lab sweep update_rate model=small seeds=[0,1] --jobs 2
+        balance-lab sweep paper_main trainer=gpu hydra/launcher=submitit_slurm \\
+            hydra.launcher.partition=gpu
+        balance-lab sweep gating hydra/launcher=submitit_local
 
     Exit status: 0 when every run finished, 1 when any failed, 2 on bad input.
     """
@@ -89,9 +91,8 @@ def sweep(
     from datetime import datetime
     from pathlib import Path
 
-    from rich.console import Console
-
     from balance_lab import tracking
+    from balance_lab.console import console as make_console
     from balance_lab.errors import ConfigError
     from balance_lab.sweeping.grid import expand
 
@@ -105,7 +106,7 @@ def sweep(
 
     if dry_run:
         _mark_finished(grid, uri, create_store=False)
-        Console().print(grid_table(grid, rerun))
+        make_console().print(grid_table(grid, rerun))
         return
     from balance_lab.sweeping.launch import check_launcher, launcher_overrides, run_sweep
 
@@ -139,6 +140,80 @@ def _mark_finished(grid, uri: str, create_store: bool):
         run = tracking.find_finished(client, grid.name, point.config_hash)
         point.finished_run_id = run.info.run_id if run else None
     return client
+
+
+REPORT_FORMATS = ("table", "md", "csv", "html")
+
+
+@app.command()
+def report(
+    sweeps: Optional[List[str]] = typer.Argument(None, help="Sweep (experiment) names; default: every experiment in the store.",
+                                                 show_default=False),
+    output_format: str = typer.Option("table", "--format", "-f", help="What to print: table (rich), md, csv (summary) or html."),
+    out: Path = typer.Option(Path("reports"), "--out", "-o", help="Reports go to `OUT/SWEEP/`."),
+    metric: Optional[List[str]] = typer.Option(None, "--metric", "-m", help="Extra metric column, e.g. val/loss or "
+                                               "train/aux_loss:min (':min'/':max' marks the best). Repeatable."),
+    run_filter: str = typer.Option("", "--run-filter", help="MLflow filter on the runs, e.g. \"params.model.name = 'tiny'\"."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Configuration the others are compared with, seed by "
+                                           "seed (a label or a unique part of one); default: the first."),
+    write: bool = typer.Option(True, "--write/--no-write", help="Write `OUT/SWEEP/` and log the plots to the sweep's parent run."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
+                                               "else sqlite:///mlflow.db)."),
+) -> None:
+    """Compare the configurations of a sweep: tables, paired differences, the paper's numbers, plots.
+
+    One row per configuration (runs that differ only in the seed), mean ± std over seeds, the
+    best value per column in bold; only FINISHED runs are averaged, the others are listed below.
+    Writes `OUT/SWEEP/report.md`, `report.html` (self-contained), `summary.csv`, `runs.csv` and
+    `plots/*.png`, and logs the plots to the sweep's latest parent run. Examples:
+
+        balance-lab report paper_main
+        balance-lab report update_rate --format md --metric val/loss:min
+        balance-lab report lbl_scope --baseline micro \\
+            --run-filter "params.model.name = 'small'"
+    """
+    from balance_lab import tracking
+    from balance_lab.console import console as make_console
+    from balance_lab.errors import ConfigError
+
+    if output_format not in REPORT_FORMATS:
+        _fail(f"unknown --format {output_format!r}; choose one of {', '.join(REPORT_FORMATS)}")
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        _fail(f"no MLflow store at {uri} (run a sweep first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
+    from balance_lab.report import make, render
+
+    names = list(sweeps or []) or _experiments_with_runs(uri)
+    if not names:
+        _fail(f"the store {uri} holds no run yet")
+    console = make_console()
+    for name in names:
+        try:
+            result = make.make_report(uri, name, list(metric or []), run_filter, baseline)
+        except ConfigError as exc:
+            _fail(str(exc))
+        if write:
+            make.write_report(result, out)
+        if output_format == "table":
+            render.terminal(result, console)
+            if write:
+                console.print(f"[dim]wrote {result.files['md']} (+ report.html, summary.csv, runs.csv, plots/)[/]")
+        elif output_format == "csv":
+            typer.echo(result.summary.to_csv(index=False), nl=False)
+        elif output_format == "md":
+            typer.echo(render.markdown(result), nl=False)
+        else:
+            typer.echo(render.html(render.markdown(result), out / name, f"balance-lab report: {name}"), nl=False)
+
+
+def _experiments_with_runs(uri: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    from balance_lab import tracking
+
+    tracking.quiet_mlflow_logs()
+    client = MlflowClient(uri)
+    return [e.name for e in client.search_experiments() if client.search_runs([e.experiment_id], max_results=1)]
 
 
 @configs_app.command("show", context_settings=_PASSTHROUGH)

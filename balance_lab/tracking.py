@@ -85,10 +85,15 @@ def find_finished(client, experiment_name: str, hash_: str):
 
 
 def git_sha() -> str:
+    """The commit balance-lab runs from, with '-dirty' when tracked files differ from it."""
+    here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
+                             timeout=5, cwd=here)
+        if out.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, timeout=5, cwd=here)
+        return out.stdout.strip() + ("-dirty" if dirty.returncode == 1 else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

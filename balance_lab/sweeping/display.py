@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.table import Table
+
+from balance_lab.console import console as make_console
 
 from balance_lab.sweeping.grid import Grid
 from balance_lab.sweeping.launch import Outcome
@@ -42,7 +43,7 @@ def summary_table(grid: Grid, results: list[Outcome]) -> Table:
 
 def print_outcome(grid: Grid, results: list[Outcome], parent_id: str, log_path) -> int:
     """Print the summary; returns the number of runs that did not finish."""
-    console = Console()
+    console = make_console()
     console.print(summary_table(grid, results))
     counts = {s: sum(o.status == s for o in results) for s in ("FINISHED", "SKIPPED")}
     failed = len(results) - counts["FINISHED"] - counts["SKIPPED"]

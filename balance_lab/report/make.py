@@ -1,0 +1,158 @@
+"""One sweep's report: collect the runs, compute the tables, draw the plots, write the files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from balance_lab.errors import ConfigError
+from balance_lab.report import collect, plots, published, render, stats
+
+PAIRED_KEYS = ("val/ppl", "val/bpb", "val/maxvio_global", "train/maxvio_batch_mean")
+PLOTS = {"ppl_vs_maxvio": "Perplexity vs MaxVio_global", "maxvio_batch_steps": "MaxVio_batch over training",
+         "expert_loads": "Expert loads per layer", "domain_specialisation": "Expert selection per domain"}
+
+
+@dataclass
+class Report:
+    sweep: str
+    tracking_uri: str
+    runs: collect.SweepRuns
+    columns: list[stats.Column]
+    summary: pd.DataFrame
+    baseline: str | None
+    paired: list[stats.Paired]
+    paper: published.Comparison | None
+    commands: list[str]
+    git_shas: list[str]
+    config_text: str = ""  # the resolved config.yaml of the first counted run
+    plots: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report folder
+    files: dict[str, Path] = field(default_factory=dict)  # what was written: kind -> path
+
+
+def make_report(tracking_uri: str, sweep: str, extra_metrics: list[str] = (), run_filter: str = "",
+                baseline: str | None = None) -> Report:
+    """The numbers of one sweep's report (nothing written yet). Raises ConfigError on a bad argument."""
+    try:
+        runs = collect.load_sweep(tracking_uri, sweep, run_filter)
+    except LookupError:
+        raise ConfigError(f"no experiment named '{sweep}' in {tracking_uri}; {_known(tracking_uri)}") from None
+    except Exception as exc:  # noqa: BLE001 - MLflow raises its own types for a malformed filter
+        if run_filter and "filter" in str(exc).lower():
+            raise ConfigError(f"bad --run-filter {run_filter!r}: {str(exc).splitlines()[0]}") from None
+        raise
+    columns = stats.columns_for(runs.finished, list(extra_metrics))
+    summary = stats.summarise(runs.finished, columns)
+    chosen = _baseline(summary, baseline)
+    paired_columns = [c for c in columns if c.key in PAIRED_KEYS]
+    paired = stats.paired_differences(runs.finished, paired_columns, chosen) if chosen else []
+    return Report(sweep, tracking_uri, runs, columns, summary, chosen, paired,
+                  published.compare(sweep, runs.finished, summary), _commands(runs.parents),
+                  sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())))
+
+
+def write_report(report: Report, out_root: Path, log_to_parent: bool = True) -> Report:
+    """reports/<sweep>/{report.md, report.html, summary.csv, runs.csv, plots/*.png}; plots also go to
+    the sweep's latest parent run (artifacts plots/)."""
+    out = out_root / report.sweep
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    if not report.runs.finished.empty:
+        report.plots = _draw(report, out)
+        report.config_text = _first_config(report)
+    report.summary.to_csv(out / "summary.csv", index=False)
+    render.runs_table(report).to_csv(out / "runs.csv", index=False)
+    markdown = render.markdown(report)
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(render.html(markdown, out, title=f"balance-lab report: {report.sweep}"))
+    report.files = {"md": out / "report.md", "html": out / "report.html", "summary": out / "summary.csv",
+                    "runs": out / "runs.csv"}
+    if log_to_parent and not report.runs.parents.empty:
+        _log_to_parent(report, out)
+    return report
+
+
+def _baseline(summary: pd.DataFrame, wanted: str | None) -> str | None:
+    labels = list(summary["label"]) if not summary.empty else []
+    if not labels:
+        return None
+    if wanted is None:
+        return labels[0]
+    if wanted in labels:
+        return wanted
+    matches = [label for label in labels if wanted in label]
+    if len(matches) == 1:
+        return matches[0]
+    raise ConfigError(f"--baseline {wanted!r} matches {len(matches)} configurations; choose one of {', '.join(labels)}")
+
+
+def _known(tracking_uri: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    names = sorted(e.name for e in MlflowClient(tracking_uri).search_experiments() if e.name != "Default")
+    return f"choose one of {', '.join(names)}" if names else "the store holds no experiment yet"
+
+
+def _commands(parents: pd.DataFrame) -> list[str]:
+    if parents.empty or "tags.balance_lab.command" not in parents:
+        return []
+    ordered = parents.sort_values("start_time")["tags.balance_lab.command"].dropna()
+    return list(dict.fromkeys(ordered))
+
+
+def _draw(report: Report, out: Path) -> dict[str, str]:
+    runs, order = report.runs.finished, list(report.summary["label"])
+    paths = {"ppl_vs_maxvio": plots.ppl_vs_maxvio(report.summary, out / "plots" / "ppl_vs_maxvio.png")}
+    histories = collect.metric_histories(list(runs["run_id"]), "train/maxvio_batch", report.tracking_uri)
+    curves = {label: [histories[r] for r in runs.loc[runs["label"] == label, "run_id"] if not histories[r].empty]
+              for label in order}
+    if any(curves.values()):
+        paths["maxvio_batch_steps"] = plots.maxvio_over_training(curves, out / "plots" / "maxvio_batch_steps.png")
+    loads = collect.read_val_loads(runs, report.tracking_uri)
+    relative, frequency = _first_seed_loads(runs, loads, order)
+    layer_ids = next((item.get("layer_ids") for item in loads.values() if item.get("layer_ids")), None)
+    layer_ids = layer_ids or list(range(max((len(r) for r in relative.values()), default=0)))
+    if relative:
+        paths["expert_loads"] = plots.expert_loads(relative, layer_ids, out / "plots" / "expert_loads.png")
+    if frequency:
+        paths["domain_specialisation"] = plots.domain_specialisation(frequency, layer_ids,
+                                                                     out / "plots" / "domain_specialisation.png")
+    return {name: str(path.relative_to(out)) for name, path in paths.items()}
+
+
+def _first_seed_loads(runs: pd.DataFrame, loads: dict[str, dict], order: list[str]):
+    """Per configuration, from its lowest seed (which experts a router overloads differs from seed to
+    seed, so a mean over seeds would paint imbalance as balance): (layer x expert) load / uniform
+    load, and per domain the (layer x expert) fraction of the domain's tokens choosing each expert."""
+    relative, frequency = {}, {}
+    for label in order:
+        mine = runs[(runs["label"] == label) & runs["run_id"].isin(list(loads))].sort_values("seed")
+        if mine.empty:
+            continue
+        item = loads[mine["run_id"].iloc[0]]
+        counts_LE = np.asarray(item["layers"], dtype=np.float64)
+        relative[label] = counts_LE / counts_LE.mean(axis=1, keepdims=True).clip(min=1e-12)
+        if item.get("domains") and item.get("tokens"):
+            frequency[label] = {d: np.asarray(counts, dtype=np.float64) / max(item["tokens"][d], 1)
+                                for d, counts in item["domains"].items()}
+    return relative, frequency
+
+
+def _first_config(report: Report) -> str:
+    row = report.runs.finished.sort_values("order").iloc[0]
+    try:
+        return collect.artifact_text(row["artifact_uri"], row["run_id"], "config.yaml", report.tracking_uri)
+    except Exception:  # noqa: BLE001 - the report says the config is missing rather than failing
+        return ""
+
+
+def _log_to_parent(report: Report, out: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    parent_id = report.runs.parents.sort_values("start_time")["run_id"].iloc[-1]
+    client = MlflowClient(report.tracking_uri)
+    client.log_artifacts(parent_id, str(out / "plots"), "plots")
+    for name in ("report.md", "report.html", "summary.csv", "runs.csv"):
+        client.log_artifact(parent_id, str(out / name), "report")

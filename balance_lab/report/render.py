@@ -1,0 +1,234 @@
+"""A report as a rich table (terminal), Markdown, self-contained HTML and per-run CSV."""
+
+from __future__ import annotations
+
+import base64
+import html as html_lib
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from balance_lab.report import stats
+
+if TYPE_CHECKING:
+    from balance_lab.report.make import Report
+
+MAXVIO_NOTE = ("MaxVio = (max load - mean load) / mean load per MoE layer, averaged over layers: *global* over "
+               "the whole validation set, *batch* per optimizer step (all micro-batches and ranks) and *compute* "
+               "per micro-batch on one rank, both averaged over every training step. *top expert <domain>*: the "
+               "largest fraction of the domain's validation tokens that choose one expert, averaged over layers "
+               "(higher = more specialised). Mean ± std over seeds; **bold**: best.")
+
+
+def cell(summary_row: pd.Series, column: stats.Column) -> str:
+    mean, std = summary_row[f"{column.key} mean"], summary_row[f"{column.key} std"]
+    if pd.isna(mean):
+        return "-"
+    text = f"{mean:,.{column.digits}f}"
+    if not pd.isna(std):
+        text += f" ± {std:,.{column.digits}f}"
+    return text
+
+
+def terminal(report: Report, console) -> None:
+    """The comparison table, specialisation, paired differences, the paper's numbers and the runs not counted."""
+    runs = report.runs
+    common = f" ({runs.common} in every name)" if runs.common else ""
+    title = f"sweep {report.sweep}: {len(runs.finished)} finished runs, {len(report.summary)} configurations{common}"
+    main = [c for c in report.columns if not c.key.startswith(stats.SPECIALISATION_PREFIX)]
+    special = [c for c in report.columns if c.key.startswith(stats.SPECIALISATION_PREFIX)]
+    console.print(_rich_summary(report, main, title))
+    if special:
+        console.print(_rich_summary(report, special, "specialisation: largest expert selection frequency per domain"))
+    console.print(f"[dim]{MAXVIO_NOTE.replace('*', '')}[/]")
+    if any(p.n >= 2 for p in report.paired):
+        console.print(_paired_table(report))
+    elif report.paired:
+        console.print("[dim]paired comparison: needs at least 2 seeds shared by two configurations[/]")
+    if report.paper:
+        console.print(_paper_table(report))
+    if not runs.unfinished.empty:
+        console.print(_unfinished_table(report))
+
+
+def _rich_summary(report: Report, columns: list[stats.Column], title: str):
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold", title_style="bold")
+    table.add_column("configuration", no_wrap=True)
+    table.add_column("n", justify="right")
+    for column in columns:
+        table.add_column(column.title, justify="right")
+    best = {c.key: stats.best_labels(report.summary, c) for c in columns}
+    for _, row in report.summary.iterrows():
+        cells = [cell(row, c) for c in columns]
+        cells = [f"[bold green]{text}[/]" if row["label"] in best[c.key] else text for text, c in zip(cells, columns)]
+        table.add_row(row["label"], str(row["n_seeds"]), *cells)
+    return table
+
+
+def _paired_table(report: Report):
+    from rich.table import Table
+
+    titles = {c.key: c.title for c in report.columns}
+    table = Table(title=f"paired by seed: configuration - {report.baseline} (95% t-interval)", header_style="bold")
+    for name in ("configuration", "metric", "n", "mean diff", "95% interval", "verdict"):
+        table.add_column(name, justify="left" if name in ("configuration", "metric", "verdict") else "right",
+                         no_wrap=name == "configuration")
+    for p in sorted(report.paired, key=lambda p: _order(report, p.label)):
+        colour = {"lower": "green", "higher": "red"}.get(p.verdict, "dim")
+        table.add_row(p.label, titles.get(p.metric, p.metric), str(p.n), f"{p.mean:+.4f}", _interval(p),
+                      f"[{colour}]{p.verdict}[/]")
+    return table
+
+
+def _order(report: Report, label: str) -> int:
+    labels = list(report.summary["label"])
+    return labels.index(label) if label in labels else len(labels)
+
+
+def _paper_table(report: Report):
+    from rich.console import Group
+    from rich.table import Table
+
+    rows = report.paper.rows
+    table = Table(title=f"published: {report.paper.source}", header_style="bold")
+    for name in rows.columns:
+        table.add_column(name, justify="left" if name == "label" else "right")
+    for _, row in rows.iterrows():
+        table.add_row(*[_number(v) for v in row])
+    notes = "\n".join(report.paper.verdicts) + "\n[dim]absolute values differ by design: a tiny CPU model vs a 1B model[/]"
+    return Group(table, notes)
+
+
+def _unfinished_table(report: Report):
+    from rich.table import Table
+
+    table = Table(title="not counted (did not finish)", header_style="bold red")
+    for name in ("run", "status", "reason", "run id"):
+        table.add_column(name)
+    for _, row in report.runs.unfinished.iterrows():
+        table.add_row(str(row["run_name"]), row["status"], str(row["reason"])[:120], row["run_id"])
+    return table
+
+
+def _interval(p: stats.Paired) -> str:
+    return "-" if math.isnan(p.low) else f"[{p.low:+.4f}, {p.high:+.4f}]"
+
+
+def _number(value) -> str:
+    if isinstance(value, str):
+        return value
+    return "-" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+# ---- Markdown ----------------------------------------------------------------------------------
+def _md_table(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: Report) -> str:
+    runs, now = report.runs, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [f"# Sweep `{report.sweep}`: which balancing method, at what cost", "",
+             f"Generated by `balance-lab report` on {now} from `{report.tracking_uri}`: "
+             f"{len(runs.finished)} finished runs in {len(report.summary)} configurations, "
+             f"{len(runs.unfinished)} not counted. Code: {', '.join(f'`{_short_sha(s)}`' for s in report.git_shas) or 'unknown'}.",
+             "", "## Results", ""]
+    if report.summary.empty:
+        parts += ["No finished run: nothing to compare.", ""]
+    else:
+        best = {c.key: stats.best_labels(report.summary, c) for c in report.columns}
+        rows = []
+        for _, row in report.summary.iterrows():
+            cells = [f"**{cell(row, c)}**" if row["label"] in best[c.key] else cell(row, c) for c in report.columns]
+            rows.append([f"`{row['label']}`", str(row["n_seeds"]), *cells])
+        header = ["configuration", "seeds", *[c.title for c in report.columns]]
+        parts += [_md_table(header, rows, right=set(range(1, len(header)))), "", MAXVIO_NOTE, ""]
+    if report.paired:
+        parts += [f"## Paired comparison against `{report.baseline}`", "",
+                  "Same seed, configuration minus baseline; the interval is the 95% t-interval of the mean "
+                  "difference over seeds. *lower*/*higher*: the interval excludes zero.", ""]
+        rows = [[f"`{p.label}`", p.metric, str(p.n), f"{p.mean:+.4f}", _interval(p), p.verdict] for p in report.paired]
+        parts += [_md_table(["configuration", "metric", "seeds", "mean difference", "95% interval", "verdict"], rows,
+                            right={2, 3, 4}), ""]
+    if report.paper:
+        rows = [[_number(v) if not isinstance(v, str) else f"`{v}`" for v in row] for _, row in report.paper.rows.iterrows()]
+        parts += [f"## Beside the published numbers ({report.paper.source})", "",
+                  _md_table(list(report.paper.rows.columns), rows, right={1, 2, 3, 4}), "",
+                  *[f"- {v}" for v in report.paper.verdicts],
+                  "- absolute values cannot match: a tiny model on a CPU vs a 1B model on 100B tokens; "
+                  "what can match is the ordering.", ""]
+    if report.plots:
+        parts += ["## Plots", ""]
+        from balance_lab.report.make import PLOTS
+
+        for name, path in report.plots.items():
+            parts += [f"### {PLOTS[name]}", "", f"![{PLOTS[name]}]({path})", ""]
+    if not runs.unfinished.empty:
+        rows = [[f"`{r.run_name}`", r.status, str(r.reason)[:200] or "-", f"`{r.run_id}`"] for r in runs.unfinished.itertuples()]
+        parts += ["## Runs not counted", "", "Failed, killed or still running; not averaged in.", "",
+                  _md_table(["run", "status", "reason", "run id"], rows), ""]
+    parts += _provenance(report)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _short_sha(sha: str) -> str:
+    return sha[:12] + ("-dirty" if sha.endswith("-dirty") else "")
+
+
+def _provenance(report: Report) -> list[str]:
+    parts = ["## How these numbers were produced", ""]
+    if report.commands:
+        parts += ["Commands (one per sweep invocation):", "", "```", *report.commands, "```", ""]
+    if report.runs.varying:
+        parts += ["Params that differ between the configurations: " + ", ".join(f"`{v}`" for v in report.runs.varying), ""]
+    parts += ["Files: [summary.csv](summary.csv) (one row per configuration: mean, std, n), "
+              "[runs.csv](runs.csv) (one row per run), [report.html](report.html).", ""]
+    if report.config_text:
+        parts += ["<details><summary>Resolved config of the first configuration's first run</summary>", "",
+                  "```yaml", report.config_text.rstrip(), "```", "", "</details>", ""]
+    return parts
+
+
+def runs_table(report: Report) -> pd.DataFrame:
+    """One row per run (counted ones first): ids, configuration, seed, status and every report column."""
+    finished = report.runs.finished
+    table = pd.DataFrame({"run_id": finished.get("run_id"), "run_name": finished.get("run_name"),
+                          "configuration": finished.get("label"), "seed": finished.get("seed"), "status": "FINISHED"})
+    for column in report.columns:
+        table[column.key] = stats.metric_values(finished, column) if not finished.empty else []
+    unfinished = report.runs.unfinished.rename(columns={"reason": "status_reason"})
+    return pd.concat([table.sort_values(["configuration", "seed"]) if not table.empty else table, unfinished],
+                     ignore_index=True)
+
+
+# ---- HTML ----------------------------------------------------------------------------------------
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}
+th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}pre{background:#f6f6f6;padding:1em;overflow:auto}
+img{max-width:100%}"""
+
+
+def html(markdown_text: str, folder: Path, title: str) -> str:
+    """The Markdown report as one HTML file: images inlined as data URIs, so it can be mailed or attached."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown_text)
+
+    def inline(match: re.Match) -> str:
+        path = folder / html_lib.unescape(match.group(1))
+        if not path.is_file():
+            return match.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html_lib.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>\n{body}</body></html>\n")

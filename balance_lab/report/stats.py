@@ -1,0 +1,127 @@
+"""Numbers of a report: mean, std and n over seeds per configuration; paired differences with a 95% interval."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # MLflow metric key
+    title: str  # column header
+    better: str | None  # "min" | "max" | None (no best to highlight)
+    fallback: str | None = None  # an older metric with the same meaning, used where `key` is missing
+    digits: int = 3
+
+
+BASE_COLUMNS = [
+    Column("val/ppl", "val ppl", "min", digits=3),
+    Column("val/bpb", "val bpb", "min", digits=4),
+    Column("val/maxvio_global", "MaxVio global", "min", digits=3),
+    Column("train/maxvio_batch_mean", "MaxVio batch", "min", fallback="train/maxvio_batch", digits=3),
+    Column("train/maxvio_compute_batch_mean", "MaxVio compute", "min", fallback="train/maxvio_compute_batch", digits=3),
+]
+THROUGHPUT = Column("train/tokens_per_sec", "tokens/s", "max", digits=0)
+SPECIALISATION_PREFIX = "val/top_expert_freq/"
+
+
+def columns_for(runs: pd.DataFrame, extra: list[str] = ()) -> list[Column]:
+    """The report's columns: the base ones, per-domain specialisation, throughput, then `extra`
+    (`key` or `key:min` / `key:max` to mark which way is better)."""
+    domains = sorted(c.removeprefix(f"metrics.{SPECIALISATION_PREFIX}") for c in runs.columns
+                     if c.startswith(f"metrics.{SPECIALISATION_PREFIX}"))
+    columns = BASE_COLUMNS + [Column(SPECIALISATION_PREFIX + d, f"top expert {d}", None) for d in domains] + [THROUGHPUT]
+    for spec in extra:
+        key, _, better = spec.partition(":")
+        columns.append(Column(key, key, better or None, digits=4))
+    return columns
+
+
+def metric_values(runs: pd.DataFrame, column: Column) -> pd.Series:
+    values = runs.get(f"metrics.{column.key}", pd.Series(index=runs.index, dtype=float))
+    if column.fallback:
+        values = values.fillna(runs.get(f"metrics.{column.fallback}", pd.Series(index=runs.index, dtype=float)))
+    return pd.to_numeric(values, errors="coerce")
+
+
+def summarise(runs: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
+    """One row per configuration (in sweep order): label, n seeds, then `<key> mean|std|n` per column."""
+    if runs.empty:
+        return pd.DataFrame(columns=["label", "n_seeds"])
+    data = pd.DataFrame({"order": runs["order"], "label": runs["label"], "seed": runs["seed"]})
+    for column in columns:
+        data[column.key] = metric_values(runs, column)
+    grouped = data.groupby(["order", "label"], sort=True)
+    summary = grouped["seed"].nunique().rename("n_seeds").to_frame()
+    summary["seeds"] = grouped["seed"].agg(lambda s: ",".join(str(int(x)) for x in sorted(s.dropna())))
+    for column in columns:
+        stats = grouped[column.key].agg(["mean", "std", "count"])
+        summary[f"{column.key} mean"], summary[f"{column.key} std"] = stats["mean"], stats["std"]
+        summary[f"{column.key} n"] = stats["count"].astype(int)
+    return summary.reset_index().drop(columns="order")
+
+
+def best_labels(summary: pd.DataFrame, column: Column) -> set[str]:
+    """The configurations with the best mean in this column (ties included)."""
+    if column.better is None or summary.empty:
+        return set()
+    means = summary[f"{column.key} mean"]
+    if means.notna().sum() < 2:
+        return set()
+    best = means.min() if column.better == "min" else means.max()
+    return set(summary.loc[means == best, "label"])
+
+
+@dataclass
+class Paired:
+    label: str  # configuration A
+    baseline: str  # configuration B
+    metric: str
+    n: int  # seeds both ran
+    mean: float  # mean over seeds of A - B
+    low: float  # 95% interval (t distribution, n - 1 degrees of freedom); nan when n < 2
+    high: float
+
+    @property
+    def verdict(self) -> str:
+        if self.n < 2 or math.isnan(self.low):
+            return "n < 2: no interval"
+        if self.high < 0:
+            return "lower"
+        if self.low > 0:
+            return "higher"
+        return "no clear difference"
+
+
+def paired_differences(runs: pd.DataFrame, columns: list[Column], baseline: str) -> list[Paired]:
+    """For every configuration against the baseline, per metric: A - B on the seeds both ran."""
+    from scipy import stats
+
+    results = []
+    for column in columns:
+        values = pd.DataFrame({"label": runs["label"], "seed": runs["seed"], "v": metric_values(runs, column)})
+        table = values.dropna().pivot_table(index="seed", columns="label", values="v", aggfunc="mean")
+        if baseline not in table:
+            continue
+        for label in _labels_in_order(runs):
+            if label == baseline or label not in table:
+                continue
+            diff = (table[label] - table[baseline]).dropna()
+            n = len(diff)
+            if n == 0:
+                continue
+            mean = float(diff.mean())
+            if n >= 2:
+                half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n))
+                low, high = mean - half, mean + half
+            else:
+                low = high = float("nan")
+            results.append(Paired(label, baseline, column.key, n, mean, low, high))
+    return results
+
+
+def _labels_in_order(runs: pd.DataFrame) -> list[str]:
+    return list(runs.sort_values("order")["label"].drop_duplicates())

@@ -1,0 +1,130 @@
+"""`balance-lab report` on a real small sweep in a temporary store (plus one run that fails)."""
+
+import re
+import statistics
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli
+
+SHORT = ["trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=2", "data.batch_size=4",
+         "data.val_sequences=12"]
+pytestmark = pytest.mark.slow  # the fixture trains a 4-run sweep and a failing run (~1 min)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, corpus_cache):
+    """paper_main with 2 seeds (4 runs, 2 configurations) and one FAILED run in the same experiment."""
+    root = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))
+        patch.chdir(root)
+        result = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT, "--jobs", "2")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        failing = run_cli("run", "balance=loss_free", "seed=7", *SHORT, "fail_after_steps=2",
+                          "logger.experiment_name=paper_main")
+        assert failing.returncode != 0
+        report = run_cli("report", "paper_main", "--out", str(root / "reports"))
+        assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    return uri, root / "reports" / "paper_main", report.stdout
+
+
+def finished_children(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("paper_main")
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+    return [r for r in runs if r.data.tags.get("balance_lab.role") != "sweep_parent"]
+
+
+def test_summary_csv_holds_mean_std_and_n_of_the_runs_metrics(swept):
+    uri, folder, _ = swept
+    summary = pd.read_csv(folder / "summary.csv").set_index("label")
+    runs = finished_children(uri)
+    assert len(runs) == 4
+    for method, label in (("aux_loss", "aux_loss-a1e-3-micro"), ("loss_free", "loss_free-u1e-3-sign-add")):
+        mine = [r for r in runs if r.data.params["balance.name"] == method]
+        assert summary.at[label, "n_seeds"] == 2
+        for key in ("val/ppl", "val/maxvio_global", "train/maxvio_batch_mean", "train/tokens_per_sec"):
+            values = [r.data.metrics[key] for r in mine]
+            assert summary.at[label, f"{key} mean"] == pytest.approx(statistics.mean(values), rel=1e-9), key
+            assert summary.at[label, f"{key} std"] == pytest.approx(statistics.stdev(values), rel=1e-9), key
+            assert summary.at[label, f"{key} n"] == 2
+
+
+def test_failed_runs_are_listed_not_averaged(swept):
+    _, folder, stdout = swept
+    runs = pd.read_csv(folder / "runs.csv")
+    assert list(runs["status"]).count("FINISHED") == 4
+    failed = runs[runs["status"] == "FAILED"]
+    assert len(failed) == 1 and failed.iloc[0]["run_name"] == "loss_free-u1e-3-sign-add-tiny-s7"
+    assert "RuntimeError" in failed.iloc[0]["status_reason"]
+    assert "7" not in pd.read_csv(folder / "summary.csv")["seeds"].astype(str).str.cat()
+    markdown = (folder / "report.md").read_text()
+    assert "## Runs not counted" in markdown and "loss_free-u1e-3-sign-add-tiny-s7" in markdown
+    assert "not counted (did not finish)" in stdout
+
+
+def test_every_plot_is_a_png_logged_to_the_parent_run(swept):
+    uri, folder, _ = swept
+    names = {"ppl_vs_maxvio", "maxvio_batch_steps", "expert_loads", "domain_specialisation"}
+    for name in names:
+        data = (folder / "plots" / f"{name}.png").read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
+        from PIL import Image
+
+        with Image.open(folder / "plots" / f"{name}.png") as image:
+            image.verify()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("paper_main")
+    (parent,) = client.search_runs([experiment.experiment_id], "tags.`balance_lab.role` = 'sweep_parent'")
+    logged = {Path(f.path).stem for f in client.list_artifacts(parent.info.run_id, "plots")}
+    assert logged == names
+    assert {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")} >= {"report.md", "summary.csv"}
+
+
+def test_report_md_links_only_files_that_exist_and_shows_the_paper_and_the_command(swept):
+    _, folder, _ = swept
+    markdown = (folder / "report.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", markdown)
+    assert len(links) >= 7  # 4 plots + summary.csv, runs.csv, report.html
+    for link in links:
+        assert (folder / link).is_file(), link
+    assert "balance-lab sweep paper_main 'seeds=[0,1]'" in markdown  # shell-quoted, as it can be pasted
+    assert "Beside the published numbers" in markdown and "9.56" in markdown
+    assert re.search(r"ordering (matches|differs)", markdown)
+    html = (folder / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "<table>" in html
+
+
+def test_paired_differences_match_the_runs(swept):
+    uri, folder, stdout = swept
+    runs = finished_children(uri)
+    by = {(r.data.params["balance.name"], r.data.params["seed"]): r.data.metrics["val/ppl"] for r in runs}
+    expected = statistics.mean(by[("loss_free", s)] - by[("aux_loss", s)] for s in ("0", "1"))
+    markdown = (folder / "report.md").read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| `loss_free") and "| val/ppl |" in line)
+    assert f"{expected:+.4f}" in row
+
+
+def test_formats_and_bad_input(swept):
+    uri, folder, _ = swept
+    csv = run_cli("report", "paper_main", "--format", "csv", "--no-write", "--tracking-uri", uri)
+    assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("label,n_seeds,seeds,val/ppl mean")
+    md = run_cli("report", "paper_main", "--format", "md", "--no-write", "--tracking-uri", uri, "--metric", "val/loss:min")
+    assert md.returncode == 0 and md.stdout.startswith("# Sweep `paper_main`") and "val/loss" in md.stdout
+    bad = run_cli("report", "paper_mian", "--tracking-uri", uri)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == f"error: no experiment named 'paper_mian' in {uri}; choose one of paper_main"
+    bad = run_cli("report", "paper_main", "--format", "pdf", "--tracking-uri", uri)
+    assert bad.returncode == 2 and "choose one of table, md, csv, html" in bad.stderr
+    bad = run_cli("report", "paper_main", "--baseline", "nothing-like-it", "--tracking-uri", uri)
+    assert bad.returncode == 2 and "aux_loss-a1e-3-micro" in bad.stderr
+    missing = run_cli("report", "--tracking-uri", f"sqlite:///{folder / 'absent.db'}")
+    assert missing.returncode == 2 and "no MLflow store" in missing.stderr
+    assert not (folder / "absent.db").exists()

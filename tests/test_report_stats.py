@@ -1,0 +1,93 @@
+"""The report's numbers on hand-made tables: grouping, re-runs, paired intervals, the paper's ordering."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from balance_lab.report import collect, published, stats
+
+
+def run_table(rows):
+    """Rows of (run_name, seed, status, config_hash, start_time, ppl, maxvio, balance, alpha, update_rate)."""
+    records = []
+    for name, seed, status, hash_, start, ppl, vio, balance, alpha, rate in rows:
+        records.append({"run_id": f"id-{name}-{start}", "status": status, "start_time": pd.Timestamp(start, unit="s"),
+                        "artifact_uri": "/nowhere", "tags.mlflow.runName": name,
+                        "tags.balance_lab.config_hash": hash_, "tags.sweep.balance": balance, "tags.sweep.seed": str(seed),
+                        "params.seed": str(seed), "params.balance.name": balance, "params.balance.alpha": alpha,
+                        "params.balance.update_rate": rate, "params.model.name": "tiny",
+                        "params.logger.parent_run_id": f"parent-{start}", "metrics.val/ppl": ppl,
+                        "metrics.val/maxvio_global": vio})
+    return pd.DataFrame(records)
+
+
+RUNS = run_table([
+    ("loss_free-u1e-3-sign-add-tiny-s0", 0, "FINISHED", "h-lf0", 1, 6.0, 0.20, "loss_free", "0.0", "0.001"),
+    ("loss_free-u1e-3-sign-add-tiny-s1", 1, "FINISHED", "h-lf1", 2, 6.2, 0.30, "loss_free", "0.0", "0.001"),
+    ("loss_free-u1e-3-sign-add-tiny-s2", 2, "FINISHED", "h-lf2", 3, 6.1, 0.10, "loss_free", "0.0", "0.001"),
+    ("aux_loss-a1e-3-micro-tiny-s0", 0, "FINISHED", "h-ax0", 4, 7.0, 0.90, "aux_loss", "0.001", "0.0"),
+    ("aux_loss-a1e-3-micro-tiny-s1", 1, "FINISHED", "h-ax1", 5, 8.2, 0.80, "aux_loss", "0.001", "0.0"),
+    ("aux_loss-a1e-3-micro-tiny-s2", 2, "FINISHED", "h-ax2", 6, 9.1, 0.70, "aux_loss", "0.001", "0.0"),
+    # an older finished run of the same config as aux s2 (a sweep --rerun): replaced by the newer one
+    ("aux_loss-a1e-3-micro-tiny-s2", 2, "FINISHED", "h-ax2", 0, 99.0, 9.0, "aux_loss", "0.001", "0.0"),
+    ("aux_loss-a1e-3-micro-tiny-s3", 3, "FAILED", "h-ax3", 7, float("nan"), float("nan"), "aux_loss", "0.001", "0.0"),
+])
+
+
+def test_configurations_group_by_everything_but_the_seed_and_keep_the_latest_rerun():
+    runs = collect.split_runs("paper_main", RUNS)
+    assert len(runs.finished) == 6 and list(runs.unfinished["status"]) == ["FAILED"]
+    assert sorted(runs.finished["label"].unique()) == ["aux_loss-a1e-3-micro", "loss_free-u1e-3-sign-add"]
+    assert runs.common == "tiny"
+    assert 99.0 not in set(runs.finished["metrics.val/ppl"])
+    assert set(runs.varying) == {"balance.name", "balance.alpha", "balance.update_rate"}  # not seed, not logger.*
+
+
+def test_summary_is_mean_std_and_n_over_seeds_in_sweep_order():
+    runs = collect.split_runs("paper_main", RUNS)
+    columns = stats.columns_for(runs.finished)
+    summary = stats.summarise(runs.finished, columns).set_index("label")
+    assert list(summary.index) == ["aux_loss-a1e-3-micro", "loss_free-u1e-3-sign-add"]  # sorted by sweep.balance
+    aux = summary.loc["aux_loss-a1e-3-micro"]
+    assert aux["n_seeds"] == 3 and aux["seeds"] == "0,1,2"
+    assert aux["val/ppl mean"] == pytest.approx(8.1)  # (7.0 + 8.2 + 9.1) / 3
+    assert aux["val/ppl std"] == pytest.approx(math.sqrt(((7.0 - 8.1) ** 2 + 0.1 ** 2 + 1.0 ** 2) / 2))
+    ppl = next(c for c in columns if c.key == "val/ppl")
+    assert stats.best_labels(summary.reset_index(), ppl) == {"loss_free-u1e-3-sign-add"}
+
+
+def test_paired_difference_has_the_t_interval_written_out():
+    runs = collect.split_runs("paper_main", RUNS)
+    ppl = [c for c in stats.columns_for(runs.finished) if c.key == "val/ppl"]
+    (pair,) = stats.paired_differences(runs.finished, ppl, baseline="aux_loss-a1e-3-micro")
+    # loss_free - aux per seed: -1.0, -2.0, -3.0 -> mean -2, sd 1, t(0.975, 2) = 4.302653, half = 4.302653 / sqrt(3)
+    assert pair.n == 3 and pair.mean == pytest.approx(-2.0)
+    assert (pair.low, pair.high) == pytest.approx((-2.0 - 2.484138, -2.0 + 2.484138), abs=1e-5)
+    assert pair.verdict == "no clear difference"  # the interval [-4.48, 0.48] contains 0
+    vio = [c for c in stats.columns_for(runs.finished) if c.key == "val/maxvio_global"]
+    (pair,) = stats.paired_differences(runs.finished, vio, baseline="aux_loss-a1e-3-micro")
+    # -0.7, -0.5, -0.6 -> mean -0.6, sd 0.1, half 0.248414: entirely below zero
+    assert pair.mean == pytest.approx(-0.6) and pair.high == pytest.approx(-0.6 + 0.248414, abs=1e-5)
+    assert pair.verdict == "lower"
+
+
+def test_the_papers_ordering_is_checked_pair_by_pair():
+    runs = collect.split_runs("paper_main", RUNS)
+    summary = stats.summarise(runs.finished, stats.columns_for(runs.finished))
+    comparison = published.compare("paper_main", runs.finished, summary)
+    assert list(comparison.rows["paper ppl"]) == [9.56, 9.50]
+    assert comparison.verdicts == ["perplexity: the ordering matches the paper (1 of 1 pairs)",
+                                   "MaxVio_global: the ordering matches the paper (1 of 1 pairs)"]
+    flipped = summary.assign(**{"val/ppl mean": summary["val/ppl mean"][::-1].values})
+    verdict = published.compare("paper_main", runs.finished, flipped).verdicts[0]
+    assert verdict.startswith("perplexity: the ordering differs from the paper in 1 of 1 pairs")
+    assert published.compare("lbl_scope", runs.finished, summary) is None  # no published table
+
+
+def test_an_ordering_not_resolved_by_the_seeds_is_called_noise():
+    one_seed = collect.split_runs("paper_main", RUNS[RUNS["params.seed"] == "0"])
+    summary = stats.summarise(one_seed.finished, stats.columns_for(one_seed.finished))
+    verdict = published.compare("paper_main", one_seed.finished, summary).verdicts[0]
+    assert verdict == ("perplexity: the ordering matches the paper (1 of 1 pairs); 1 of 1 pairs within seed noise "
+                       "(means less than 2 standard errors apart, or one seed)")
