@@ -63,7 +63,7 @@ def split_runs(sweep: str, runs: pd.DataFrame) -> SweepRuns:
     hash_col = f"tags.{tracking.TAG_CONFIG_HASH}"
     if hash_col in finished:
         finished = finished.sort_values("start_time").drop_duplicates(hash_col, keep="last")
-    finished, varying, common = _configurations(finished)
+    finished, varying, common = _configurations(finished, _grid_order(parents))
     unfinished = runs[runs["status"] != "FINISHED"]
     reason = unfinished.get(f"tags.{tracking.TAG_STATUS_REASON}", pd.Series(index=unfinished.index, dtype=object))
     unfinished = pd.DataFrame({"run_id": unfinished["run_id"], "run_name": unfinished["run_name"],
@@ -77,7 +77,18 @@ def _what_was_trained(column: str) -> bool:
     return column.startswith("params.") and key not in BOOKKEEPING and not key.startswith(BOOKKEEPING_PREFIXES)
 
 
-def _configurations(finished: pd.DataFrame) -> tuple[pd.DataFrame, list[str], str]:
+def _grid_order(parents: pd.DataFrame) -> dict[str, list[str]]:
+    """Swept key -> its values in the order the sweep file lists them (the latest parent run's
+    `sweep.values.<key>` params), so a report's rows follow the grid, not the alphabet."""
+    if parents.empty:
+        return {}
+    latest = parents.sort_values("start_time").iloc[-1]
+    prefix = "params.sweep.values."
+    return {c.removeprefix(prefix): str(latest[c]).split(",") for c in parents.columns
+            if c.startswith(prefix) and isinstance(latest[c], str)}
+
+
+def _configurations(finished: pd.DataFrame, grid: dict[str, list[str]]) -> tuple[pd.DataFrame, list[str], str]:
     """Add `config` (identity), `label` (readable), `seed`, and an `order` that follows the swept values."""
     finished = finished.copy()
     if finished.empty:
@@ -91,7 +102,8 @@ def _configurations(finished: pd.DataFrame) -> tuple[pd.DataFrame, list[str], st
     finished["label"] = _disambiguate(finished, varying)
     finished["label"], common = _drop_common_parts(finished["label"])
     swept = sorted(c for c in finished.columns if c.startswith(f"tags.{tracking.SWEPT_TAG_PREFIX}") and c != "tags.sweep.seed")
-    keys = list(zip(*[finished[c].map(_sort_value) for c in swept], finished["label"]))
+    keys = list(zip(*[finished[c].map(lambda v, c=c: _sort_value(v, grid.get(c.removeprefix("tags.sweep."), [])))
+                      for c in swept], finished["label"]))
     rank = {key: i for i, key in enumerate(sorted(set(keys)))}
     finished["order"] = [rank[k] for k in keys]
     return finished, varying, common
@@ -122,11 +134,14 @@ def _drop_common_parts(labels: pd.Series) -> tuple[pd.Series, str]:
     return labels.map(short), "-".join(p for p in first if p in common)
 
 
-def _sort_value(value) -> tuple:
+def _sort_value(value, listed: list[str] = ()) -> tuple:
+    """Grid order first (values the sweep file lists), then numbers by value, then text."""
+    if str(value) in listed:
+        return (0, float(listed.index(str(value))), "")
     try:
-        return (0, float(value), "")
+        return (1, float(value), "")
     except (TypeError, ValueError):
-        return (1, 0.0, str(value))
+        return (2, 0.0, str(value))
 
 
 def read_val_loads(runs: pd.DataFrame, tracking_uri: str) -> dict[str, dict]:

@@ -105,11 +105,13 @@ def _commands(parents: pd.DataFrame) -> list[str]:
 def _draw(report: Report, out: Path) -> dict[str, str]:
     runs, order = report.runs.finished, list(report.summary["label"])
     paths = {"ppl_vs_maxvio": plots.ppl_vs_maxvio(report.summary, out / "plots" / "ppl_vs_maxvio.png")}
-    histories = collect.metric_histories(list(runs["run_id"]), "train/maxvio_batch", report.tracking_uri)
+    drawn = order[: plots.MAX_LEGEND]  # only the curves that are drawn are fetched (one query per run)
+    histories = collect.metric_histories(list(runs.loc[runs["label"].isin(drawn), "run_id"]), "train/maxvio_batch",
+                                         report.tracking_uri)
     curves = {label: [histories[r] for r in runs.loc[runs["label"] == label, "run_id"] if not histories[r].empty]
-              for label in order}
+              for label in drawn}
     if any(curves.values()):
-        paths["maxvio_batch_steps"] = plots.maxvio_over_training(curves, out / "plots" / "maxvio_batch_steps.png")
+        paths["maxvio_batch_steps"] = plots.maxvio_over_training(curves, out / "plots" / "maxvio_batch_steps.png", len(order))
     loads = collect.read_val_loads(runs, report.tracking_uri)
     relative, frequency = _first_seed_loads(runs, loads, order)
     layer_ids = next((item.get("layer_ids") for item in loads.values() if item.get("layer_ids")), None)

@@ -45,11 +45,12 @@ def ppl_vs_maxvio(summary: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def maxvio_over_training(curves: dict[str, list[pd.Series]], path: Path) -> Path:
+def maxvio_over_training(curves: dict[str, list[pd.Series]], path: Path, n_configurations: int | None = None) -> Path:
     """MaxVio_batch against the step: mean over seeds as a line, min-max over seeds as a band."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = list(curves.items())[:MAX_LEGEND]
+    n_configurations = n_configurations or len(curves)
     for i, (label, series) in enumerate(drawn):
         if not series:
             continue
@@ -60,7 +61,7 @@ def maxvio_over_training(curves: dict[str, list[pd.Series]], path: Path) -> Path
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("MaxVio batch (log scale)")
-    shown = "" if len(curves) <= MAX_LEGEND else f", first {MAX_LEGEND} of {len(curves)} configurations"
+    shown = "" if n_configurations <= MAX_LEGEND else f", first {MAX_LEGEND} of {n_configurations} configurations"
     ax.set_title(f"Balance during training (mean over seeds, band: min-max{shown})", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
@@ -68,59 +69,62 @@ def maxvio_over_training(curves: dict[str, list[pd.Series]], path: Path) -> Path
 
 
 def expert_loads(loads: dict[str, np.ndarray], layer_ids: list[int], path: Path) -> Path:
-    """Per configuration, (layer x expert) load relative to a uniform router (1 = perfectly balanced)."""
-    plt = _pyplot()
+    """(configuration, layer) x expert: load relative to a uniform router (1 = perfectly balanced).
+    One image with a band of rows per configuration (one axes draws and saves fast at any size)."""
     labels = list(loads)[:MAX_PANELS]
-    vmax = max(2.0, max(float(loads[label].max()) for label in labels))
-    fig, axes = plt.subplots(len(labels), 1, figsize=(8, 0.8 + 1.3 * len(labels) + 0.2 * _rows(loads, labels)),
-                             squeeze=False, gridspec_kw={"hspace": 0.6})
-    for ax, label in zip(axes[:, 0], labels):
-        relative_LE = loads[label]
-        image = ax.imshow(relative_LE, aspect="auto", cmap="RdBu_r", norm=_centered(vmax), interpolation="nearest")
-        ax.set_title(label, fontsize=8, loc="left")
-        ax.set_ylabel("layer", fontsize=7)
-        ax.set_yticks(range(relative_LE.shape[0]), layer_ids[: relative_LE.shape[0]])
-        _expert_ticks(ax, relative_LE.shape[1])
-    axes[-1, 0].set_xlabel("routed expert")
-    fig.colorbar(image, ax=axes[:, 0], shrink=0.8, label="load / uniform load")
-    fig.suptitle("Expert load on the validation set (lowest seed of each configuration)", fontsize=10)
-    return _save(fig, path, tight=False)
+    blocks = [loads[label] for label in labels]  # each (L, E)
+    vmax = max(2.0, max(float(b.max()) for b in blocks))
+    n_layers = blocks[0].shape[0]
+    row_names = [f"{label}  L{layer_ids[i] if i < len(layer_ids) else i}" if i == 0 else
+                 f"L{layer_ids[i] if i < len(layer_ids) else i}" for label in labels for i in range(n_layers)]
+    return _banded_heatmap(np.concatenate(blocks), row_names, n_layers, path, cmap="RdBu_r", norm=_centered(vmax),
+                           colour_label="load / uniform load", xlabel="routed expert",
+                           title="Expert load on the validation set (lowest seed of each configuration)")
 
 
 def domain_specialisation(frequencies: dict[str, dict[str, np.ndarray]], layer_ids: list[int], path: Path) -> Path:
-    """Per configuration and MoE layer, (domain x expert): the fraction of the domain's tokens that
-    choose the expert among their top-K (the global-batch paper's specialisation figure)."""
-    plt = _pyplot()
+    """(configuration, domain) x (layer, expert): the fraction of the domain's tokens that choose the
+    expert among their top-K (the global-batch paper's specialisation figure)."""
     labels = list(frequencies)[:MAX_PANELS]
-    first = frequencies[labels[0]]
-    domains, n_layers = list(first), next(iter(first.values())).shape[0]
-    vmax = max(float(f.max()) for label in labels for f in frequencies[label].values())
-    fig, axes = plt.subplots(len(labels), n_layers, figsize=(3.2 * n_layers + 1, 0.8 + 1.2 * len(labels)), squeeze=False,
-                             gridspec_kw={"hspace": 0.35})
-    for r, label in enumerate(labels):
-        for layer in range(n_layers):
-            ax = axes[r, layer]
-            grid_DE = np.stack([frequencies[label][d][layer] for d in domains])
-            image = ax.imshow(grid_DE, aspect="auto", cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest")
-            ax.set_yticks(range(len(domains)), domains, fontsize=6)
-            _expert_ticks(ax, grid_DE.shape[1])
-            if r == 0:
-                ax.set_title(f"layer {layer_ids[layer] if layer < len(layer_ids) else layer}", fontsize=8)
-            if layer == 0:
-                ax.set_ylabel(label, fontsize=6, rotation=0, ha="right", va="center")
-    fig.colorbar(image, ax=axes, shrink=0.8, label="selection frequency")
-    fig.suptitle("Expert selection frequency per domain (validation set, lowest seed)", fontsize=10, y=1.0)
-    return _save(fig, path, tight=False)
+    domains = list(frequencies[labels[0]])
+    n_layers, n_experts = next(iter(frequencies[labels[0]].values())).shape
+    # a row per (configuration, domain): the layers side by side
+    rows = [np.concatenate(list(frequencies[label][d])) for label in labels for d in domains]  # each (L * E,)
+    row_names = [f"{label}  {d}" if i == 0 else d for label in labels for i, d in enumerate(domains)]
+    layers = [layer_ids[i] if i < len(layer_ids) else i for i in range(n_layers)]
+    return _banded_heatmap(np.stack(rows), row_names, len(domains), path, cmap="magma", norm=None,
+                           colour_label="selection frequency", xlabel="routed expert, layer by layer",
+                           title="Expert selection frequency per domain (validation set, lowest seed)",
+                           column_groups=(n_experts, [f"layer {i}" for i in layers]))
+
+
+def _banded_heatmap(grid: np.ndarray, row_names: list[str], band: int, path: Path, cmap: str, norm, colour_label: str,
+                    xlabel: str, title: str, column_groups: tuple[int, list[str]] | None = None) -> Path:
+    """One imshow of `grid`, white lines between bands of `band` rows (and between column groups)."""
+    plt = _pyplot()
+    n_rows, n_cols = grid.shape
+    fig, ax = plt.subplots(figsize=(min(4 + 0.22 * n_cols, 16), 1.4 + 0.28 * n_rows))
+    image = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    for r in range(band, n_rows, band):
+        ax.axhline(r - 0.5, color="white", lw=2)
+    ax.set_yticks(range(n_rows), row_names, fontsize=6)
+    if column_groups:
+        width, names = column_groups
+        for c in range(width, n_cols, width):
+            ax.axvline(c - 0.5, color="white", lw=2)
+        ax.set_xticks([width * i + (width - 1) / 2 for i in range(len(names))], names, fontsize=7)
+    else:
+        _expert_ticks(ax, n_cols)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colour_label)
+    return _save(fig, path)
 
 
 def _expert_ticks(ax, n_experts: int) -> None:
     step = max(1, n_experts // 16)
     ax.set_xticks(range(0, n_experts, step))
     ax.tick_params(labelsize=6)
-
-
-def _rows(loads: dict[str, np.ndarray], labels: list[str]) -> int:
-    return sum(loads[label].shape[0] for label in labels)
 
 
 def _centered(vmax: float):

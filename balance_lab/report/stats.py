@@ -98,7 +98,7 @@ class Paired:
 
 def paired_differences(runs: pd.DataFrame, columns: list[Column], baseline: str) -> list[Paired]:
     """For every configuration against the baseline, per metric: A - B on the seeds both ran."""
-    from scipy import stats
+    from scipy.special import stdtrit  # Student t quantile; scipy.stats costs 0.3 s more to import
 
     results = []
     for column in columns:
@@ -115,7 +115,7 @@ def paired_differences(runs: pd.DataFrame, columns: list[Column], baseline: str)
                 continue
             mean = float(diff.mean())
             if n >= 2:
-                half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n))
+                half = float(stdtrit(n - 1, 0.975) * diff.std(ddof=1) / math.sqrt(n))
                 low, high = mean - half, mean + half
             else:
                 low = high = float("nan")
