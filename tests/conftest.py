@@ -38,3 +38,26 @@ def all_runs(uri: str):
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments) if experiments else []
+
+
+SHORT_RUN = ["trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=2", "data.batch_size=4",
+             "data.val_sequences=12"]
+
+
+@pytest.fixture(scope="session")
+def swept(tmp_path_factory, corpus_cache):
+    """paper_main with 2 seeds (4 runs, 2 configurations) and one FAILED run in the same experiment."""
+    root = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))
+        patch.chdir(root)
+        result = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        failing = run_cli("run", "balance=loss_free", "seed=7", *SHORT_RUN, "fail_after_steps=2",
+                          "logger.experiment_name=paper_main")
+        assert failing.returncode != 0
+        report = run_cli("report", "paper_main", "--out", str(root / "reports"))
+        assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    return uri, root / "reports" / "paper_main", report.stdout
