@@ -73,7 +73,9 @@ def test_sorted_dispatch_matches_naive_per_token_reference():
         y = layer.shared(x_TD[t])
         for k in range(2):
             e = routing.experts_TK[t, k]
-            h = torch.nn.functional.silu(x_TD[t] @ experts.w_gate_EDH[e]) * (x_TD[t] @ experts.w_up_EDH[e])
+            H = experts.w_down_EHD.shape[1]
+            w_gate, w_up = experts.w_gate_up_ED2H[e, :, :H], experts.w_gate_up_ED2H[e, :, H:]
+            h = torch.nn.functional.silu(x_TD[t] @ w_gate) * (x_TD[t] @ w_up)
             y = y + routing.gates_TK[t, k] * (h @ experts.w_down_EHD[e])
         expected.append(y)
     torch.testing.assert_close(out.y_BSD.reshape(-1, 16), torch.stack(expected), rtol=1e-5, atol=1e-5)
@@ -95,7 +97,7 @@ def test_bias_stays_fp32_under_bf16_autocast_and_casts():
     model = MoELM(args, make_balancer=lambda: build_balancer({"update_rate": 1e-3}, 8)).to(torch.bfloat16)
     bias = model.moe_layers[0].balancer.terms[0].bias_E
     assert bias.dtype == torch.float32
-    assert model.moe_layers[0].experts.w_up_EDH.dtype == torch.bfloat16
+    assert model.moe_layers[0].experts.w_gate_up_ED2H.dtype == torch.bfloat16
     with torch.autocast("cpu", dtype=torch.bfloat16):
         routing = model.moe_layers[0].router(torch.randn(8, 32, dtype=torch.bfloat16), batch_size=1)
     assert routing.scores_TE.dtype == torch.float32

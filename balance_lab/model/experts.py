@@ -31,25 +31,35 @@ def _grouped_mm_supported(x: torch.Tensor) -> bool:
 class RoutedExperts(nn.Module):
     def __init__(self, n_experts: int, d_model: int, hidden: int):
         super().__init__()
-        self.w_gate_EDH = nn.Parameter(torch.empty(n_experts, d_model, hidden))
-        self.w_up_EDH = nn.Parameter(torch.empty(n_experts, d_model, hidden))
+        # gate and up projections side by side (columns [:H] gate, [H:] up): one matmul per expert
+        # instead of two, which matters for fine-grained experts whose H is small
+        self.w_gate_up_ED2H = nn.Parameter(torch.empty(n_experts, d_model, 2 * hidden))
         self.w_down_EHD = nn.Parameter(torch.empty(n_experts, hidden, d_model))
 
-    def forward(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        """x_ND: N = T*K token slots sorted by expert; counts_E: slots per expert (sums to N)."""
-        if _grouped_mm_supported(x_ND):
-            return self._forward_grouped(x_ND, counts_E)
-        return self._forward_sliced(x_ND, counts_E)
+    def forward(self, x_ND: torch.Tensor, counts_E: torch.Tensor, gates_N1: torch.Tensor) -> torch.Tensor:
+        """x_ND: N = T*K token slots sorted by expert; counts_E: slots per expert (sums to N);
+        gates_N1: each slot's gate. Returns gate * expert(x) per slot, (N, D).
 
-    def _forward_grouped(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        The gate scales the hidden activation (N, H) rather than the output (N, D): the same
+        product, since the down projection is linear, and cheaper when experts are fine-grained (H < D).
+        """
+        if _grouped_mm_supported(x_ND):
+            return self._forward_grouped(x_ND, counts_E, gates_N1)
+        return self._forward_sliced(x_ND, counts_E, gates_N1)
+
+    def _forward_grouped(self, x_ND: torch.Tensor, counts_E: torch.Tensor, gates_N1: torch.Tensor) -> torch.Tensor:
         offsets_E = counts_E.cumsum(0).to(torch.int32)  # end row of each expert's slice
-        w_gate, w_up, w_down = (w.to(x_ND.dtype) for w in (self.w_gate_EDH, self.w_up_EDH, self.w_down_EHD))
-        h_NH = F.silu(torch._grouped_mm(x_ND, w_gate, offs=offsets_E)) * torch._grouped_mm(x_ND, w_up, offs=offsets_E)
+        w_gate_up, w_down = self.w_gate_up_ED2H.to(x_ND.dtype), self.w_down_EHD.to(x_ND.dtype)
+        gate_NH, up_NH = torch._grouped_mm(x_ND, w_gate_up, offs=offsets_E).chunk(2, dim=-1)
+        h_NH = F.silu(gate_NH) * up_NH * gates_N1.to(x_ND.dtype)
         return torch._grouped_mm(h_NH, w_down, offs=offsets_E)
 
-    def _forward_sliced(self, x_ND: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for e, x_nD in enumerate(x_ND.split(counts_E.tolist())):
-            h_nH = F.silu(x_nD @ self.w_gate_EDH[e]) * (x_nD @ self.w_up_EDH[e])
-            outputs.append(h_nH @ self.w_down_EHD[e])
+    def _forward_sliced(self, x_ND: torch.Tensor, counts_E: torch.Tensor, gates_N1: torch.Tensor) -> torch.Tensor:
+        # unbind, not w[e]: each w[e]'s backward would add a zero-filled (E, D, H) gradient per expert
+        # (E full-size buffers per weight per step); unbind's backward stacks the E slices once.
+        outputs, sizes = [], counts_E.tolist()
+        weights = zip(self.w_gate_up_ED2H.unbind(0), self.w_down_EHD.unbind(0))
+        for x_nD, g_n1, (w_gate_up_D2H, w_down_HD) in zip(x_ND.split(sizes), gates_N1.split(sizes), weights):
+            gate_nH, up_nH = (x_nD @ w_gate_up_D2H).chunk(2, dim=-1)
+            outputs.append((F.silu(gate_nH) * up_nH * g_n1) @ w_down_HD)
         return torch.cat(outputs)

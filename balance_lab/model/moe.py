@@ -52,7 +52,9 @@ class MoELayer(nn.Module):
         order_N = expert_of_slot_N.argsort(stable=True)  # slots grouped by expert
         token_of_slot_N = order_N // K  # which token each sorted slot came from
         counts_E = torch.bincount(expert_of_slot_N, minlength=routing.num_experts)
-        out_ND = self.experts(x_TD[token_of_slot_N], counts_E)  # (N, D)
-        gates_N1 = routing.gates_TK.reshape(-1)[order_N].unsqueeze(-1).to(out_ND.dtype)
+        # index_select, not x[idx]: its backward is index_add_, several times faster on the CPU than
+        # the accumulating index_put_ that advanced indexing backpropagates through
+        gates_N1 = routing.gates_TK.reshape(-1).index_select(0, order_N).unsqueeze(-1).to(x_TD.dtype)
+        out_ND = self.experts(x_TD.index_select(0, token_of_slot_N), counts_E, gates_N1)  # gate * expert(x)
         y_TD = torch.zeros_like(x_TD)
-        return y_TD.index_add_(0, token_of_slot_N, (out_ND * gates_N1).to(x_TD.dtype))
+        return y_TD.index_add_(0, token_of_slot_N, out_ND.to(x_TD.dtype))
