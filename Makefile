@@ -30,8 +30,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Speed measurements (tables of medians and ratios; not part of the tests).
+# Speed measurements (tables of medians and ratios; not part of the tests; ~15 min on 2 cores).
 bench: install
+	$(BIN)/python benchmarks/moe_layer.py
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/sweep_jobs.py
 	$(BIN)/python benchmarks/report_speed.py
 
 clean:
