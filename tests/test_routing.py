@@ -101,3 +101,30 @@ def test_bias_stays_fp32_under_bf16_autocast_and_casts():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         routing = model.moe_layers[0].router(torch.randn(8, 32, dtype=torch.bfloat16), batch_size=1)
     assert routing.scores_TE.dtype == torch.float32
+
+
+def test_moe_layer_never_materialises_a_tokens_by_experts_by_hidden_tensor():
+    """Every tensor of a training forward + backward stays far below T x E x H elements."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    T, D, E, K, H = 256, 32, 16, 2, 32
+    largest = []
+
+    class Sizes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(t, torch.Tensor):
+                    largest.append((t.numel(), str(func)))
+            return out
+
+    layer = MoELayer(D, E, 1, K, H, "sigmoid", True, build_balancer({"name": "aux_loss", "alpha": 1e-3}, E)).train()
+    for p in layer.parameters():
+        nn.init.normal_(p, std=0.02)
+    x = torch.randn(1, T, D, requires_grad=True)
+    with Sizes():
+        out = layer(x)
+        (out.y_BSD.pow(2).mean() + out.aux_loss).backward()
+    size, op = max(largest)
+    # the biggest are the (E, D, 2H) weight gradient and the (T*K, 2H) hidden activations: 32,768 elements
+    assert size <= max(E * D * 2 * H, T * K * 2 * H) < T * E * H, (size, op)
