@@ -25,15 +25,14 @@ def world_size(trainer_cfg: DictConfig) -> int:
 
 
 def build_datamodule(cfg: DictConfig):
-    from balance_lab.data.builtin import load_builtin_corpus
     from balance_lab.data.datamodule import LMDataModule
+    from balance_lab.data.sources import domain_weights, load_splits
     from balance_lab.data.tokenizer import ByteTokenizer
 
     data = cfg.data
-    weights = dict(data.domains)
-    splits = load_builtin_corpus(data.cache_dir, data.val_fraction, data.math_documents, data.corpus_seed)
+    weights = domain_weights(data)
     samples = cfg.trainer.max_steps * data.batch_size * cfg.trainer.get("accumulate_grad_batches", 1) * world_size(cfg.trainer)
-    return LMDataModule({d: splits[d] for d in weights}, weights, cfg.model.seq_len, data.batch_size,
+    return LMDataModule(load_splits(data), weights, cfg.model.seq_len, data.batch_size,
                         data.val_sequences, samples, cfg.seed, ByteTokenizer().bytes_per_token(None))
 
 
@@ -46,30 +45,12 @@ def build_model(cfg: DictConfig):
     return MoELM(args, make_balancer=lambda: build_balancer(balance, args.n_routed_experts))
 
 
-def validate(cfg: DictConfig) -> None:
-    """The checks that need no data and no memory; raises ValueError naming the bad key."""
-    from balance_lab.balancing import build_balancer
-    from balance_lab.data.builtin import DOMAINS
-    from balance_lab.model import ModelArgs
-
-    if cfg.trainer.max_steps <= 0:
-        raise ValueError(f"trainer.max_steps={cfg.trainer.max_steps}: must be > 0")
-    if cfg.model.vocab_size < 256:
-        raise ValueError(f"model.vocab_size={cfg.model.vocab_size}: the byte-level tokenizer needs 256")
-    args = ModelArgs.from_config(cfg.model)
-    build_balancer(OmegaConf.to_container(cfg.balance, resolve=True), args.n_routed_experts)
-    weights = dict(cfg.data.domains)
-    unknown = sorted(set(weights) - set(DOMAINS))
-    if unknown:
-        raise ValueError(f"data.domains: unknown domain(s) {', '.join(unknown)}; the built-in corpus has {', '.join(DOMAINS)}")
-    if not weights or any(w <= 0 for w in weights.values()):
-        raise ValueError(f"data.domains={weights}: every weight must be > 0 and at least one domain is needed")
-
-
 def build(cfg: DictConfig) -> Built:
+    """Raises ConfigError (bad config) or ValueError (data that cannot make one batch)."""
     from balance_lab.lit_module import MoELMModule
+    from balance_lab.validation import check_config
 
-    validate(cfg)
+    check_config(cfg)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     module = MoELMModule(model, cfg.optim, total_steps=cfg.trainer.max_steps, domains=datamodule.domains,
@@ -83,4 +64,6 @@ def build_trainer(cfg: DictConfig, logger, callbacks: list, default_root_dir: st
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     # A run shorter than the logging interval would record no training metric at all.
     kwargs["log_every_n_steps"] = max(1, min(kwargs.get("log_every_n_steps", 50), kwargs["max_steps"]))
+    # The datamodule's samplers split items across ranks (see RankSlice) and resume mid-epoch.
+    kwargs.setdefault("use_distributed_sampler", False)
     return L.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=default_root_dir)

@@ -1,4 +1,4 @@
-"""Lightning callbacks: training throughput, the progress display, and a failure for tests."""
+"""Lightning callbacks: training throughput, the progress display, the heartbeat, and a failure for tests."""
 
 from __future__ import annotations
 
@@ -59,3 +59,16 @@ class FailAfterSteps(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.steps:
             raise RuntimeError(f"fail_after_steps={self.steps} reached (a deliberate failure)")
+
+
+class Heartbeat(L.Callback):
+    """Refreshes the run's heartbeat tag (about once a minute) so a run whose process died is found stale."""
+
+    def __init__(self, client, run_id: str) -> None:
+        from balance_lab.liveness import Heartbeat as Beat
+
+        self._beat = Beat(client, run_id)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_rank == 0:
+            self._beat.beat()

@@ -24,28 +24,69 @@ OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model=tiny balan
                               show_default=False)
 
 
+VERBOSE_ENV = "BALANCE_LAB_VERBOSE"
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="On an error, print the full error (Hydra's "
+                                      "message, Python's traceback) instead of one line.")) -> None:
+    """Load-balancing ablations of Mixture-of-Experts language models: train, sweep, report, browse."""
+    if verbose:
+        _set_verbose()
+
+
+def _set_verbose() -> None:
+    os.environ[VERBOSE_ENV] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # the training process shows Hydra's full error too
+
+
 def _fail(message: str, code: int = 2) -> None:
+    """One line on stderr and exit `code`; with --verbose, the exception being handled in full first."""
+    if os.environ.get(VERBOSE_ENV) and sys.exc_info()[0] is not None:
+        import traceback
+
+        traceback.print_exc()
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
 @app.command(context_settings=_PASSTHROUGH)
-def run(overrides: Optional[List[str]] = OverridesArg) -> None:
+def run(
+    overrides: Optional[List[str]] = OverridesArg,
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stopped run (KILLED, FAILED or a RUNNING one "
+                                         "whose process is gone) from its last checkpoint: an MLflow run id or a "
+                                         "checkpoint file. Same run, same config; no overrides."),
+) -> None:
     """Train one MoE LM and record it in MLflow.
 
     Composes conf/config.yaml with the overrides (groups: model, balance, data, trainer, optim,
-    logger) and runs `python -m balance_lab.train` with them unchanged. Examples:
+    logger), checks every value, and runs `python -m balance_lab.train` with them. Examples:
 
         balance-lab run                       # tiny model, loss-free balancing
         balance-lab run balance=aux_loss balance.alpha=1e-2 seed=1
         balance-lab run balance.update_rate=1e-2 trainer.max_steps=400
         balance-lab run balance=loss_free_seq_aux   # DeepSeek-V3 style
+        balance-lab run data=text_dir data.path=~/corpus
+        balance-lab run --resume 3f2a...      # after Ctrl-C, a crash or kill -9
 
     The store is MLFLOW_TRACKING_URI if set, else sqlite:///mlflow.db in the working directory.
+    A checkpoint is saved every checkpoint.every_n_steps steps and on Ctrl-C or SIGTERM (the run
+    then stops at the end of its optimizer step and is marked KILLED). Exit status: 0 finished,
+    1 failed, 2 bad input, 130/143 stopped by SIGINT/SIGTERM.
     """
     overrides = list(overrides or [])
-    _compose([o for o in overrides if not o.startswith("-")])  # a typo fails here, in one line, before any import of torch
-    argv = [sys.executable, "-m", "balance_lab.train", *overrides]
+    if "--verbose" in overrides or "-v" in overrides:
+        overrides = [o for o in overrides if o not in ("--verbose", "-v")]
+        _set_verbose()
+    bad_options = [o for o in overrides if o.startswith("-")]
+    if bad_options:
+        _fail(f"unknown option {bad_options[0]!r} for run; options: --resume, --verbose (overrides are key=value)")
+    if resume:
+        argv = _resume_argv(resume, overrides)
+    else:
+        cfg = _compose(overrides)  # a typo fails here, in one line, before torch is imported
+        _check(cfg)
+        argv = [sys.executable, "-m", "balance_lab.train", *overrides]
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # the training process takes over: signals and exit status are its own
 
@@ -58,6 +99,40 @@ def _compose(overrides: list[str]):
         return compose_config(overrides)
     except ConfigError as exc:
         _fail(str(exc))
+
+
+def _check(cfg) -> None:
+    """Every value and the store, before a run exists (the training process checks again)."""
+    from balance_lab import tracking
+    from balance_lab.errors import ConfigError
+    from balance_lab.validation import check_config
+
+    try:
+        check_config(cfg, tracking_uri=tracking.resolve_tracking_uri(cfg.logger.tracking_uri))
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
+    import tempfile
+
+    from balance_lab import tracking
+    from balance_lab.errors import ConfigError
+    from balance_lab.resume import resume_target
+
+    if overrides:
+        _fail(f"--resume continues a run with the config it started with; leave out the overrides ({' '.join(overrides)})")
+    uri = tracking.resolve_tracking_uri()
+    try:
+        target = resume_target(ref, uri)
+    except ConfigError as exc:
+        _fail(str(exc))
+    config_dir = Path(tempfile.mkdtemp(prefix="balance-lab-resume-"))
+    (config_dir / "config.yaml").write_text(target.config_yaml)
+    typer.echo(f"resuming {target.run_name} ({target.run_id}) at step {target.step} from {target.checkpoint}", err=True)
+    return [sys.executable, "-m", "balance_lab.train", "--config-path", str(config_dir), "--config-name", "config",
+            f"++resume_run_id={target.run_id}", f"++resume_ckpt='{target.checkpoint}'",
+            f"++checkpoint.dir='{target.checkpoint.parent}'", f"++logger.tracking_uri='{uri}'"]
 
 
 @app.command(context_settings=_PASSTHROUGH)
@@ -103,6 +178,12 @@ def sweep(
         _fail(str(exc))
     uri = tracking.resolve_tracking_uri(tracking_uri)
     from balance_lab.sweeping.display import grid_table, print_outcome
+    from balance_lab.validation import check_tracking_uri
+
+    try:
+        check_tracking_uri(uri)
+    except ConfigError as exc:
+        _fail(str(exc))
 
     if dry_run:
         _mark_finished(grid, uri, create_store=False)
@@ -140,6 +221,75 @@ def _mark_finished(grid, uri: str, create_store: bool):
         run = tracking.find_finished(client, grid.name, point.config_hash)
         point.finished_run_id = run.info.run_id if run else None
     return client
+
+
+@app.command()
+def runs(
+    stale: bool = typer.Option(False, "--stale", help="Find RUNNING runs whose process is gone (kill -9, OOM, lost node) "
+                               "and mark them KILLED, so they can be resumed."),
+    older_than: float = typer.Option(10.0, "--older-than", min=0, help="With --stale, for runs owned by another host: "
+                                     "minutes without a heartbeat that count as gone."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With --stale, list what would be marked; change nothing."),
+    sync: Optional[Path] = typer.Option(None, "--sync", help="Send the metrics a run kept while its store was away "
+                                        "(the unsent-metrics-RUN.jsonl file it named)."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many of the latest runs to list."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
+                                               "else sqlite:///mlflow.db)."),
+) -> None:
+    """List the latest runs; find and mark the ones whose process died.
+
+    A run killed with `kill -9` (or by the OOM killer, or on a node that vanished) stays RUNNING
+    in MLflow: nothing was left to mark it. `--stale` finds them (the owning process is gone on
+    this host, or no heartbeat for `--older-than` minutes elsewhere) and marks them KILLED with
+    the evidence; `balance-lab run --resume RUN_ID` then continues each from its last checkpoint.
+    Examples:
+
+        balance-lab runs
+        balance-lab runs --stale --dry-run
+        balance-lab runs --sync outputs/2026-11-25/10-00-00/unsent-metrics-3f2a.jsonl
+    """
+    from datetime import datetime
+
+    from rich.table import Table
+
+    from balance_lab import tracking
+    from balance_lab.console import console as make_console
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        _fail(f"no MLflow store at {uri} (train first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
+    tracking.quiet_mlflow_logs()
+    from mlflow.tracking import MlflowClient
+
+    from balance_lab import runs as listing
+
+    client, console = MlflowClient(uri), make_console()
+    if sync is not None:
+        from balance_lab.outbox import replay
+
+        if not sync.is_file():
+            _fail(f"--sync {sync}: no such file")
+        sent, run_ids = replay(client, sync)
+        console.print(f"sent {sent} metric values to {len(run_ids)} run(s) in {uri}")
+        return
+    if stale:
+        found = listing.stale_runs(client, older_than)
+        for row, evidence in found:
+            if not dry_run:
+                listing.mark_killed(client, row.run_id, evidence)
+            console.print(f"{'would mark' if dry_run else 'marked'} KILLED: {row.name} ({row.run_id}, {row.experiment}): "
+                          f"{evidence}; resume: balance-lab run --resume {row.run_id}")
+        console.print(f"{len(found)} stale run(s)" + (" (nothing changed: --dry-run)" if dry_run and found else ""))
+        return
+    table = Table(header_style="bold")
+    for column in ("run", "experiment", "status", "started", "val ppl", "run id", "note"):
+        table.add_column(column, justify="right" if column == "val ppl" else "left")
+    for row in listing.latest_runs(client, limit):
+        style = {"FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}.get(row.status, "")
+        table.add_row(row.name, row.experiment, f"[{style}]{row.status}[/]" if style else row.status,
+                      datetime.fromtimestamp(row.started).strftime("%Y-%m-%d %H:%M"),
+                      f"{row.val_ppl:.3f}" if row.val_ppl is not None else "-", row.run_id, row.note[:80])
+    console.print(table)
 
 
 REPORT_FORMATS = ("table", "md", "csv", "html")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import re
+
 from balance_lab.errors import ConfigError, one_line
 
 
@@ -19,4 +22,25 @@ def compose_config(overrides: list[str], with_hydra: bool = False):
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
             return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
     except (HydraException, OmegaConfBaseException) as exc:
+        unknown = re.match(r"Could not override '([^']+)'", str(exc))
+        if unknown:
+            raise ConfigError(_unknown_key(unknown.group(1), overrides)) from exc
         raise ConfigError(one_line(exc)) from exc
+
+
+def _unknown_key(key: str, overrides: list[str]) -> str:
+    """'Could not override x.y' in words: the keys x does have, and how to add a new one."""
+    from omegaconf import DictConfig, OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    others = [o for o in overrides if not o.lstrip("+~").startswith(f"{key}=")]
+    try:
+        cfg = compose_config(others)
+    except ConfigError:
+        return f"unknown key {key}; add a new key with +{key}=..."
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
+        return f"unknown key {key}: {parent} is not a group of keys"
+    close = difflib.get_close_matches(leaf, list(node.keys()), n=1)
+    hint = f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+    return f"unknown key {key}{hint}; {parent or 'the config'} has {', '.join(map(str, node.keys()))}"

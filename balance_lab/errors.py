@@ -7,6 +7,10 @@ class ConfigError(ValueError):
     """A config value or option that cannot work; the message names it and the valid choices."""
 
 
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the run stops (FAILED) instead of training on."""
+
+
 def one_line(exc: BaseException) -> str:
     """Hydra's multi-line composition errors as one line that keeps the valid choices."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [repr(exc.__cause__ or exc)]

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from pathlib import Path
+from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from balance_lab import tracking
 from balance_lab.errors import ConfigError
+from balance_lab.validation import check_tracking_uri
+
+from balance_lab.resume import TAG_CHECKPOINT  # path of the run's latest checkpoint (what --resume RUN_ID loads)
+TAG_WARNING = "balance_lab.warning"  # routing collapse and dead experts, in words
 
 
 @dataclass
@@ -21,6 +26,7 @@ class RunResult:
     tokens_per_sec: float = 0.0
     wall_seconds: float = 0.0
     skipped: bool = False  # an identical run had already FINISHED (logger.skip_finished)
+    warnings: list[str] = field(default_factory=list)  # routing alerts (also the run's balance_lab.warning tag)
 
 
 def run_tags(cfg: DictConfig, hash_: str, swept: Mapping[str, str]) -> dict[str, str]:
@@ -34,22 +40,27 @@ def run_tags(cfg: DictConfig, hash_: str, swept: Mapping[str, str]) -> dict[str,
 
 
 def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | None = None) -> RunResult:
-    """Train and record one run. `swept`: this run's values of the keys its sweep varies."""
+    """Train and record one run. `swept`: this run's values of the keys its sweep varies.
+
+    Raises ConfigError before any MLflow run exists; once the run exists it always ends FINISHED,
+    FAILED (with the reason) or KILLED (signal: after a checkpoint, see checkpointing.py)."""
     import lightning as L
     import torch
 
-    from balance_lab.build import build, build_trainer
-    from balance_lab.callbacks import FailAfterSteps, Progress, Throughput
+    from balance_lab.build import build
 
     started = time.perf_counter()
     swept = dict(swept or {})
     quiet_framework_logs()
+    patient_but_not_stuck_http()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     resolved = OmegaConf.to_container(cfg, resolve=True)
     uri = tracking.resolve_tracking_uri(cfg.logger.tracking_uri)
+    check_tracking_uri(uri)
     hash_ = tracking.config_hash(resolved)
-    if cfg.logger.get("skip_finished"):
+    resume_run_id = cfg.get("resume_run_id")
+    if cfg.logger.get("skip_finished") and not resume_run_id:
         from mlflow.tracking import MlflowClient
 
         tracking.quiet_mlflow_logs()
@@ -62,23 +73,72 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
     name = cfg.logger.run_name or tracking.run_name(resolved, swept)
-    with tracking.open_run(uri, cfg.logger.experiment_name, name, run_tags(cfg, hash_, swept)) as run:
-        run.log_params(tracking.flatten(resolved))
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        throughput = Throughput()
-        callbacks = [throughput, Progress(leave=True)] if cfg.trainer.get("enable_progress_bar", True) else [throughput]
-        if cfg.get("fail_after_steps") is not None:
-            callbacks.append(FailAfterSteps(int(cfg.fail_after_steps)))
-        trainer = build_trainer(cfg, tracking.lightning_logger(run), callbacks, output_dir)
-        trainer.fit(built.module, datamodule=built.datamodule)
-        if trainer.interrupted:
-            raise KeyboardInterrupt
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if built.module.val_step != trainer.global_step:  # the final validation, unless fit just ran it
-            trainer.validate(built.module, datamodule=built.datamodule, verbose=False)
-            metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+    with tracking.open_run(uri, cfg.logger.experiment_name, name, run_tags(cfg, hash_, swept),
+                           resume_run_id=resume_run_id, spill_dir=Path(output_dir)) as run:
+        if not resume_run_id:
+            run.log_params(tracking.flatten(resolved))
+            run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        metrics, throughput = _fit(cfg, built, run, output_dir)
+        warnings = routing_alerts(metrics, built.module.val_loads, cfg.get("alerts"))
+        if warnings:
+            run.set_tag(TAG_WARNING, "; ".join(warnings))
         run.log_json(built.module.val_loads, "loads/val_loads.json")
-    return RunResult(name, run.run_id, uri, metrics, throughput.tokens_per_sec, time.perf_counter() - started)
+    return RunResult(name, run.run_id, uri, metrics, throughput.tokens_per_sec, time.perf_counter() - started,
+                     warnings=warnings)
+
+
+def _fit(cfg: DictConfig, built, run, output_dir: str):
+    """Lightning's fit (resumed from cfg.resume_ckpt when set), then the final validation."""
+    from balance_lab.build import build_trainer
+    from balance_lab.callbacks import FailAfterSteps, Heartbeat, Progress, Throughput
+    from balance_lab.checkpointing import StepCheckpoints
+
+    checkpoint_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.get("dir") else Path(output_dir) / "checkpoints"
+    checkpoints = StepCheckpoints(checkpoint_dir, int(cfg.checkpoint.every_n_steps), run.run_id,
+                                  OmegaConf.to_yaml(cfg, resolve=True),
+                                  on_saved=lambda path, step: run.set_tag(TAG_CHECKPOINT, str(path), best_effort=True))
+    throughput = Throughput()
+    callbacks = [throughput, checkpoints, Heartbeat(run.client, run.run_id)]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(Progress(leave=True))
+    if cfg.get("fail_after_steps") is not None:
+        callbacks.append(FailAfterSteps(int(cfg.fail_after_steps)))
+    trainer = build_trainer(cfg, tracking.lightning_logger(run), callbacks, output_dir)
+    trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=cfg.get("resume_ckpt"))  # a signal: Interrupted
+    if trainer.interrupted:
+        raise KeyboardInterrupt
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if built.module.val_step != trainer.global_step:  # the final validation, unless fit just ran it
+        trainer.validate(built.module, datamodule=built.datamodule, verbose=False)
+        metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return metrics, throughput
+
+
+def routing_alerts(metrics: Mapping[str, float], val_loads: Mapping[str, Any] | None, alerts) -> list[str]:
+    """Routing collapse, in words: MaxVio_global above its threshold, experts that no token reached."""
+    if not alerts:
+        return []
+    found = []
+    maxvio = metrics.get("val/maxvio_global")
+    if maxvio is not None and maxvio > alerts.maxvio_global:
+        found.append(f"routing collapse: val MaxVio_global {maxvio:.2f} > {alerts.maxvio_global}")
+    if val_loads:
+        dead = {layer: sum(1 for c in counts if c == 0) for layer, counts in zip(val_loads["layer_ids"], val_loads["layers"])}
+        total = sum(dead.values())
+        if total > alerts.dead_experts:
+            per_layer = ", ".join(f"layer {layer}: {n}" for layer, n in dead.items() if n)
+            found.append(f"{total} dead experts (no validation token; {per_layer})")
+    return found
+
+
+def patient_but_not_stuck_http() -> None:
+    """MLflow retries a failed HTTP request 7 times with doubling waits (minutes); with the metric
+    outbox keeping what a down server misses, a few quick retries are enough. Users' settings win."""
+    import os
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
 def quiet_framework_logs() -> None:
@@ -90,6 +150,8 @@ def quiet_framework_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # resuming mid-epoch is exact here: the sampler restarts at the global step (data/datamodule.py)
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     tracking.quiet_mlflow_logs()
 
 
@@ -118,3 +180,5 @@ def print_summary(result: RunResult) -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning: {warning}[/]")

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from balance_lab.errors import NonFiniteLoss
 from balance_lab.metrics import maxvio_per_layer, top_expert_frequency
 from balance_lab.model.lm import MoELM
 
@@ -58,6 +59,9 @@ class MoELMModule(L.LightningModule):
         out = self.model(inputs_BS)
         lm_loss = _nll(out.logits_BSV, targets_BS)
         loss = lm_loss + out.aux_loss
+        if not torch.isfinite(loss):  # one host sync per step: training on NaN would waste the rest of the run
+            raise NonFiniteLoss(f"train/loss is {loss.item()} at step {self.global_step} (lm_loss {lm_loss.item():.4g}, "
+                                f"aux_loss {float(out.aux_loss):.4g}); stopped instead of training on (lower optim.lr?)")
         counts_LE = out.counts_LBE.sum(dim=1)
         self.step_counts_LE += counts_LE
         B = inputs_BS.shape[0]
@@ -116,7 +120,8 @@ class MoELMModule(L.LightningModule):
         counts_LE = counts_DLE.sum(dim=0)
         vio_L = maxvio_per_layer(counts_LE)
         metrics = {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0)),
-                   "val/bpb": loss / math.log(2) / self.bytes_per_token, "val/maxvio_global": float(vio_L.mean())}
+                   "val/bpb": loss / math.log(2) / self.bytes_per_token, "val/maxvio_global": float(vio_L.mean()),
+                   "val/dead_experts": float((counts_LE == 0).sum())}  # (layer, expert) pairs no token reached
         metrics |= {f"val/maxvio_global/layer_{i}": float(v) for i, v in zip(self.layer_ids, vio_L)}
         for d, name in enumerate(self.domains):
             freq_L = top_expert_frequency(counts_DLE[d], int(tokens_D[d]))

@@ -21,5 +21,17 @@ def conf_dir() -> Path:
 
 
 def sweeps_dir() -> Path:
-    """One file per ablation grid."""
+    """One file per ablation grid (the built-in ones)."""
     return _first_existing("sweeps")
+
+
+SWEEPS_ENV = "BALANCE_LAB_SWEEPS_DIR"
+
+
+def sweeps_dirs() -> list[Path]:
+    """Where sweep files are looked up: $BALANCE_LAB_SWEEPS_DIR (your own grids, in a folder that
+    must be named `sweeps`; its files win over built-in ones of the same name), then the built-in ones."""
+    import os
+
+    extra = os.environ.get(SWEEPS_ENV)
+    return ([Path(extra).expanduser().resolve()] if extra else []) + [sweeps_dir()]

@@ -23,9 +23,9 @@ TAG_CONFIG_HASH = "balance_lab.config_hash"
 TAG_PARENT = "mlflow.parentRunId"
 SWEPT_TAG_PREFIX = "sweep."  # sweep.<override key> = value, on every sweep child
 
-# Sections that say where and how a run is recorded or scheduled, not what is trained
-# (`seeds` is a sweep's list of seeds; the run's own seed is `seed`).
-_NOT_IN_HASH = ("logger", "threads", "seeds")
+# Sections that say where and how a run is recorded, scheduled, saved or watched, not what is
+# trained (`seeds` is a sweep's list of seeds; the run's own seed is `seed`).
+_NOT_IN_HASH = ("logger", "threads", "seeds", "checkpoint", "alerts", "resume_run_id", "resume_ckpt")
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -129,7 +129,11 @@ class TrackedRun:
     """One MLflow run, opened by `open_run` and closed with a definite status."""
 
     def __init__(self, client, run_id: str, tracking_uri: str):
+        from balance_lab.outbox import MetricOutbox
+
         self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
+        self.outbox = MetricOutbox(client, run_id)  # metrics survive a store that is briefly away
+        self.spill_dir = Path.cwd()  # where undeliverable metrics are written at the end
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -144,37 +148,86 @@ class TrackedRun:
     def log_json(self, obj: Any, artifact_file: str) -> None:
         self.log_text(json.dumps(obj), artifact_file)
 
+    def set_tag(self, key: str, value: str, best_effort: bool = False) -> None:
+        try:
+            self.client.set_tag(self.run_id, key, value)
+        except Exception:
+            if not best_effort:
+                raise
+
+
+class StoreUnreachable(RuntimeError):
+    """The run trained, but the tracking store could not be told how it ended."""
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return f"interrupted ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {exc}"[:5000]
+
 
 @contextlib.contextmanager
-def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[str, str] | None = None) -> Iterator[TrackedRun]:
-    """Create the run; on exit mark it FINISHED, KILLED (interrupt) or FAILED (any other error, with reason)."""
+def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[str, str] | None = None,
+             resume_run_id: str | None = None, spill_dir: Path | None = None) -> Iterator[TrackedRun]:
+    """Create the run (or reopen `resume_run_id`); on exit mark it FINISHED, KILLED (interrupt or
+    signal) or FAILED (any other error, with the reason as a tag)."""
+    from balance_lab.liveness import owner_tags
+
     quiet_mlflow_logs()
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    run = client.create_run(experiment_id(client, experiment_name), run_name=name,
-                            tags={TAG_GIT_SHA: git_sha(), **(tags or {})})
-    tracked = TrackedRun(client, run.info.run_id, tracking_uri)
+    tags = {TAG_GIT_SHA: git_sha(), **owner_tags(), **(tags or {})}
+    if resume_run_id:
+        client.update_run(resume_run_id, status="RUNNING")
+        if TAG_STATUS_REASON in client.get_run(resume_run_id).data.tags:  # the reason it stopped last time
+            client.delete_tag(resume_run_id, TAG_STATUS_REASON)
+        for key, value in tags.items():
+            client.set_tag(resume_run_id, key, value)
+        run_id = resume_run_id
+    else:
+        run_id = client.create_run(experiment_id(client, experiment_name), run_name=name, tags=tags).info.run_id
+    tracked = TrackedRun(client, run_id, tracking_uri)
+    tracked.spill_dir = Path(spill_dir) if spill_dir else tracked.spill_dir
     try:
         yield tracked
-    except (KeyboardInterrupt, SystemExit) as exc:
-        client.set_tag(run.info.run_id, TAG_STATUS_REASON, f"interrupted ({type(exc).__name__})")
-        client.set_terminated(run.info.run_id, "KILLED")
-        raise
     except BaseException as exc:
-        client.set_tag(run.info.run_id, TAG_STATUS_REASON, f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(run.info.run_id, "FAILED")
+        from balance_lab.checkpointing import Interrupted
+
+        killed = isinstance(exc, (KeyboardInterrupt, SystemExit, Interrupted))
+        _close(tracked, "KILLED" if killed else "FAILED", _reason(exc))
         raise
     else:
-        client.set_terminated(run.info.run_id, "FINISHED")
+        _close(tracked, "FINISHED", None)
+
+
+def _close(run: TrackedRun, status: str, reason: str | None) -> None:
+    """Deliver the kept metrics and the final status; a store that is away gets them written down."""
+    spilled = run.outbox.close(run.spill_dir.resolve() / f"unsent-metrics-{run.run_id}.jsonl")
+    try:
+        if reason:
+            run.client.set_tag(run.run_id, TAG_STATUS_REASON, reason)
+        run.client.set_terminated(run.run_id, status)
+    except Exception as exc:
+        raise StoreUnreachable(
+            f"the tracking store {run.tracking_uri} did not take run {run.run_id}'s final status {status} ({exc}); "
+            + (f"{len(run.outbox.pending)} metric values are in {spilled}; " if spilled else "")
+            + "when it is back: balance-lab runs --stale (and --sync FILE)") from exc
+    if spilled:
+        raise StoreUnreachable(f"{len(run.outbox.pending)} metric values could not be sent to {run.tracking_uri}; "
+                               f"they are in {spilled}: balance-lab runs --sync {spilled}")
 
 
 def lightning_logger(run: TrackedRun):
-    """Lightning's MLFlowLogger writing into `run`, leaving the run's status to `open_run`."""
+    """Lightning's MLFlowLogger writing into `run` through its outbox, leaving the status to `open_run`."""
     from lightning.pytorch.loggers import MLFlowLogger
+
+    from balance_lab.outbox import OutboxClient
 
     class _RunScopedMLFlowLogger(MLFlowLogger):
         def finalize(self, status: str = "success") -> None:  # open_run owns the final status
             pass
 
-    return _RunScopedMLFlowLogger(tracking_uri=run.tracking_uri, run_id=run.run_id)
+    logger = _RunScopedMLFlowLogger(tracking_uri=run.tracking_uri, run_id=run.run_id)
+    logger._mlflow_client = OutboxClient(run.client, run.outbox)
+    return logger

@@ -7,7 +7,9 @@ directories and logging.
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import hydra
 from omegaconf import DictConfig
@@ -33,6 +35,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from balance_lab.checkpointing import Interrupted
     from balance_lab.errors import ConfigError
     from balance_lab.experiment import print_summary, run_experiment
 
@@ -40,19 +43,26 @@ def main(cfg: DictConfig) -> float | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         result = run_experiment(cfg, hydra_cfg.runtime.output_dir, swept_values(hydra_cfg, cfg.logger.swept_keys))
-    except ConfigError as exc:  # rejected by the builders, before any MLflow run was created
-        print(f"error: {exc}", file=sys.stderr)
-        if in_sweep:
-            return None
-        sys.exit(2)
-    except Exception as exc:
-        if not in_sweep:
-            raise
-        # The run is already marked FAILED with its reason; the sweep's other jobs go on.
-        print(f"error: run {hydra_cfg.job.num} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return None
+    except ConfigError as exc:  # rejected before any MLflow run was created
+        return _stop(f"error: {exc}", 2, in_sweep)
+    except Interrupted as exc:  # the run is KILLED, its checkpoint saved
+        return _stop(f"{exc}; continue with: balance-lab run --resume {exc.run_id}", exc.exit_code, in_sweep)
+    except KeyboardInterrupt:
+        return _stop("interrupted: the run is marked KILLED", 130, in_sweep)
+    except Exception as exc:  # the run is marked FAILED with this reason; a sweep's other jobs go on
+        if os.environ.get("BALANCE_LAB_VERBOSE"):
+            traceback.print_exc()
+        job = f"run {hydra_cfg.job.num} " if in_sweep else "run "
+        return _stop(f"error: {job}failed: {type(exc).__name__}: {exc}", 1, in_sweep)
     print_summary(result)
     return result.metrics.get("val/ppl")
+
+
+def _stop(message: str, code: int, in_sweep: bool) -> None:
+    print(message, file=sys.stderr)
+    if not in_sweep:
+        sys.exit(code)
+    return None
 
 
 if __name__ == "__main__":

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from balance_lab.balancing.base import BalancingTerm
+from balance_lab.balancing.knobs import AUX_SCOPES
 from balance_lab.distributed import all_reduce_sum
 
 if TYPE_CHECKING:
     from balance_lab.model.router import Routing
-
-AUX_SCOPES = ("micro", "sequence", "global")
 
 
 def normalised_affinities(scores_TE: torch.Tensor) -> torch.Tensor:

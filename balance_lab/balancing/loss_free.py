@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 
 from balance_lab.balancing.base import BalancingTerm
-
-RULES = ("sign", "raw")
-BIAS_TYPES = ("additive", "multiplicative")
+from balance_lab.balancing.knobs import BIAS_TYPES, RULES
 
 
 class LossFreeBias(BalancingTerm):

@@ -105,7 +105,7 @@ class DomainSplit:
     n_val_docs: int
 
 
-def _split_documents(docs: Iterator[Document], val_fraction: float, tokenizer: ByteTokenizer) -> DomainSplit:
+def split_documents(docs: Iterator[Document], val_fraction: float, tokenizer: ByteTokenizer) -> DomainSplit:
     parts: dict[bool, list[np.ndarray]] = {False: [], True: []}
     eot = np.array([tokenizer.eot], dtype=np.uint8)
     for doc in docs:
@@ -131,7 +131,7 @@ def load_builtin_corpus(cache_dir: str | Path, val_fraction: float = 0.05, math_
         with np.load(path) as z:
             return {d: DomainSplit(z[f"{d}_train"], z[f"{d}_val"], int(z[f"{d}_ntrain"]), int(z[f"{d}_nval"])) for d in DOMAINS}
     tokenizer = ByteTokenizer()
-    splits = {d: _split_documents(_documents(d, math_documents_n, seed), val_fraction, tokenizer) for d in DOMAINS}
+    splits = {d: split_documents(_documents(d, math_documents_n, seed), val_fraction, tokenizer) for d in DOMAINS}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # write then rename: concurrent runs never read half a file
     arrays = {}

@@ -13,7 +13,7 @@ from typing import Mapping
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from balance_lab.data.builtin import DomainSplit
 
@@ -42,6 +42,41 @@ class WindowDataset(Dataset):
         d, o = int(self.domain_ids[i]), int(self.offsets[i])
         window = torch.from_numpy(self.streams[d][o : o + self.seq_len + 1].astype(np.int64))
         return {"tokens": window, "domain": torch.tensor(d)}
+
+
+class RankSlice(Sampler[int]):
+    """This rank's share of items [start, n): micro-batch m of rank r holds items
+    (m*W + r)*B ... (m*W + r)*B + B-1, so the W ranks' m-th micro-batches together hold the same
+    B*W consecutive items whatever W is, and a run resumed at micro-batch m starts exactly there.
+
+    `len()` is the rank's share of all n items even when starting later: Lightning's loop counts
+    the batches before a resume as already seen, and the epoch ends when this iterator does.
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world: int = 1, start_batch: int = 0):
+        self.n, self.batch_size, self.rank, self.world, self.start_batch = n, batch_size, rank, world, start_batch
+
+    def __len__(self) -> int:
+        return self.n // (self.batch_size * self.world) * self.batch_size
+
+    def __iter__(self):
+        B, W = self.batch_size, self.world
+        for m in range(self.start_batch, self.n // (B * W)):
+            first = (m * W + self.rank) * B
+            yield from range(first, first + B)
+
+
+class Strided(Sampler[int]):
+    """Items rank, rank + W, ...: every item on exactly one rank (no padding, unlike DistributedSampler)."""
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1):
+        self.indices = range(rank, n, world)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
 
 
 def random_windows(lengths: list[int], weights: list[float], seq_len: int, n: int, seed: int):
@@ -79,10 +114,22 @@ class LMDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         streams = [self.splits[d].train for d in self.domains]
         ids, offsets = random_windows([len(s) for s in streams], self.weights, self.seq_len, self.num_train_samples, self.seed)
-        return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size, drop_last=True)
+        rank, world = self._rank_and_world()
+        # Training resumed from a checkpoint (taken at an optimizer-step boundary) continues with the next micro-batch.
+        done = self.trainer.global_step * self.trainer.accumulate_grad_batches if self.trainer else 0
+        sampler = RankSlice(len(offsets), self.batch_size, rank, world, start_batch=done)
+        return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size,
+                          sampler=sampler, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         streams = [self.splits[d].val for d in self.domains]
         counts = [self.val_counts[d] for d in self.domains]
         ids, offsets = even_windows([len(s) for s in streams], counts, self.seq_len)
-        return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size)
+        rank, world = self._rank_and_world()
+        return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size,
+                          sampler=Strided(len(offsets), rank, world))
+
+    def _rank_and_world(self) -> tuple[int, int]:
+        # The samplers above split the data across ranks themselves (the Trainer runs with
+        # use_distributed_sampler=False), so that a resumed run continues at the exact item.
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

@@ -1,7 +1,15 @@
-"""The MoE language model: args -> router -> experts -> MoE layer -> LM."""
+"""The MoE language model: args -> router -> experts -> MoE layer -> LM.
 
-from balance_lab.model.args import ModelArgs
-from balance_lab.model.lm import LMOutput, MoELM
-from balance_lab.model.params import ParamCounts, count_params
+Exports load lazily, so `balance_lab.model.args` (pure Python) can be checked without torch.
+"""
 
-__all__ = ["ModelArgs", "MoELM", "LMOutput", "ParamCounts", "count_params"]
+from importlib import import_module
+
+_EXPORTS = {"ModelArgs": "args", "MoELM": "lm", "LMOutput": "lm", "ParamCounts": "params", "count_params": "params"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -13,16 +13,39 @@ from omegaconf import OmegaConf
 
 from balance_lab.compose import compose_config
 from balance_lab.errors import ConfigError
-from balance_lab.paths import sweeps_dir
+from balance_lab.paths import sweeps_dirs
 
 
 def available_sweeps() -> list[str]:
-    return sorted(p.stem for p in sweeps_dir().glob("*.yaml"))
+    return sorted({p.stem for folder in sweeps_dirs() for p in folder.glob("*.yaml")})
 
 
 def sweep_overrides(name: str) -> list[str]:
     """The overrides that add sweeps/NAME.yaml (a `# @package _global_` config) to the composition."""
-    return [f"hydra.searchpath=[file://{sweeps_dir().parent}]", f"+sweeps={name}"]
+    roots = ",".join(f"file://{folder.parent}" for folder in sweeps_dirs())
+    return [f"hydra.searchpath=[{roots}]", f"+sweeps={name}"]
+
+
+def _check_sweep_file(name: str) -> None:
+    from balance_lab.paths import SWEEPS_ENV
+
+    extra = sweeps_dirs()[:-1]
+    if extra and extra[0].name != "sweeps":
+        raise ConfigError(f"{SWEEPS_ENV}={extra[0]}: the folder must be named 'sweeps' (it holds NAME.yaml files)")
+    if name not in available_sweeps():
+        raise ConfigError(f"unknown sweep {name!r}: choose one of {', '.join(available_sweeps())}")
+    path = next(folder / f"{name}.yaml" for folder in sweeps_dirs() if (folder / f"{name}.yaml").exists())
+    import yaml
+
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"sweep file {path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+    params = ((content or {}).get("hydra") or {}).get("sweeper", {}).get("params") if isinstance(content, dict) else None
+    if not isinstance(params, dict) or not params:
+        raise ConfigError(f"sweep file {path}: defines no grid (hydra.sweeper.params: key: value1,value2,...)")
 
 
 @dataclass
@@ -78,11 +101,10 @@ def _split(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
 
 def expand(name: str, overrides: list[str]) -> Grid:
     """The grid of sweep NAME with the user's overrides; every point composed and validated."""
-    from balance_lab.build import validate
+    from balance_lab.validation import check_config
     from balance_lab.tracking import config_hash, run_name
 
-    if name not in available_sweeps():
-        raise ConfigError(f"unknown sweep {name!r}: choose one of {', '.join(available_sweeps())}")
+    _check_sweep_file(name)
     fixed, user_dims = _split(overrides)
     cfg = compose_config([*sweep_overrides(name), *fixed], with_hydra=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True) or {}
@@ -100,8 +122,8 @@ def expand(name: str, overrides: list[str]) -> Grid:
         values = dict(zip(dimensions, combo))
         point_cfg = compose_config([*sweep_overrides(name), *fixed, *(f"{k}={v}" for k, v in values.items())])
         try:
-            validate(point_cfg)
-        except (ValueError, TypeError) as exc:
+            check_config(point_cfg)
+        except ConfigError as exc:
             raise ConfigError(f"run {index} ({', '.join(f'{k}={v}' for k, v in values.items())}): {exc}") from exc
         resolved = OmegaConf.to_container(point_cfg, resolve=True)
         grid.points.append(GridPoint(index, values, run_name(resolved, values), config_hash(resolved)))

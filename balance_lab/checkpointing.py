@@ -1,0 +1,140 @@
+"""Periodic checkpoints and a clean stop on SIGINT/SIGTERM, both at optimizer-step boundaries.
+
+A checkpoint holds what Lightning saves (weights, optimizer, LR schedule, loop progress, every
+buffer: loss-free biases, accumulated counts, MaxVio sums) plus the RNG states, the MLflow run id
+and the resolved config, so `balance-lab run --resume` needs nothing else. The data position is
+the global step (the datamodule's sampler restarts at the next micro-batch).
+
+On the first SIGINT or SIGTERM the run finishes the optimizer step it is in, saves, and stops
+(raising Interrupted out of trainer.fit: no validation first);
+a second signal stops at once (KeyboardInterrupt; the run is still marked KILLED).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+CHECKPOINT_NAME = "last.ckpt"
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint; the run is marked KILLED."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path, run_id: str):
+        self.signum, self.step, self.checkpoint, self.run_id = signum, step, checkpoint, run_id
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {checkpoint}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def rng_states() -> dict[str, Any]:
+    # numpy's key array as a tensor: checkpoints must load with torch.load(weights_only=True)
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The balance-lab part of a checkpoint (run id, config, step) without reading the weights into memory."""
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    meta = checkpoint.get("balance_lab")
+    if meta is None:
+        raise ValueError(f"{path} is not a balance-lab checkpoint (it has no 'balance_lab' entry)")
+    return {**meta, "global_step": checkpoint.get("global_step")}
+
+
+class StepCheckpoints(L.Callback):
+    def __init__(self, directory: str | Path, every_n_steps: int, run_id: str, config_yaml: str,
+                 on_saved=None):
+        self.path = Path(directory) / CHECKPOINT_NAME
+        self.every_n_steps, self.run_id, self.config_yaml = every_n_steps, run_id, config_yaml
+        self.on_saved = on_saved  # called with the path after each save (records it on the MLflow run)
+        self.signum: int | None = None
+        self.saved_step: int | None = None
+        self._last_step: int | None = None
+        self._previous_handlers: dict[int, Any] = {}
+
+    # ---- signals: installed after Lightning's own (which would stop without saving) -----------
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last_step = trainer.global_step
+        for signum in _SIGNALS:
+            self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
+
+    def _request_stop(self, signum, frame) -> None:
+        if self.signum is not None:  # the second signal: stop now, without a checkpoint
+            self._restore_handlers()
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous_handlers.clear()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore_handlers()
+
+    # ---- saving at step boundaries -----------------------------------------------------------
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step == self._last_step:  # inside a gradient-accumulation window: no optimizer step yet
+            return
+        self._last_step = step
+        stop = self._stop_requested(trainer)
+        if stop or (self.every_n_steps and step % self.every_n_steps == 0):
+            self.save(trainer)
+        if stop:  # an exception, not trainer.should_stop, which would validate first (a long wait under a SIGTERM grace period)
+            raise Interrupted(self.signum, step, self.path, self.run_id)
+
+    def _stop_requested(self, trainer) -> bool:
+        """Every rank stops at the same step: one rank's signal is every rank's signal."""
+        flag = torch.tensor([0 if self.signum is None else self.signum], device=trainer.strategy.root_device)
+        if trainer.world_size > 1:
+            flag = trainer.strategy.reduce(flag, reduce_op="max")
+        if int(flag) and self.signum is None:
+            self.signum = int(flag)
+        return bool(int(flag))
+
+    def save(self, trainer) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        trainer.save_checkpoint(partial)  # every rank calls it; rank 0 writes
+        if trainer.global_rank == 0:
+            os.replace(partial, self.path)  # a crash while writing never leaves a broken last.ckpt
+            self.saved_step = trainer.global_step
+            if self.on_saved is not None:
+                self.on_saved(self.path, trainer.global_step)
+        trainer.strategy.barrier()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["balance_lab"] = {"run_id": self.run_id, "config": self.config_yaml, "rng": rng_states()}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if "balance_lab" in checkpoint:
+            set_rng_states(checkpoint["balance_lab"]["rng"])

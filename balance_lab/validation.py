@@ -1,0 +1,144 @@
+"""Every check a composed config must pass before anything is trained or recorded.
+
+Run by `balance-lab run` and `balance-lab sweep` in the CLI (so a typo costs a fraction of a
+second and leaves no MLflow run), and again by the training process before it opens its run.
+Each failure is a ConfigError whose one-line message names the key, the bad value and what
+would be valid. Nothing here reads the data or allocates the model.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from balance_lab.errors import ConfigError
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+# Lightning 2's precision strings (the short legacy forms included)
+PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
+              "transformer-engine-float16", "64", "32", "16", "bf16")
+URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def number(cfg: DictConfig, key: str, kind: type = float, low: float | None = None, high: float | None = None,
+           low_open: bool = False, allow_null: bool = False) -> Any:
+    """cfg[key] as `kind`, within [low, high] ((low, high] with low_open), or a ConfigError naming it."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_null:
+        return None
+    what = "an integer" if kind is int else "a number"
+    bounds = ""
+    if low is not None:
+        bounds += f" {'>' if low_open else '>='} {low}"
+    if high is not None:
+        bounds += f"{' and' if bounds else ''} <= {high}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ConfigError(f"{key}={value!r}: must be {what}{bounds}")
+    if (low is not None and (value <= low if low_open else value < low)) or (high is not None and value > high):
+        raise ConfigError(f"{key}={value}: must be{bounds}")
+    return value
+
+
+def choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
+    value = OmegaConf.select(cfg, key)
+    if str(value) not in choices:
+        raise ConfigError(f"{key}={value!r}: choose one of {', '.join(choices)}")
+    return str(value)
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    number(cfg, "trainer.max_steps", int, low=1)
+    number(cfg, "trainer.accumulate_grad_batches", int, low=1)
+    number(cfg, "trainer.val_check_interval", int, low=1)
+    number(cfg, "trainer.log_every_n_steps", int, low=1)
+    number(cfg, "trainer.num_nodes", int, low=1, allow_null=True)  # absent: Lightning's default, 1
+    number(cfg, "trainer.gradient_clip_val", low=0, allow_null=True)
+    choice(cfg, "trainer.accelerator", ACCELERATORS)
+    choice(cfg, "trainer.precision", PRECISIONS)
+    devices = cfg.trainer.devices
+    if not (devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1)) or isinstance(devices, list)):
+        raise ConfigError(f"trainer.devices={devices!r}: must be a count >= 1, -1 (all), 'auto' or a list of device ids")
+
+
+def check_model_and_balance(cfg: DictConfig) -> None:
+    from balance_lab.balancing.knobs import check_balance
+    from balance_lab.model.args import ModelArgs
+
+    for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "n_routed_experts", "top_k",
+                "expert_hidden", "dense_hidden"):
+        number(cfg, f"model.{key}", int, low=1)
+    number(cfg, "model.n_shared_experts", int, low=0)
+    number(cfg, "model.init_std", low=0, low_open=True)
+    try:
+        ModelArgs.from_config(cfg.model)
+        check_balance(OmegaConf.to_container(cfg.balance, resolve=True))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if cfg.model.vocab_size < 256:
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: the byte-level tokenizer needs 256")
+
+
+def check_optim(cfg: DictConfig) -> None:
+    number(cfg, "optim.lr", low=0, low_open=True)
+    number(cfg, "optim.weight_decay", low=0)
+    number(cfg, "optim.warmup_steps", int, low=0)
+    number(cfg, "optim.min_lr_ratio", low=0, high=1)
+    betas = cfg.optim.betas
+    if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+        raise ConfigError(f"optim.betas={list(betas)}: must be two numbers in [0, 1)")
+
+
+def check_data(cfg: DictConfig) -> None:
+    from balance_lab.data.sources import check_source
+
+    number(cfg, "data.batch_size", int, low=1)
+    number(cfg, "data.val_sequences", int, low=1)
+    number(cfg, "data.val_fraction", low=0, high=1, low_open=True)
+    check_source(cfg.data)
+
+
+def check_run(cfg: DictConfig) -> None:
+    number(cfg, "seed", int, low=0)
+    number(cfg, "threads", int, low=1, allow_null=True)
+    number(cfg, "checkpoint.every_n_steps", int, low=0)
+
+
+def check_config(cfg: DictConfig, tracking_uri: str | None = None) -> None:
+    """Everything that can be checked without data or memory; `tracking_uri` too when given."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required: set it on the command line ({missing[0]}=...)")
+    check_run(cfg)
+    check_trainer(cfg)
+    check_model_and_balance(cfg)
+    check_optim(cfg)
+    check_data(cfg)
+    if tracking_uri is not None:
+        check_tracking_uri(tracking_uri)
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """A store that a run could be recorded in: a known scheme, an existing folder, a server that answers."""
+    scheme = uri.split(":", 1)[0].lower() if "://" in uri else "file"
+    scheme = scheme.split("+", 1)[0]  # postgresql+psycopg2://
+    if scheme not in URI_SCHEMES:
+        raise ConfigError(f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of "
+                          "sqlite:///PATH, http(s)://HOST:PORT, file:///PATH, postgresql://, mysql://, databricks")
+    if scheme == "sqlite":
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise ConfigError(f"tracking URI {uri!r}: the folder {folder} does not exist")
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # something answers; MLflow behind a proxy may not serve /health
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"tracking URI {uri!r}: no MLflow server answers ({reason}); start one "
+                              "(mlflow server / balance-lab ui) or check the address") from exc

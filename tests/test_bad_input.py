@@ -1,0 +1,115 @@
+"""Bad input: one clear line naming the bad key or value (and what would be valid), exit status 2,
+and no MLflow run created. Every case runs the real `balance-lab` in a real process."""
+
+import os
+
+import pytest
+
+from tests.conftest import all_runs, run_cli
+
+# (arguments of `balance-lab run`, fragments the one-line error must contain)
+BAD_RUNS = [
+    (["model=huge"], ["model/huge", "small, tiny"]),
+    (["balance=loss_fre"], ["loss_fre", "loss_free"]),
+    (["trainer.max_stpes=5"], ["unknown key trainer.max_stpes", "did you mean trainer.max_steps"]),
+    (["foo=1"], ["unknown key foo", "balance"]),
+    (["trainer.max_steps=abc"], ["trainer.max_steps='abc'", "integer >= 1"]),
+    (["trainer.max_steps=0"], ["trainer.max_steps=0", ">= 1"]),
+    (["balance.update_rate=0"], ["balance.update_rate=0", "u > 0"]),
+    (["balance.update_rate=-1e-3"], ["balance.update_rate=-0.001", ">= 0"]),
+    (["balance.rule=sgn"], ["balance.rule='sgn'", "sign, raw"]),
+    (["balance.bias=additiv"], ["balance.bias='additiv'", "additive, multiplicative"]),
+    (["balance=aux_loss", "balance.scope=globl"], ["balance.scope='globl'", "micro, sequence, global"]),
+    (["balance=aux_loss", "balance.alpha=-0.1"], ["balance.alpha=-0.1", ">= 0"]),
+    (["balance.alpah=1"], ["unknown key balance.alpah", "did you mean balance.alpha"]),
+    (["model.top_k=17"], ["model.top_k=17", "model.n_routed_experts=16"]),
+    (["model.score_func=relu"], ["model.score_func='relu'", "sigmoid, softmax"]),
+    (["model.n_heads=3"], ["model.d_model=128", "model.n_heads=3"]),
+    (["model.n_routed_experts=0"], ["model.n_routed_experts=0", ">= 1"]),
+    (["optim.lr=0"], ["optim.lr=0", "> 0"]),
+    (["optim.betas=[0.9]"], ["optim.betas=[0.9]", "two numbers"]),
+    (["trainer.precision=fp8"], ["trainer.precision='fp8'", "bf16-mixed"]),
+    (["trainer.accelerator=tpuu"], ["trainer.accelerator='tpuu'", "cpu, gpu"]),
+    (["trainer.devices=0"], ["trainer.devices=0", "'auto'"]),
+    (["data.batch_size=0"], ["data.batch_size=0", ">= 1"]),
+    (["+data.domains.poetry=1.0"], ["unknown domain(s) poetry", "code, prose, math"]),
+    (["data.domains.math=-1"], ["data.domains=", "> 0"]),
+    (["data=text_dir"], ["data.path is required"]),
+    (["data=text_dir", "data.path=/nonexistent/corpus"], ["data.path='/nonexistent/corpus'", "no such folder"]),
+    (["data=text_dir", "data.path={empty}"], ["empty corpus"]),
+    (["seed=-1"], ["seed=-1", ">= 0"]),
+    (["threads=0"], ["threads=0", ">= 1"]),
+    (["checkpoint.every_n_steps=-5"], ["checkpoint.every_n_steps=-5", ">= 0"]),
+    (["logger.tracking_uri=http://127.0.0.1:9"], ["http://127.0.0.1:9", "no MLflow server answers"]),
+    (["logger.tracking_uri=sqlite:////nonexistent/dir/mlflow.db"], ["/nonexistent/dir", "does not exist"]),
+    (["logger.tracking_uri=ftp://host/store"], ["unknown scheme 'ftp'", "sqlite:///PATH"]),
+    (["--resume", "0123456789abcdef"], ["--resume 0123456789abcdef", "no MLflow store"]),
+    (["--resume", "{empty}/last.ckpt", "seed=1"], ["leave out the overrides"]),
+    (["--frobnicate"], ["unknown option '--frobnicate'", "--resume"]),
+]
+
+
+@pytest.mark.parametrize("args, fragments", BAD_RUNS, ids=[" ".join(a) for a, _ in BAD_RUNS])
+def test_bad_run_input_is_one_line_exit_2_and_no_run(store, tmp_path, args, fragments):
+    empty = tmp_path / "empty-corpus"
+    (empty / "news").mkdir(parents=True)  # a domain folder without a single text file
+    result = run_cli("run", *(a.format(empty=empty) for a in args))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert all_runs(store) == []
+
+
+def test_a_sequence_longer_than_the_corpus_can_supply_fails_before_the_run_exists(store):
+    """Found by the training process (it needs the data), still before any MLflow run exists."""
+    result = run_cli("run", "model.seq_len=3000000", "trainer.max_steps=2")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "fewer than one sequence of 3000001" in result.stderr
+    assert all_runs(store) == []
+
+
+def test_verbose_keeps_the_full_error(store):
+    result = run_cli("--verbose", "run", "model=huge")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and len(result.stderr.strip().splitlines()) > 3
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+BAD_SWEEP_FILES = {
+    "broken": ("# @package _global_\nhydra:\n  sweeper:\n    params: {balance: [aux_loss\n", ["broken.yaml line", "not valid YAML"]),
+    "nogrid": ("# @package _global_\nseeds: [0]\n", ["nogrid.yaml", "defines no grid"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SWEEP_FILES))
+def test_a_malformed_sweep_file_is_one_line_exit_2(store, tmp_path, monkeypatch, name):
+    text, fragments = BAD_SWEEP_FILES[name]
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(text)
+    monkeypatch.setenv("BALANCE_LAB_SWEEPS_DIR", str(folder))
+    result = run_cli("sweep", name, "--dry-run")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and all(f in line for f in fragments), line
+    assert all_runs(store) == []
+
+
+def test_a_sweep_file_of_ones_own_runs_dry(store, tmp_path, monkeypatch):
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    (folder / "mine.yaml").write_text("# @package _global_\nseeds: [0]\nhydra:\n  mode: MULTIRUN\n  sweeper:\n"
+                                      "    params:\n      balance.update_rate: 1e-3,1e-2\n      seed: ${csv:${seeds}}\n")
+    monkeypatch.setenv("BALANCE_LAB_SWEEPS_DIR", str(folder))
+    result = run_cli("sweep", "mine", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "sweep mine: 2 runs" in result.stdout
+
+
+def test_a_sweep_into_an_unreachable_store_fails_before_training(store):
+    result = run_cli("sweep", "paper_main", "--tracking-uri", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: tracking URI 'http://127.0.0.1:9': no MLflow server answers")
+    assert not os.path.exists("multirun")
