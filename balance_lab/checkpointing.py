@@ -75,6 +75,7 @@ class StepCheckpoints(L.Callback):
         self.signum: int | None = None
         self.saved_step: int | None = None
         self._last_step: int | None = None
+        self._stop_at: int | None = None  # the step a stop was saved at; raised before the next batch
         self._previous_handlers: dict[int, Any] = {}
 
     # ---- signals: installed after Lightning's own (which would stop without saving) -----------
@@ -109,8 +110,18 @@ class StepCheckpoints(L.Callback):
         stop = self._stop_requested(trainer)
         if stop or (self.every_n_steps and step % self.every_n_steps == 0):
             self.save(trainer)
-        if stop:  # an exception, not trainer.should_stop, which would validate first (a long wait under a SIGTERM grace period)
-            raise Interrupted(self.signum, step, self.path, self.run_id)
+        self._stop_at = step if stop else None
+
+    # Stopping is an exception raised before the next batch (or validation batch) does any work:
+    # after Lightning has logged this step's metrics, and without trainer.should_stop's validation
+    # pass first (a long wait under a SIGTERM grace period).
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._stop_at is not None:
+            raise Interrupted(self.signum, self._stop_at, self.path, self.run_id)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if self._stop_at is not None and trainer.state.fn == "fit":  # not the final validate() call
+            raise Interrupted(self.signum, self._stop_at, self.path, self.run_id)
 
     def _stop_requested(self, trainer) -> bool:
         """Every rank stops at the same step: one rank's signal is every rank's signal."""

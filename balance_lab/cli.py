@@ -213,10 +213,7 @@ def _mark_finished(grid, uri: str, create_store: bool):
 
     if uri.startswith("sqlite:///") and not create_store and not Path(uri[len("sqlite:///"):]).exists():
         return None  # a dry run never creates a store
-    tracking.quiet_mlflow_logs()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
+    client = tracking.client(uri)
     for point in grid.points:
         run = tracking.find_finished(client, grid.name, point.config_hash)
         point.finished_run_id = run.info.run_id if run else None
@@ -258,12 +255,9 @@ def runs(
     uri = tracking.resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         _fail(f"no MLflow store at {uri} (train first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
-    tracking.quiet_mlflow_logs()
-    from mlflow.tracking import MlflowClient
-
     from balance_lab import runs as listing
 
-    client, console = MlflowClient(uri), make_console()
+    client, console = tracking.client(uri), make_console()
     if sync is not None:
         from balance_lab.outbox import replay
 

@@ -61,10 +61,7 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     hash_ = tracking.config_hash(resolved)
     resume_run_id = cfg.get("resume_run_id")
     if cfg.logger.get("skip_finished") and not resume_run_id:
-        from mlflow.tracking import MlflowClient
-
-        tracking.quiet_mlflow_logs()
-        done = tracking.find_finished(MlflowClient(uri), cfg.logger.experiment_name, hash_)
+        done = tracking.find_finished(tracking.client(uri), cfg.logger.experiment_name, hash_)
         if done is not None:
             return RunResult(done.info.run_name, done.info.run_id, uri, dict(done.data.metrics), skipped=True)
     L.seed_everything(cfg.seed, verbose=False)

@@ -44,6 +44,27 @@ def quiet_mlflow_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+_READY_STORES: set[str] = set()
+
+
+def client(uri: str):
+    """An MlflowClient on `uri`. A SQLite store is first opened under a file lock (`<db>.lock`): two
+    processes creating the same new store at once race in its schema migrations and break it."""
+    quiet_mlflow_logs()
+    from mlflow.tracking import MlflowClient
+
+    if not uri.startswith("sqlite:///") or uri in _READY_STORES:
+        return MlflowClient(uri)
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow_client = MlflowClient(uri)  # creates and migrates a new store
+    _READY_STORES.add(uri)
+    return mlflow_client
+
+
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'balance': {'alpha': 0.0}} -> {'balance.alpha': 0.0}: the params contract of the design."""
     flat: dict[str, Any] = {}
@@ -72,7 +93,14 @@ def experiment_id(client, name: str) -> str:
     """The experiment's id, created if missing and restored if it was deleted in the UI."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.create_experiment(name, tags=dict([EXPERIMENT_KIND]))
+        except MlflowException:  # another process created it between the lookup and here
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
     if EXPERIMENT_KIND[0] not in experiment.tags:
@@ -173,21 +201,18 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
     signal) or FAILED (any other error, with the reason as a tag)."""
     from balance_lab.liveness import owner_tags
 
-    quiet_mlflow_logs()
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    mlflow_client = client(tracking_uri)
     tags = {TAG_GIT_SHA: git_sha(), **owner_tags(), **(tags or {})}
     if resume_run_id:
-        client.update_run(resume_run_id, status="RUNNING")
-        if TAG_STATUS_REASON in client.get_run(resume_run_id).data.tags:  # the reason it stopped last time
-            client.delete_tag(resume_run_id, TAG_STATUS_REASON)
+        mlflow_client.update_run(resume_run_id, status="RUNNING")
+        if TAG_STATUS_REASON in mlflow_client.get_run(resume_run_id).data.tags:  # the reason it stopped last time
+            mlflow_client.delete_tag(resume_run_id, TAG_STATUS_REASON)
         for key, value in tags.items():
-            client.set_tag(resume_run_id, key, value)
+            mlflow_client.set_tag(resume_run_id, key, value)
         run_id = resume_run_id
     else:
-        run_id = client.create_run(experiment_id(client, experiment_name), run_name=name, tags=tags).info.run_id
-    tracked = TrackedRun(client, run_id, tracking_uri)
+        run_id = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=name, tags=tags).info.run_id
+    tracked = TrackedRun(mlflow_client, run_id, tracking_uri)
     tracked.spill_dir = Path(spill_dir) if spill_dir else tracked.spill_dir
     try:
         yield tracked

@@ -1,0 +1,240 @@
+"""Faults, for real: signals sent to a real training process, kill -9, a NaN loss, two sweeps on
+one SQLite store at once, and an MLflow server that goes away in the middle of a run."""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import BALANCE_LAB, all_runs, run_cli
+
+LONG = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1", "data.batch_size=4",
+        "data.val_sequences=12", "trainer.enable_progress_bar=false"]
+COMPARED = ["val/loss", "val/maxvio_global", "train/maxvio_batch_mean", "train/maxvio_compute_batch_mean", "train/loss"]
+
+
+def start_run(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([BALANCE_LAB, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (status {process.returncode}) before {path} appeared: {process.stderr.read()[-2000:]}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def only_run(store: str, status: str | None = None):
+    runs = [r for r in all_runs(store) if status is None or r.info.status == status]
+    assert len(runs) == 1, [(r.info.run_name, r.info.status) for r in all_runs(store)]
+    return runs[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, signum", [("loss_free", signal.SIGTERM), ("global_aux_loss", signal.SIGINT)])
+def test_a_signal_saves_marks_killed_and_the_resumed_run_equals_an_uninterrupted_one(store, tmp_path, method, signum):
+    args = [f"balance={method}", *LONG, "seed=7"]
+    assert run_cli("run", *args).returncode == 0  # the reference: the same run, never interrupted
+    reference = only_run(store)
+
+    checkpoint = tmp_path / "ckpt" / "last.ckpt"
+    process = start_run(*args, "checkpoint.every_n_steps=3", f"checkpoint.dir={checkpoint.parent}")
+    wait_for(checkpoint, process)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr[-2000:]
+    killed = only_run(store, "KILLED")
+    assert f"stopped by {signal.Signals(signum).name} at step" in killed.data.tags["balance_lab.status_reason"]
+    assert killed.data.tags["balance_lab.checkpoint"] == str(checkpoint)
+    assert f"balance-lab run --resume {killed.info.run_id}" in stderr
+    stopped_at = int(stderr.split(" at step ")[1].split(";")[0])
+    assert 3 <= stopped_at < 40
+
+    resumed = run_cli("run", "--resume", killed.info.run_id)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at step {stopped_at}" in resumed.stderr
+    run = MlflowClient(store).get_run(killed.info.run_id)
+    assert run.info.status == "FINISHED" and "balance_lab.status_reason" not in run.data.tags
+    assert len(all_runs(store)) == 2  # continued in the same MLflow run, not a new one
+    for key in COMPARED:
+        assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], rel=1e-5, abs=1e-7), key
+    steps = [m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, "train/loss")]
+    assert sorted(set(steps)) == list(range(1, 41)) or sorted(set(steps)) == list(range(0, 40)), steps
+
+
+@pytest.mark.slow
+def test_kill_9_leaves_a_running_ghost_that_runs_stale_marks_and_resume_finishes(store, tmp_path):
+    checkpoint = tmp_path / "ckpt" / "last.ckpt"
+    process = start_run(*LONG, "checkpoint.every_n_steps=2", f"checkpoint.dir={checkpoint.parent}")
+    wait_for(checkpoint, process)
+    time.sleep(0.3)  # let the run record where its checkpoint is
+    process.kill()
+    process.wait()
+    ghost = only_run(store)
+    assert ghost.info.status == "RUNNING"  # nobody was left to mark it
+
+    listed = run_cli("runs", "--stale", "--dry-run")
+    assert listed.returncode == 0 and "would mark KILLED" in listed.stdout and ghost.info.run_id in listed.stdout
+    assert only_run(store).info.status == "RUNNING"
+    marked = run_cli("runs", "--stale")
+    assert marked.returncode == 0 and "marked KILLED" in marked.stdout, marked.stdout + marked.stderr
+    run = only_run(store)
+    assert run.info.status == "KILLED" and "is gone" in run.data.tags["balance_lab.status_reason"]
+    assert "1 stale run" in marked.stdout
+
+    resumed = run_cli("run", "--resume", ghost.info.run_id)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert only_run(store).info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_run_whose_process_is_alive(store, tmp_path):
+    checkpoint = tmp_path / "ckpt" / "last.ckpt"
+    process = start_run(*LONG, "trainer.max_steps=400", "checkpoint.every_n_steps=2", f"checkpoint.dir={checkpoint.parent}")
+    try:
+        wait_for(checkpoint, process)
+        result = run_cli("run", "--resume", only_run(store).info.run_id)
+        assert result.returncode == 2 and "is RUNNING (process" in result.stderr and "is running" in result.stderr
+    finally:
+        process.kill()
+        process.wait()
+
+
+@pytest.mark.slow
+def test_an_exception_marks_failed_with_the_reason_in_one_line(store):
+    result = run_cli("run", *LONG, "fail_after_steps=2")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: run failed: RuntimeError: fail_after_steps=2")
+    assert "Traceback" not in result.stderr
+    run = only_run(store)
+    assert run.info.status == "FAILED"
+    assert "fail_after_steps=2 reached" in run.data.tags["balance_lab.status_reason"]
+
+
+@pytest.mark.slow
+def test_a_nan_loss_stops_the_run_instead_of_training_on(store):
+    result = run_cli("run", *LONG, "model.init_std=1e30")  # logits overflow: the loss is not finite at once
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "NonFiniteLoss: train/loss is nan at step " in result.stderr  # step 0 or 1: the first update overflows
+    run = only_run(store)
+    assert run.info.status == "FAILED" and "NonFiniteLoss" in run.data.tags["balance_lab.status_reason"]
+
+
+@pytest.mark.slow
+def test_routing_collapse_is_tagged_and_summarised(store):
+    result = run_cli("run", *LONG, "trainer.max_steps=4", "balance=none", "alerts.maxvio_global=0.01")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: routing collapse: val MaxVio_global" in result.stdout
+    run = only_run(store)
+    assert "routing collapse" in run.data.tags["balance_lab.warning"]
+    assert "val/dead_experts" in run.data.metrics
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_sqlite_store_at_once_lose_no_run_and_no_metric(store):
+    short = ["trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1", "data.batch_size=4",
+             "data.val_sequences=12"]
+    sweeps = [subprocess.Popen([BALANCE_LAB, "sweep", "paper_main", f"seeds=[{s}]", *short, "--jobs", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in (0, 1)]
+    for process in sweeps:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, out[-3000:] + err[-3000:]
+    client = MlflowClient(store)
+    runs = all_runs(store)
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and len(children) == 4
+    assert len({r.info.experiment_id for r in runs}) == 1  # one experiment, created once despite the race
+    for run in children:
+        assert run.info.status == "FINISHED"
+        steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss"))
+        assert len(steps) == 6, (run.info.run_name, steps)
+        assert "val/ppl" in run.data.metrics
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(backend: str, port: int, log: Path) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                              stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+    import urllib.request
+
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return server
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    import os
+
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+@pytest.mark.slow
+def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_path, monkeypatch):
+    backend, port = f"sqlite:///{tmp_path / 'server.db'}", free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # this test's own queries: fail fast
+    server = start_server(backend, port, log)
+    process = start_run(*LONG, "trainer.max_steps=150", "trainer.val_check_interval=50")
+    try:
+        deadline = time.monotonic() + 120
+        while not any("train/loss" in r.data.metrics for r in all_runs(uri)):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
+            time.sleep(0.2)
+        stop_server(server)  # the server vanishes mid-run...
+        time.sleep(4)
+        assert process.poll() is None, "training died with the server"
+        server = start_server(backend, port, log)  # ...and comes back
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+        assert "the tracking store does not answer" in stderr and "every kept metric was delivered" in stderr
+        run = only_run(uri)
+        assert run.info.status == "FINISHED"
+        history = MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")
+        steps = sorted({m.step for m in history})
+        assert steps == list(range(1, 151)) or steps == list(range(0, 150)), steps
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if server.poll() is None:
+            stop_server(server)
+
+
+def test_metrics_a_store_never_took_are_written_down_and_replayed(store, tmp_path, monkeypatch):
+    from mlflow.entities import Metric
+
+    from balance_lab.outbox import MetricOutbox, replay
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    target = MlflowClient(store)
+    run_id = target.create_run(target.create_experiment("outbox")).info.run_id
+    outbox = MetricOutbox(MlflowClient("http://127.0.0.1:9"), run_id, retry_seconds=0)  # nothing listens on port 9
+    outbox.log_batch([Metric("train/loss", 5.0 - step, 1_700_000_000_000 + step, step) for step in range(3)])
+    assert len(outbox.pending) == 3 and outbox.outages == 1
+    spilled = outbox.close(tmp_path / "unsent.jsonl", attempts=1)
+    assert spilled == tmp_path / "unsent.jsonl" and len(spilled.read_text().splitlines()) == 3
+
+    assert replay(target, spilled) == (3, {run_id})
+    history = target.get_metric_history(run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 5.0), (1, 4.0), (2, 3.0)]
