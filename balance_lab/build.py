@@ -64,6 +64,10 @@ def build_trainer(cfg: DictConfig, logger, callbacks: list, default_root_dir: st
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     # A run shorter than the logging interval would record no training metric at all.
     kwargs["log_every_n_steps"] = max(1, min(kwargs.get("log_every_n_steps", 50), kwargs["max_steps"]))
+    # Lightning rejects a validation interval longer than the run; the final validation runs anyway.
+    train_batches = kwargs["max_steps"] * kwargs.get("accumulate_grad_batches", 1)
+    if isinstance(kwargs.get("val_check_interval"), int):
+        kwargs["val_check_interval"] = min(kwargs["val_check_interval"], train_batches)
     # The datamodule's samplers split items across ranks (see RankSlice) and resume mid-epoch.
     kwargs.setdefault("use_distributed_sampler", False)
     return L.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=default_root_dir)

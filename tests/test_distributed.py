@@ -1,7 +1,8 @@
 """Data-parallel semantics through the real Lightning DDP strategy (gloo, 2 CPU processes).
 
-The reference is one process that sees the same global batch: DistributedSampler gives rank r
-the samples r, r+2, ..., so 2 ranks x b sequences cover exactly the first 2b samples of a step.
+The reference is one process that sees the same global batch: the datamodule's RankSlice sampler
+gives rank r the r-th block of b samples of each step, so 2 ranks x b sequences cover exactly the
+first 2b samples of a step (the Trainer runs with use_distributed_sampler=False, as build_trainer's).
 """
 
 import lightning as L
@@ -43,7 +44,7 @@ def train(corpus_cache, balance: list[str], devices: int, batch_size: int, accum
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
                         max_steps=steps, accumulate_grad_batches=accumulate, limit_val_batches=0, logger=False,
                         callbacks=[GradProbe()], enable_progress_bar=False, enable_checkpointing=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)
+                        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
     trainer.fit(module, datamodule=parts.datamodule)
     return module
 
