@@ -18,6 +18,8 @@ app = typer.Typer(
 )
 configs_app = typer.Typer(help="Inspect the Hydra configs (conf/).", no_args_is_help=True)
 app.add_typer(configs_app, name="configs")
+data_app = typer.Typer(help="Prepare data for large runs (BPE token files).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model=tiny balance=aux_loss trainer.max_steps=100 seed=1",
@@ -429,7 +431,12 @@ def _experiments_with_runs(uri: str) -> list[str]:
 
 @configs_app.command("show", context_settings=_PASSTHROUGH)
 def configs_show(overrides: Optional[List[str]] = OverridesArg) -> None:
-    """Print the composed config and the model's total and active parameter counts."""
+    """Print the composed config, the model's total and active parameter counts and its training
+    FLOPs per token (6 x active matmul parameters + attention), computed on the meta device.
+
+        balance-lab configs show model=paper_1b
+        balance-lab configs show experiment=paper_3b
+    """
     from omegaconf import OmegaConf
     from rich.console import Console
     from rich.syntax import Syntax
@@ -439,13 +446,13 @@ def configs_show(overrides: Optional[List[str]] = OverridesArg) -> None:
     console = Console()
     console.print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml", background_color="default"))
 
-    from balance_lab.model import ModelArgs, count_params
+    from balance_lab.model import ModelArgs, count_params, train_flops_per_token
 
     try:
         args = ModelArgs.from_config(cfg.model)
     except (ValueError, TypeError) as exc:
         _fail(str(exc))
-    counts = count_params(args)
+    counts = count_params(args)  # on the meta device: paper_3b costs no memory
     table = Table(title=f"model={cfg.model.name}", header_style="bold")
     for column in ("parameters", "count"):
         table.add_column(column, justify="right" if column == "count" else "left")
@@ -453,6 +460,7 @@ def configs_show(overrides: Optional[List[str]] = OverridesArg) -> None:
     table.add_row("active per token", f"{counts.active:,}")
     table.add_row("embedding (tied)" if args.tie_embeddings else "embedding", f"{counts.embedding:,}")
     table.add_row("MoE layers x routed experts", f"{args.n_moe_layers} x {args.n_routed_experts} (top-{args.top_k}, {args.n_shared_experts} shared)")
+    table.add_row("training FLOPs per token", f"{train_flops_per_token(args, counts):,}")
     console.print(table)
 
 
@@ -470,6 +478,80 @@ def configs_list() -> None:
     for group in sorted(p for p in conf_dir().iterdir() if p.is_dir()):
         table.add_row(group.name, ", ".join(sorted(f.stem for f in group.glob("*.yaml"))))
     Console().print(table)
+
+
+@data_app.command("tokenize")
+def data_tokenize(
+    out: Path = typer.Argument(..., help="Folder to write tokenizer.json, meta.json and <domain>.<split>.bin to."),
+    source: str = typer.Option("builtin", "--source", help="builtin (this Python's corpus) or text_dir (--path)."),
+    path: Optional[Path] = typer.Option(None, "--path", help="With --source text_dir: one subfolder of text files per domain."),
+    vocab_size: int = typer.Option(32000, "--vocab-size", min=257, help="BPE vocabulary (EOT included)."),
+    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Reuse this tokenizer.json instead of training one."),
+    max_documents: Optional[int] = typer.Option(None, "--max-documents", min=1, help="At most N documents per domain "
+                                                "(a quick look before the real thing)."),
+    val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=1.0, help="Held-out fraction of documents "
+                                       "(chosen by a hash of the document id, as for the built-in data)."),
+) -> None:
+    """Train a byte-level BPE tokenizer locally and write token files for `data=tokens`.
+
+    Nothing is downloaded: the tokenizer is trained (Hugging Face `tokenizers`) on the training
+    documents of the corpus, then every domain's train and validation documents are written as
+    flat token arrays (uint16 up to 65,536 tokens), documents separated by an end-of-text token.
+    Examples:
+
+        balance-lab data tokenize data/tok32k
+        balance-lab data tokenize data/mine --source text_dir --path ~/corpus --vocab-size 50000
+        balance-lab run data=tokens data.path=data/tok32k model=base
+    """
+    import itertools
+    import time
+
+    from omegaconf import OmegaConf
+
+    from balance_lab.console import console as make_console
+    from balance_lab.data import builtin
+    from balance_lab.data.sources import text_dir_documents, text_dir_domains
+    from balance_lab.data.tokens import tokenize_corpus
+    from balance_lab.errors import ConfigError
+
+    if source not in ("builtin", "text_dir"):
+        _fail(f"--source {source!r}: choose one of builtin, text_dir")
+    if tokenizer is not None and not tokenizer.is_file():
+        _fail(f"--tokenizer {tokenizer}: no such file")
+    if source == "builtin":
+        makers = {"code": builtin.code_documents, "prose": builtin.prose_documents,
+                  "math": lambda: builtin.math_documents(4000, 1234)}
+    else:
+        if path is None:
+            _fail("--source text_dir needs --path FOLDER (one subfolder of text files per domain)")
+        data = OmegaConf.create({"source": "text_dir", "path": str(path), "domains": None,
+                                 "extensions": [".txt", ".md", ".rst", ".py", ".tex"]})
+        try:
+            files = text_dir_domains(data)
+        except ConfigError as exc:
+            _fail(str(exc).replace("data.path=", "--path "))
+        root = Path(path).expanduser()
+        makers = {d: (lambda d=d: text_dir_documents(d, files[d], root)) for d in files}
+    if max_documents:
+        makers = {d: (lambda make=make: itertools.islice(make(), max_documents)) for d, make in makers.items()}
+    console = make_console()
+    started = time.perf_counter()
+    with console.status("training the BPE tokenizer on the training documents ..." if tokenizer is None
+                        else "loading the tokenizer ...") as status:
+        def progress(domain: str, split: str, tokens: int) -> None:
+            status.update(f"tokenising: {domain} {split} done ({tokens:,} tokens)")
+
+        result = tokenize_corpus(makers, lambda doc_id: builtin.is_validation(doc_id, val_fraction), out,
+                                 vocab_size, tokenizer, progress)
+    from rich.table import Table
+
+    table = Table(title=f"{out} (vocabulary {result.vocab_size:,}, {time.perf_counter() - started:.0f} s)", header_style="bold")
+    for column in ("domain", "train tokens", "val tokens"):
+        table.add_column(column, justify="left" if column == "domain" else "right")
+    for domain, splits in result.tokens.items():
+        table.add_row(domain, f"{splits['train']:,}", f"{splits['val']:,}")
+    console.print(table)
+    console.print(f"use it: balance-lab run data=tokens data.path={out} model.vocab_size={result.vocab_size}")
 
 
 if __name__ == "__main__":

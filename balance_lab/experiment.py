@@ -95,12 +95,12 @@ def _fit(cfg: DictConfig, built, run, output_dir: str):
                                   OmegaConf.to_yaml(cfg, resolve=True),
                                   on_saved=lambda path, step: run.set_tag(TAG_CHECKPOINT, str(path), best_effort=True))
     throughput = Throughput()
-    callbacks = [throughput, checkpoints, Heartbeat(run.client, run.run_id)]
+    callbacks = [throughput, checkpoints] + ([Heartbeat(run.client, run.run_id)] if run.client else [])
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(Progress(leave=True))
     if cfg.get("fail_after_steps") is not None:
         callbacks.append(FailAfterSteps(int(cfg.fail_after_steps)))
-    trainer = build_trainer(cfg, tracking.lightning_logger(run), callbacks, output_dir)
+    trainer = build_trainer(cfg, tracking.lightning_logger(run) if run.client else False, callbacks, output_dir)
     trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=cfg.get("resume_ckpt"))  # a signal: Interrupted
     if trainer.interrupted:
         raise KeyboardInterrupt

@@ -184,6 +184,39 @@ class TrackedRun:
                 raise
 
 
+class FollowerRun:
+    """What a data-parallel rank other than 0 holds instead of a run: the run is rank 0's, and
+    Lightning re-executes the command on the other ranks (or SLURM/torchrun start them), so
+    they must not create runs of their own. Every record call is a no-op."""
+
+    client = None
+    run_id = ""
+
+    def __init__(self, tracking_uri: str):
+        self.tracking_uri = tracking_uri
+
+    def log_params(self, params) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_json(self, obj, artifact_file: str) -> None:
+        pass
+
+    def set_tag(self, key: str, value: str, best_effort: bool = False) -> None:
+        pass
+
+
+def launched_as_rank_zero() -> bool:
+    """False in a process that a launcher started as another data-parallel rank: Lightning's
+    re-executed ranks (LOCAL_RANK / NODE_RANK), torchrun (RANK) or a multi-task SLURM step."""
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and int(env.get("SLURM_PROCID", "0")) > 0:
+        return False
+    return all(int(env.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
 class StoreUnreachable(RuntimeError):
     """The run trained, but the tracking store could not be told how it ended."""
 
@@ -201,6 +234,9 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
     signal) or FAILED (any other error, with the reason as a tag)."""
     from balance_lab.liveness import owner_tags
 
+    if not launched_as_rank_zero():
+        yield FollowerRun(tracking_uri)
+        return
     mlflow_client = client(tracking_uri)
     tags = {TAG_GIT_SHA: git_sha(), **owner_tags(), **(tags or {})}
     if resume_run_id:

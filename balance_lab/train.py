@@ -54,7 +54,10 @@ def main(cfg: DictConfig) -> float | None:
             traceback.print_exc()
         job = f"run {hydra_cfg.job.num} " if in_sweep else "run "
         return _stop(f"error: {job}failed: {type(exc).__name__}: {exc}", 1, in_sweep)
-    print_summary(result)
+    from balance_lab.tracking import launched_as_rank_zero
+
+    if launched_as_rank_zero():  # one summary per run, not one per data-parallel rank
+        print_summary(result)
     return result.metrics.get("val/ppl")
 
 

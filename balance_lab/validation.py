@@ -78,8 +78,7 @@ def check_model_and_balance(cfg: DictConfig) -> None:
         check_balance(OmegaConf.to_container(cfg.balance, resolve=True))
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
-    if cfg.model.vocab_size < 256:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: the byte-level tokenizer needs 256")
+
 
 
 def check_optim(cfg: DictConfig) -> None:
@@ -93,12 +92,16 @@ def check_optim(cfg: DictConfig) -> None:
 
 
 def check_data(cfg: DictConfig) -> None:
-    from balance_lab.data.sources import check_source
+    from balance_lab.data.sources import check_source, vocab_size
 
     number(cfg, "data.batch_size", int, low=1)
     number(cfg, "data.val_sequences", int, low=1)
     number(cfg, "data.val_fraction", low=0, high=1, low_open=True)
     check_source(cfg.data)
+    needed = vocab_size(cfg.data)
+    if cfg.model.vocab_size < needed:
+        what = "the byte-level tokenizer" if needed == 256 else f"the tokenizer of {cfg.data.path}"
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {what} has {needed} tokens")
 
 
 def check_run(cfg: DictConfig) -> None:

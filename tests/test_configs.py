@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +24,8 @@ def composed(*overrides):
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_builds(group, option):
     cfg = composed(f"{group}={option}")
-    assert OmegaConf.select(cfg, group) is not None
+    # an experiment is a `# @package _global_` setup: it shows in the groups it overrides
+    assert OmegaConf.select(cfg, group) is not None or (group == "experiment" and cfg.model.name == option)
     args = ModelArgs.from_config(cfg.model)
     balance = OmegaConf.to_container(cfg.balance, resolve=True)
     with torch.device("meta"):
@@ -63,3 +65,42 @@ def test_cli_module_imports_no_heavy_framework():
     code = "import sys, balance_lab.cli; print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'pandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# preset -> (total, active) parameters, within 5%: the paper's names say ~1B and ~3B total
+PRESET_SIZES = {"tiny": (3.0e6, 1.24e6), "small": (19.2e6, 6.4e6), "base": (115e6, 61e6),
+                "paper_1b": (1.05e9, 0.234e9), "paper_3b": (3.05e9, 0.539e9)}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_SIZES))
+def test_configs_show_builds_every_preset_on_the_meta_device_with_counts_and_flops(preset):
+    from balance_lab.model import train_flops_per_token
+
+    result = subprocess.run([str(Path(sys.executable).with_name("balance-lab")), "configs", "show", f"model={preset}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    args = ModelArgs.from_config(composed(f"model={preset}").model)
+    counts = count_params(args)
+    total, active = PRESET_SIZES[preset]
+    assert counts.total == pytest.approx(total, rel=0.05) and counts.active == pytest.approx(active, rel=0.05)
+    flops = train_flops_per_token(args, counts)
+    assert 6 * counts.active_non_embedding < flops < 6 * counts.active + 12 * args.n_layers * args.d_model * args.seq_len + 1
+    for number in (counts.total, counts.active, flops):
+        assert f"{number:,}" in result.stdout
+
+
+def test_the_paper_presets_have_table_5s_shapes():
+    for preset, (d_model, heads, moe_layers) in {"paper_1b": (1024, 8, 9), "paper_3b": (1280, 10, 11)}.items():
+        args = ModelArgs.from_config(composed(f"model={preset}").model)
+        assert (args.d_model, args.n_heads, args.n_moe_layers) == (d_model, heads, moe_layers)
+        assert (args.n_shared_experts, args.n_routed_experts, args.top_k) == (2, 64, 6)
+        assert (args.seq_len, args.vocab_size, args.init_std, args.n_dense_layers) == (2048, 32000, 0.006, 1)
+
+
+@pytest.mark.parametrize("experiment, sequences, steps", [("paper_1b", 1152, 40000), ("paper_3b", 1728, 56514)])
+def test_the_paper_experiments_reach_the_papers_global_batch(experiment, sequences, steps):
+    cfg = composed(f"experiment={experiment}", "data.path=/data/tok")
+    t = cfg.trainer
+    assert cfg.model.name == experiment and t.strategy == "ddp" and cfg.data.name == "tokens"
+    assert t.devices * t.num_nodes * t.accumulate_grad_batches * cfg.data.batch_size == sequences
+    assert t.max_steps == steps and cfg.optim.lr == 1e-3 and cfg.optim.warmup_steps == 1000

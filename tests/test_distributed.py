@@ -95,3 +95,38 @@ def test_gradient_accumulation_equals_one_step_of_the_whole_batch(corpus_cache):
     whole = train(corpus_cache, ["balance=global_aux_loss"], devices=1, batch_size=4, steps=1)
     for a, w in zip(probes(accumulated, "counts"), probes(whole, "counts")):
         assert torch.equal(a, w)
+
+
+def test_activation_checkpointing_counts_each_token_once_per_step(corpus_cache):
+    """Backward re-runs every block's forward; the counts, the loss-free bias update and the global
+    LBL buffer must not see those tokens a second time, and the gradients must not change."""
+    for method in (["balance=loss_free", "balance.update_rate=1e-2"], ["balance=global_aux_loss", "balance.alpha=1.0"]):
+        plain = train(corpus_cache, method, devices=1, batch_size=4, accumulate=2, steps=1)
+        recomputed = train(corpus_cache, [*method, "model.activation_checkpointing=true"], devices=1, batch_size=4,
+                           accumulate=2, steps=1)
+        for c, r in zip(probes(plain, "counts"), probes(recomputed, "counts")):
+            assert torch.equal(c, r)
+        for g, r in zip(probes(plain, "grad"), probes(recomputed, "grad")):
+            torch.testing.assert_close(r, g, rtol=1e-5, atol=1e-8)
+        if "balance=loss_free" in method:
+            assert loss_free_biases(plain).abs().sum() > 0
+            torch.testing.assert_close(loss_free_biases(recomputed), loss_free_biases(plain), rtol=0, atol=0)
+
+
+def test_balance_lab_run_with_trainer_ddp_on_two_cpu_processes_is_one_run_equal_to_one_process(store):
+    """`trainer=ddp` through the CLI: Lightning re-executes the command for rank 1, which must not
+    record a run of its own; 2 ranks x 2 sequences train what 1 process with 4 sequences trains."""
+    from tests.conftest import all_runs, run_cli
+
+    common = ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.max_steps=2", "trainer.val_check_interval=2",
+              "trainer.log_every_n_steps=1", "data.val_sequences=12", "model.n_layers=3", "model.seq_len=32",
+              "trainer.enable_progress_bar=false", "balance.update_rate=1e-2"]
+    two = run_cli("run", "trainer=ddp", "trainer.devices=2", "data.batch_size=2", *common, "logger.run_name=two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_cli("run", "trainer.devices=1", "data.batch_size=4", *common, "logger.run_name=one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    runs = {r.info.run_name: r for r in all_runs(store)}
+    assert sorted(runs) == ["one", "two"] and all(r.info.status == "FINISHED" for r in runs.values())
+    assert runs["two"].data.params["trainer.strategy"] == "ddp"
+    for key in ("val/loss", "val/maxvio_global", "train/maxvio_batch_mean"):
+        assert runs["two"].data.metrics[key] == pytest.approx(runs["one"].data.metrics[key], rel=1e-3), key

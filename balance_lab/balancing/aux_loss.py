@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from balance_lab.balancing.base import BalancingTerm
+from balance_lab.balancing.base import BalancingTerm, recomputing
 from balance_lab.balancing.knobs import AUX_SCOPES
 from balance_lab.distributed import all_reduce_sum
 
@@ -55,8 +55,9 @@ class AuxLoss(BalancingTerm):
             return self.alpha * (f_BE * probs_TE.view(B, -1, E).mean(dim=1)).sum(dim=-1).mean()
         tokens = probs_TE.shape[0]
         if self.scope == "global":
-            local_E1 = torch.cat([counts_E, counts_E.new_tensor([tokens])])
-            self.step_counts_E1 += all_reduce_sum(local_E1)
+            if not recomputing():  # a recomputed forward sees this micro-batch a second time
+                local_E1 = torch.cat([counts_E, counts_E.new_tensor([tokens])])
+                self.step_counts_E1 += all_reduce_sum(local_E1)
             counts_E, tokens = self.step_counts_E1[:E], self.step_counts_E1[E]
         f_E = counts_E.float() * E / (K * tokens)  # integer counts, no gradient
         return self.alpha * (f_E * probs_TE.mean(dim=0)).sum()

@@ -2,7 +2,8 @@
 
 - builtin:  the corpus made from this Python installation (balance_lab.data.builtin);
 - text_dir: a folder of the user's text, one subfolder per domain, every text file below it a
-            document (split by a hash of its path, as the built-in corpus is).
+            document (split by a hash of its path, as the built-in corpus is);
+- tokens:   token files written by `balance-lab data tokenize` (BPE), memory-mapped (data/tokens.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from omegaconf import DictConfig
 
 from balance_lab.errors import ConfigError
 
-SOURCES = ("builtin", "text_dir")
+SOURCES = ("builtin", "text_dir", "tokens")
 
 
 def _source(data: DictConfig) -> str:
@@ -44,11 +45,30 @@ def text_dir_domains(data: DictConfig) -> dict[str, list[Path]]:
     return {d: found[d] for d in wanted}
 
 
+def token_meta(data: DictConfig) -> dict:
+    from balance_lab.data.tokens import read_meta
+
+    try:
+        return read_meta(Path(str(data.path)).expanduser())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"data.path={str(data.path)!r}: no token files there (no {exc.args[0]}); "
+                          "write them with: balance-lab data tokenize DIR") from exc
+
+
 def domain_weights(data: DictConfig) -> dict[str, float]:
-    """The training mix (domain -> weight): the config's, or every text_dir subfolder equally."""
-    if _source(data) == "text_dir" and not data.get("domains"):
-        return {d: 1.0 for d in text_dir_domains(data)}
+    """The training mix (domain -> weight): the config's, or every domain of the folder equally."""
+    source = _source(data)
+    if not data.get("domains"):
+        if source == "text_dir":
+            return {d: 1.0 for d in text_dir_domains(data)}
+        if source == "tokens":
+            return {d: 1.0 for d in token_meta(data)["domains"]}
     return {str(k): v for k, v in dict(data.domains).items()}
+
+
+def vocab_size(data: DictConfig) -> int:
+    """The tokenizer's vocabulary: 256 (bytes) or the token files' BPE vocabulary."""
+    return token_meta(data)["vocab_size"] if _source(data) == "tokens" else 256
 
 
 def check_source(data: DictConfig) -> None:
@@ -60,6 +80,11 @@ def check_source(data: DictConfig) -> None:
     weights = domain_weights(data)
     if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in weights.values()):
         raise ConfigError(f"data.domains={weights}: every weight must be a number > 0 and at least one domain is needed")
+    if source == "tokens":
+        known = token_meta(data)["domains"]
+        unknown = sorted(set(weights) - set(known))
+        if unknown:
+            raise ConfigError(f"data.domains: no token files for {', '.join(unknown)} in {data.path}; it has {', '.join(known)}")
     if source == "builtin":
         unknown = sorted(set(weights) - set(DOMAINS))
         if unknown:
@@ -67,7 +92,7 @@ def check_source(data: DictConfig) -> None:
                               f"{', '.join(DOMAINS)}")
 
 
-def _text_documents(domain: str, files: list[Path], root: Path) -> Iterator:
+def text_dir_documents(domain: str, files: list[Path], root: Path) -> Iterator:
     from balance_lab.data.builtin import Document
 
     for path in files:
@@ -85,7 +110,20 @@ def load_splits(data: DictConfig) -> dict:
     if _source(data) == "builtin":
         splits = load_builtin_corpus(data.cache_dir, data.val_fraction, data.math_documents, data.corpus_seed)
         return {d: splits[d] for d in weights}
+    if _source(data) == "tokens":
+        from balance_lab.data.tokens import load_token_splits
+
+        return load_token_splits(Path(str(data.path)).expanduser(), list(weights))
     root = Path(str(data.path)).expanduser()
     tokenizer = ByteTokenizer()
     files = text_dir_domains(data)
-    return {d: split_documents(_text_documents(d, files[d], root), data.val_fraction, tokenizer) for d in weights}
+    return {d: split_documents(text_dir_documents(d, files[d], root), data.val_fraction, tokenizer) for d in weights}
+
+
+def bytes_per_token(data: DictConfig) -> float:
+    """UTF-8 bytes per token of the validation text, for bits per byte (1 for bytes)."""
+    if _source(data) != "tokens":
+        return 1.0
+    from balance_lab.data.tokens import bytes_per_token as measured
+
+    return measured(Path(str(data.path)).expanduser(), list(domain_weights(data)))

@@ -5,7 +5,8 @@ Exports load lazily, so `balance_lab.model.args` (pure Python) can be checked wi
 
 from importlib import import_module
 
-_EXPORTS = {"ModelArgs": "args", "MoELM": "lm", "LMOutput": "lm", "ParamCounts": "params", "count_params": "params"}
+_EXPORTS = {"ModelArgs": "args", "MoELM": "lm", "LMOutput": "lm", "ParamCounts": "params", "count_params": "params",
+            "train_flops_per_token": "params"}
 __all__ = list(_EXPORTS)
 
 

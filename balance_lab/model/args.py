@@ -26,6 +26,7 @@ class ModelArgs:
     init_std: float = 0.02
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    activation_checkpointing: bool = False  # recompute each block's activations in backward (memory for time)
 
     def __post_init__(self) -> None:
         checks = [

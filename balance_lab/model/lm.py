@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from balance_lab.model.args import ModelArgs
 from balance_lab.model.attention import CausalSelfAttention
@@ -77,7 +78,7 @@ class MoELM(nn.Module):
         x_BSD = self.embed(tokens_BS)
         aux_losses, counts = [], []
         for block in self.blocks:
-            x_BSD, moe_out = block(x_BSD)
+            x_BSD, moe_out = self._run_block(block, x_BSD)
             if moe_out is not None:
                 counts.append(moe_out.counts_BE)
                 if moe_out.aux_loss is not None:
@@ -85,3 +86,11 @@ class MoELM(nn.Module):
         logits_BSV = self.head(self.norm(x_BSD))
         aux_loss = torch.stack(aux_losses).sum() if aux_losses else logits_BSV.new_zeros(())
         return LMOutput(logits_BSV, aux_loss, torch.stack(counts))
+
+    def _run_block(self, block: Block, x_BSD: torch.Tensor):
+        if not (self.args.activation_checkpointing and self.training and torch.is_grad_enabled()):
+            return block(x_BSD)
+        # Backward re-runs the block's forward; its outputs (counts included) are discarded, and the
+        # balancers skip their side effects while recomputing (see balancing/base.py), so each token
+        # is counted once per step.
+        return checkpoint(block, x_BSD, use_reentrant=False)

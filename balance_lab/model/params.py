@@ -20,6 +20,14 @@ class ParamCounts:
         return self.active - self.embedding
 
 
+def train_flops_per_token(args: ModelArgs, counts: ParamCounts) -> int:
+    """Training FLOPs per token (forward + backward), the PaLM appendix B estimate: 6 x the active
+    matmul parameters (input embedding lookup excluded, output head included) + 12 x layers x
+    d_model x seq_len for the attention scores and values."""
+    matmul = counts.active - (0 if args.tie_embeddings else counts.embedding)
+    return 6 * matmul + 12 * args.n_layers * args.d_model * args.seq_len
+
+
 def count_params(args: ModelArgs) -> ParamCounts:
     from balance_lab.balancing import Balancer
     from balance_lab.model.lm import MoELM
