@@ -1,0 +1,79 @@
+"""Data beyond the built-in corpus: a folder of the user's text (data=text_dir), and BPE token files
+written by `balance-lab data tokenize` and memory-mapped by data=tokens."""
+
+import json
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import all_runs, run_cli
+
+SHORT = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4",
+         "data.val_sequences=6", "model.seq_len=64", "trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory) -> Path:
+    """Two domains of real text: 120 standard-library modules and 120 documents of their comments."""
+    root = tmp_path_factory.mktemp("corpus")
+    sources = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[:120]
+    for domain in ("code", "comments"):
+        (root / domain).mkdir()
+    for i, path in enumerate(sources):
+        text = path.read_text("utf-8", errors="replace")
+        (root / "code" / f"{path.stem}.py").write_text(text)
+        comments = "\n".join(line.strip("# ") for line in text.splitlines() if line.lstrip().startswith("#"))
+        (root / "comments" / f"{i}.txt").write_text(comments + "\n" + text[:2000])
+    return root
+
+
+@pytest.mark.slow
+def test_a_run_on_a_text_dir_knows_its_domains(store, corpus_dir):
+    result = run_cli("run", "data=text_dir", f"data.path={corpus_dir}", *SHORT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = all_runs(store)[0]
+    assert run.info.status == "FINISHED" and run.data.params["data.source"] == "text_dir"
+    assert {"val/top_expert_freq/code", "val/top_expert_freq/comments"} <= set(run.data.metrics)
+    local = MlflowClient(store).download_artifacts(run.info.run_id, "loads/val_loads.json")
+    assert set(json.load(open(local))["domains"]) == {"code", "comments"}
+
+
+@pytest.mark.slow
+def test_tokenize_writes_bpe_token_files_that_a_run_trains_on(store, corpus_dir, tmp_path):
+    out = tmp_path / "tok"
+    result = run_cli("data", "tokenize", str(out), "--source", "text_dir", "--path", str(corpus_dir), "--vocab-size", "600")
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["vocab_size"] == 600 and meta["dtype"] == "uint16" and set(meta["domains"]) == {"code", "comments"}
+
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    text = (corpus_dir / "code" / sorted(p.name for p in (corpus_dir / "code").iterdir())[0]).read_text()[:3000]
+    ids = tokenizer.encode(text).ids
+    assert tokenizer.decode(ids) == text and len(ids) < len(text.encode()) / 1.5  # BPE compresses, losslessly
+    for domain, splits in meta["domains"].items():
+        for split, info in splits.items():
+            tokens = np.fromfile(out / f"{domain}.{split}.bin", dtype=np.uint16)
+            assert len(tokens) == info["tokens"] > 0 and int(tokens.max()) < 600
+            assert int((tokens == meta["eot"]).sum()) == info["documents"]  # one EOT after every document
+
+    result = run_cli("run", "data=tokens", f"data.path={out}", "model.vocab_size=600", *SHORT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = all_runs(store)[0]
+    assert run.info.status == "FINISHED" and run.data.params["data.source"] == "tokens"
+    # bits per byte accounts for BPE tokens being several bytes long
+    assert run.data.metrics["val/bpb"] < run.data.metrics["val/loss"] / np.log(2) / 1.5
+
+    too_small = run_cli("run", "data=tokens", f"data.path={out}", *SHORT)
+    assert too_small.returncode == 2 and "model.vocab_size=256" in too_small.stderr and "600 tokens" in too_small.stderr
+
+
+def test_tokens_without_token_files_is_a_one_line_error(store, tmp_path):
+    result = run_cli("run", "data=tokens", f"data.path={tmp_path}")
+    assert result.returncode == 2
+    assert "no token files there" in result.stderr and "balance-lab data tokenize" in result.stderr
+    assert all_runs(store) == []
