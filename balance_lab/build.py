@@ -50,6 +50,7 @@ def build(cfg: DictConfig) -> Built:
     from balance_lab.validation import check_config
 
     check_config(cfg)
+    check_trainer_arguments(cfg)
     datamodule = build_datamodule(cfg)
     model = build_model(cfg)
     module = MoELMModule(model, cfg.optim, total_steps=cfg.trainer.max_steps, domains=datamodule.domains,
@@ -57,10 +58,23 @@ def build(cfg: DictConfig) -> Built:
     return Built(datamodule, module, datamodule.domains)
 
 
-def build_trainer(cfg: DictConfig, logger, callbacks: list, default_root_dir: str):
+def check_trainer_arguments(cfg: DictConfig) -> None:
+    """Lightning checks its arguments together (strategy x accelerator x precision x devices) when
+    a Trainer is constructed: construct one here, before the MLflow run exists, and say what it said."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from balance_lab.errors import ConfigError
+
+    try:
+        build_trainer(cfg, logger=False, callbacks=[], default_root_dir=".", enable_checkpointing=False)
+    except (ValueError, TypeError, MisconfigurationException) as exc:
+        raise ConfigError(f"trainer: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def build_trainer(cfg: DictConfig, logger, callbacks: list, default_root_dir: str, **override):
     import lightning as L
 
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) | override
     # A run shorter than the logging interval would record no training metric at all.
     kwargs["log_every_n_steps"] = max(1, min(kwargs.get("log_every_n_steps", 50), kwargs["max_steps"]))
     # Lightning rejects a validation interval longer than the run; the final validation runs anyway.

@@ -62,11 +62,19 @@ def test_bad_run_input_is_one_line_exit_2_and_no_run(store, tmp_path, args, frag
     assert all_runs(store) == []
 
 
-def test_a_sequence_longer_than_the_corpus_can_supply_fails_before_the_run_exists(store):
-    """Found by the training process (it needs the data), still before any MLflow run exists."""
-    result = run_cli("run", "model.seq_len=3000000", "trainer.max_steps=2")
+TRAINING_PROCESS_FINDS = [
+    (["model.seq_len=3000000", "trainer.max_steps=2"], "fewer than one sequence of 3000001"),
+    (["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"],
+     "error: trainer: The strategy `fsdp` requires a GPU accelerator"),
+]
+
+
+@pytest.mark.parametrize("args, fragment", TRAINING_PROCESS_FINDS, ids=["seq_len", "fsdp-on-cpu"])
+def test_what_needs_the_data_or_lightning_fails_before_the_run_exists(store, args, fragment):
+    """Found by the training process (it reads the data, asks Lightning), still before any MLflow run exists."""
+    result = run_cli("run", *args)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert "fewer than one sequence of 3000001" in result.stderr
+    assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert all_runs(store) == []
 
 
