@@ -487,6 +487,8 @@ def data_tokenize(
     path: Optional[Path] = typer.Option(None, "--path", help="With --source text_dir: one subfolder of text files per domain."),
     vocab_size: int = typer.Option(32000, "--vocab-size", min=257, help="BPE vocabulary (EOT included)."),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Reuse this tokenizer.json instead of training one."),
+    retrain: bool = typer.Option(False, "--retrain", help="Train the tokenizer again even if OUT/tokenizer.json has "
+                                 "the same vocabulary size (by default it is reused: the cache)."),
     max_documents: Optional[int] = typer.Option(None, "--max-documents", min=1, help="At most N documents per domain "
                                                 "(a quick look before the real thing)."),
     val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=1.0, help="Held-out fraction of documents "
@@ -497,6 +499,8 @@ def data_tokenize(
     Nothing is downloaded: the tokenizer is trained (Hugging Face `tokenizers`) on the training
     documents of the corpus, then every domain's train and validation documents are written as
     flat token arrays (uint16 up to 65,536 tokens), documents separated by an end-of-text token.
+    OUT/tokenizer.json is the cache: running again into OUT with the same vocabulary size reuses
+    it (`--retrain` trains anew).
     Examples:
 
         balance-lab data tokenize data/tok32k
@@ -518,6 +522,8 @@ def data_tokenize(
         _fail(f"--source {source!r}: choose one of builtin, text_dir")
     if tokenizer is not None and not tokenizer.is_file():
         _fail(f"--tokenizer {tokenizer}: no such file")
+    if retrain:
+        (out / "tokenizer.json").unlink(missing_ok=True)
     if source == "builtin":
         makers = {"code": builtin.code_documents, "prose": builtin.prose_documents,
                   "math": lambda: builtin.math_documents(4000, 1234)}
@@ -536,8 +542,9 @@ def data_tokenize(
         makers = {d: (lambda make=make: itertools.islice(make(), max_documents)) for d, make in makers.items()}
     console = make_console()
     started = time.perf_counter()
-    with console.status("training the BPE tokenizer on the training documents ..." if tokenizer is None
-                        else "loading the tokenizer ...") as status:
+    reuse = tokenizer is not None or (out / "tokenizer.json").is_file()
+    with console.status("loading the tokenizer (a different --vocab-size trains a new one) ..." if reuse
+                        else "training the BPE tokenizer on the training documents ...") as status:
         def progress(domain: str, split: str, tokens: int) -> None:
             status.update(f"tokenising: {domain} {split} done ({tokens:,} tokens)")
 

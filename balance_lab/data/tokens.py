@@ -76,6 +76,8 @@ def tokenize_corpus(documents: dict[str, Callable[[], Iterator]], is_val: Callab
 
     out.mkdir(parents=True, exist_ok=True)
     target = out / "tokenizer.json"
+    if tokenizer_path is None and target.is_file() and Tokenizer.from_file(str(target)).get_vocab_size() == vocab_size:
+        tokenizer_path = target  # trained before into this folder: the cache (--retrain to train again)
     if tokenizer_path is not None:
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     else:
