@@ -108,6 +108,9 @@ def _fit(cfg: DictConfig, built, run, output_dir: str):
     if built.module.val_step != trainer.global_step:  # the final validation, unless fit just ran it
         trainer.validate(built.module, datamodule=built.datamodule, verbose=False)
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if not cfg.checkpoint.get("keep_when_finished", True) and trainer.global_rank == 0 and checkpoints.path.exists():
+        checkpoints.path.unlink()  # a finished run cannot be resumed; sweeps of many runs would fill the disk
+        run.set_tag(TAG_CHECKPOINT, "", best_effort=True)
     return metrics, throughput
 
 
