@@ -507,39 +507,22 @@ def data_tokenize(
         balance-lab data tokenize data/mine --source text_dir --path ~/corpus --vocab-size 50000
         balance-lab run data=tokens data.path=data/tok32k model=base
     """
-    import itertools
     import time
-
-    from omegaconf import OmegaConf
 
     from balance_lab.console import console as make_console
     from balance_lab.data import builtin
-    from balance_lab.data.sources import text_dir_documents, text_dir_domains
+    from balance_lab.data.sources import corpus_documents
     from balance_lab.data.tokens import tokenize_corpus
     from balance_lab.errors import ConfigError
 
-    if source not in ("builtin", "text_dir"):
-        _fail(f"--source {source!r}: choose one of builtin, text_dir")
     if tokenizer is not None and not tokenizer.is_file():
         _fail(f"--tokenizer {tokenizer}: no such file")
+    try:
+        makers = corpus_documents(source, path, max_documents)
+    except ConfigError as exc:
+        _fail(str(exc))
     if retrain:
         (out / "tokenizer.json").unlink(missing_ok=True)
-    if source == "builtin":
-        makers = {"code": builtin.code_documents, "prose": builtin.prose_documents,
-                  "math": lambda: builtin.math_documents(4000, 1234)}
-    else:
-        if path is None:
-            _fail("--source text_dir needs --path FOLDER (one subfolder of text files per domain)")
-        data = OmegaConf.create({"source": "text_dir", "path": str(path), "domains": None,
-                                 "extensions": [".txt", ".md", ".rst", ".py", ".tex"]})
-        try:
-            files = text_dir_domains(data)
-        except ConfigError as exc:
-            _fail(str(exc).replace("data.path=", "--path "))
-        root = Path(path).expanduser()
-        makers = {d: (lambda d=d: text_dir_documents(d, files[d], root)) for d in files}
-    if max_documents:
-        makers = {d: (lambda make=make: itertools.islice(make(), max_documents)) for d, make in makers.items()}
     console = make_console()
     started = time.perf_counter()
     reuse = tokenizer is not None or (out / "tokenizer.json").is_file()

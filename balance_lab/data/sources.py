@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from balance_lab.errors import ConfigError
 
 SOURCES = ("builtin", "text_dir", "tokens")
+TEXT_EXTENSIONS = (".txt", ".md", ".rst", ".py", ".tex")  # conf/data/text_dir.yaml's default
 
 
 def _source(data: DictConfig) -> str:
@@ -127,3 +128,33 @@ def bytes_per_token(data: DictConfig) -> float:
     from balance_lab.data.tokens import bytes_per_token as measured
 
     return measured(Path(str(data.path)).expanduser(), list(domain_weights(data)))
+
+
+def corpus_documents(source: str, path: Path | None, max_documents: int | None = None) -> dict:
+    """domain -> a function yielding its Documents, for `balance-lab data tokenize`: the built-in
+    corpus (its default domains) or a text_dir folder; at most `max_documents` per domain."""
+    import itertools
+
+    from omegaconf import OmegaConf
+
+    from balance_lab.data import builtin
+
+    if source == "builtin":
+        makers = {"code": builtin.code_documents, "prose": builtin.prose_documents,
+                  "math": lambda: builtin.math_documents(4000, 1234)}
+    elif source == "text_dir":
+        if path is None:
+            raise ConfigError("--source text_dir needs --path FOLDER (one subfolder of text files per domain)")
+        data = OmegaConf.create({"source": "text_dir", "path": str(path), "domains": None,
+                                 "extensions": list(TEXT_EXTENSIONS)})
+        try:
+            files = text_dir_domains(data)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("data.path=", "--path ")) from exc
+        root = Path(path).expanduser()
+        makers = {d: (lambda d=d: text_dir_documents(d, files[d], root)) for d in files}
+    else:
+        raise ConfigError(f"--source {source!r}: choose one of builtin, text_dir")
+    if max_documents:
+        makers = {d: (lambda make=make: itertools.islice(make(), max_documents)) for d, make in makers.items()}
+    return makers
