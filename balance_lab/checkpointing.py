@@ -73,7 +73,6 @@ class StepCheckpoints(L.Callback):
         self.every_n_steps, self.run_id, self.config_yaml = every_n_steps, run_id, config_yaml
         self.on_saved = on_saved  # called with the path after each save (records it on the MLflow run)
         self.signum: int | None = None
-        self.saved_step: int | None = None
         self._last_step: int | None = None
         self._stop_at: int | None = None  # the step a stop was saved at; raised before the next batch
         self._previous_handlers: dict[int, Any] = {}
@@ -125,9 +124,10 @@ class StepCheckpoints(L.Callback):
 
     def _stop_requested(self, trainer) -> bool:
         """Every rank stops at the same step: one rank's signal is every rank's signal."""
+        if trainer.world_size == 1:
+            return self.signum is not None  # no device tensor, no host sync
         flag = torch.tensor([0 if self.signum is None else self.signum], device=trainer.strategy.root_device)
-        if trainer.world_size > 1:
-            flag = trainer.strategy.reduce(flag, reduce_op="max")
+        flag = trainer.strategy.reduce(flag, reduce_op="max")
         if int(flag) and self.signum is None:
             self.signum = int(flag)
         return bool(int(flag))
@@ -138,7 +138,6 @@ class StepCheckpoints(L.Callback):
         trainer.save_checkpoint(partial)  # every rank calls it; rank 0 writes
         if trainer.global_rank == 0:
             os.replace(partial, self.path)  # a crash while writing never leaves a broken last.ckpt
-            self.saved_step = trainer.global_step
             if self.on_saved is not None:
                 self.on_saved(self.path, trainer.global_step)
         trainer.strategy.barrier()
