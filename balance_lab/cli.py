@@ -153,7 +153,8 @@ def sweep(
     The grid is the sweep file's hydra.sweeper.params plus any sweeping override given here
     (key=a,b,c); other overrides apply to every run. One experiment per sweep name, one parent
     run per invocation, every run nested under it. Runs that already FINISHED with the same
-    config are skipped (--rerun trains them again), so an interrupted sweep can be continued.
+    config are skipped (--rerun trains them again) and runs stopped by Ctrl-C or SIGTERM continue
+    from their checkpoints, so an interrupted sweep is continued by running the same command again.
     Examples:
 
         balance-lab sweep paper_main --dry-run
@@ -202,7 +203,12 @@ def sweep(
 
     command = "balance-lab sweep " + shlex.join([name, *overrides] + (["--jobs", str(jobs)] if jobs > 1 else []))
     sweep_dir = Path("multirun") / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
+    try:
+        parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
+    except KeyboardInterrupt:
+        typer.echo("sweep interrupted: each running run finishes its step, saves a checkpoint and is marked KILLED; "
+                   f"run the same command again to continue them ({command})", err=True)
+        raise typer.Exit(130)
     if print_outcome(grid, results, parent_id, log_path):
         raise typer.Exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,11 +60,16 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     uri = tracking.resolve_tracking_uri(cfg.logger.tracking_uri)
     check_tracking_uri(uri)
     hash_ = tracking.config_hash(resolved)
-    resume_run_id = cfg.get("resume_run_id")
-    if cfg.logger.get("skip_finished") and not resume_run_id:
-        done = tracking.find_finished(tracking.client(uri), cfg.logger.experiment_name, hash_)
+    resume_run_id, resume_ckpt = cfg.get("resume_run_id"), cfg.get("resume_ckpt")
+    if cfg.logger.get("skip_finished") and not resume_run_id:  # a sweep run again: continue, don't repeat
+        client = tracking.client(uri)
+        done = tracking.find_finished(client, cfg.logger.experiment_name, hash_)
         if done is not None:
             return RunResult(done.info.run_name, done.info.run_id, uri, dict(done.data.metrics), skipped=True)
+        stopped = tracking.find_resumable(client, cfg.logger.experiment_name, hash_)
+        if stopped is not None:
+            resume_run_id, resume_ckpt = stopped.info.run_id, stopped.data.tags[TAG_CHECKPOINT]
+            print(f"resuming {stopped.info.run_name} ({resume_run_id}) from {resume_ckpt}", file=sys.stderr)
     L.seed_everything(cfg.seed, verbose=False)
     try:
         built = build(cfg)  # may reject the config: no MLflow run exists yet
@@ -75,7 +81,7 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
         if not resume_run_id:
             run.log_params(tracking.flatten(resolved))
             run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        metrics, throughput = _fit(cfg, built, run, output_dir)
+        metrics, throughput = _fit(cfg, built, run, output_dir, resume_ckpt)
         warnings = routing_alerts(metrics, built.module.val_loads, cfg.get("alerts"))
         if warnings:
             run.set_tag(TAG_WARNING, "; ".join(warnings))
@@ -84,13 +90,15 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
                      warnings=warnings)
 
 
-def _fit(cfg: DictConfig, built, run, output_dir: str):
-    """Lightning's fit (resumed from cfg.resume_ckpt when set), then the final validation."""
+def _fit(cfg: DictConfig, built, run, output_dir: str, resume_ckpt: str | None):
+    """Lightning's fit (continued from `resume_ckpt` when given), then the final validation."""
     from balance_lab.build import build_trainer
     from balance_lab.callbacks import FailAfterSteps, Heartbeat, Progress, Throughput
     from balance_lab.checkpointing import StepCheckpoints
 
     checkpoint_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.get("dir") else Path(output_dir) / "checkpoints"
+    if resume_ckpt and not cfg.checkpoint.get("dir"):
+        checkpoint_dir = Path(resume_ckpt).parent  # keep writing where the run's checkpoints are
     checkpoints = StepCheckpoints(checkpoint_dir, int(cfg.checkpoint.every_n_steps), run.run_id,
                                   OmegaConf.to_yaml(cfg, resolve=True),
                                   on_saved=lambda path, step: run.set_tag(TAG_CHECKPOINT, str(path), best_effort=True))
@@ -101,7 +109,7 @@ def _fit(cfg: DictConfig, built, run, output_dir: str):
     if cfg.get("fail_after_steps") is not None:
         callbacks.append(FailAfterSteps(int(cfg.fail_after_steps)))
     trainer = build_trainer(cfg, tracking.lightning_logger(run) if run.client else False, callbacks, output_dir)
-    trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=cfg.get("resume_ckpt"))  # a signal: Interrupted
+    trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=resume_ckpt)  # a signal: Interrupted
     if trainer.interrupted:
         raise KeyboardInterrupt
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -118,6 +118,21 @@ def find_finished(client, experiment_name: str, hash_: str):
     return runs[0] if runs else None
 
 
+def find_resumable(client, experiment_name: str, hash_: str):
+    """The latest KILLED run of the experiment with this config hash whose checkpoint is still on
+    disk (a sweep stopped by Ctrl-C or SIGTERM): a re-run sweep continues it instead of starting over."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], max_results=20, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`{TAG_CONFIG_HASH}` = '{hash_}' and attributes.status = 'KILLED'")
+    for run in runs:
+        checkpoint = run.data.tags.get("balance_lab.checkpoint")
+        if checkpoint and Path(checkpoint).is_file():
+            return run
+    return None
+
+
 def git_sha() -> str:
     """The commit balance-lab runs from, with '-dirty' when tracked files differ from it."""
     here = Path(__file__).resolve().parent

@@ -45,10 +45,16 @@ def main(cfg: DictConfig) -> float | None:
         result = run_experiment(cfg, hydra_cfg.runtime.output_dir, swept_values(hydra_cfg, cfg.logger.swept_keys))
     except ConfigError as exc:  # rejected before any MLflow run was created
         return _stop(f"error: {exc}", 2, in_sweep)
-    except Interrupted as exc:  # the run is KILLED, its checkpoint saved
-        return _stop(f"{exc}; continue with: balance-lab run --resume {exc.run_id}", exc.exit_code, in_sweep)
+    except Interrupted as exc:  # the run is KILLED, its checkpoint saved; a sweep stops too (re-running it continues)
+        print(f"{exc}; continue with: balance-lab run --resume {exc.run_id}", file=sys.stderr)
+        if in_sweep:
+            raise KeyboardInterrupt from exc
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        return _stop("interrupted: the run is marked KILLED", 130, in_sweep)
+        print("interrupted: the run is marked KILLED", file=sys.stderr)
+        if in_sweep:
+            raise
+        sys.exit(130)
     except Exception as exc:  # the run is marked FAILED with this reason; a sweep's other jobs go on
         if os.environ.get("BALANCE_LAB_VERBOSE"):
             traceback.print_exc()

@@ -238,3 +238,35 @@ def test_metrics_a_store_never_took_are_written_down_and_replayed(store, tmp_pat
     assert replay(target, spilled) == (3, {run_id})
     history = target.get_metric_history(run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(0, 5.0), (1, 4.0), (2, 3.0)]
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_continues_its_stopped_run_from_the_checkpoint(store, tmp_path):
+    import os
+
+    args = ["sweep", "paper_main", "seeds=[0]", *LONG, "trainer.max_steps=30", "checkpoint.every_n_steps=2"]
+    sweep = subprocess.Popen([BALANCE_LAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # its own process group, as a terminal's foreground job
+    deadline = time.monotonic() + 180
+    while not list(Path("multirun").rglob("last.ckpt")):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-2000:]
+        time.sleep(0.05)
+    os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C
+    _, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130 and "run the same command again" in stderr, stderr[-2000:]
+    deadline = time.monotonic() + 60  # the training job finishes its step and saves after the CLI has gone
+    while not [r for r in all_runs(store) if r.info.status == "KILLED" and "mlflow.parentRunId" in r.data.tags]:
+        assert time.monotonic() < deadline, [(r.info.run_name, r.info.status) for r in all_runs(store)]
+        time.sleep(0.2)
+    killed = [r for r in all_runs(store) if r.info.status == "KILLED" and "mlflow.parentRunId" in r.data.tags]
+    assert len(killed) == 1 and killed[0].data.tags["balance_lab.checkpoint"].endswith("last.ckpt")
+    time.sleep(1)  # the multirun driver exits after its job
+
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    continued = MlflowClient(store).get_run(killed[0].info.run_id)
+    assert continued.info.status == "FINISHED"  # the same run, continued, not a new one
+    children = [r for r in all_runs(store) if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED"] and len(children) == 2
+    steps = [m.step for m in MlflowClient(store).get_metric_history(continued.info.run_id, "train/loss")]
+    assert sorted(set(steps)) in (list(range(0, 30)), list(range(1, 31))) and len(steps) == len(set(steps)), steps
