@@ -72,3 +72,7 @@ class Heartbeat(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_rank == 0:
             self._beat.beat()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.global_rank == 0:  # a long validation is not a dead process
+            self._beat.beat()
