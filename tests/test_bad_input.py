@@ -7,6 +7,11 @@ import pytest
 
 from tests.conftest import all_runs, run_cli
 
+
+def no_run_recorded(store: str) -> bool:
+    """No store was created (checked without creating one: that alone costs a second), or it holds no run."""
+    return not os.path.exists(store[len("sqlite:///"):]) or all_runs(store) == []
+
 # (arguments of `balance-lab run`, fragments the one-line error must contain)
 BAD_RUNS = [
     (["model=huge"], ["model/huge", "small, tiny"]),
@@ -49,17 +54,39 @@ BAD_RUNS = [
 ]
 
 
+def run_in_process(monkeypatch, *args: str):
+    """The CLI's own code in this process (the checks happen before `run` execs the trainer, which
+    is made to fail loudly here instead of replacing the test process)."""
+    from typer.testing import CliRunner
+
+    from balance_lab.cli import app
+
+    def no_exec(*_):
+        raise AssertionError("the input was accepted: balance-lab run went on to start training")
+
+    monkeypatch.setattr(os, "execv", no_exec)
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stderr
+
+
 @pytest.mark.parametrize("args, fragments", BAD_RUNS, ids=[" ".join(a) for a, _ in BAD_RUNS])
-def test_bad_run_input_is_one_line_exit_2_and_no_run(store, tmp_path, args, fragments):
+def test_bad_run_input_is_one_line_exit_2_and_no_run(store, tmp_path, monkeypatch, args, fragments):
     empty = tmp_path / "empty-corpus"
     (empty / "news").mkdir(parents=True)  # a domain folder without a single text file
-    result = run_cli("run", *(a.format(empty=empty) for a in args))
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    code, stderr = run_in_process(monkeypatch, "run", *(a.format(empty=empty) for a in args))
+    lines = stderr.strip().splitlines()
+    assert code == 2, stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-    assert all_runs(store) == []
+    assert no_run_recorded(store)
+
+
+@pytest.mark.parametrize("args", [["model=huge"], ["trainer.max_stpes=5"], ["logger.tracking_uri=http://127.0.0.1:9"]])
+def test_the_real_console_script_gives_the_same_one_line_errors(store, args):
+    result = run_cli("run", *args)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: ") and no_run_recorded(store)
 
 
 TRAINING_PROCESS_FINDS = [
@@ -75,7 +102,7 @@ def test_what_needs_the_data_or_lightning_fails_before_the_run_exists(store, arg
     result = run_cli("run", *args)
     assert result.returncode == 2, result.stderr[-2000:]
     assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert all_runs(store) == []
+    assert no_run_recorded(store)
 
 
 def test_verbose_keeps_the_full_error(store):
@@ -102,7 +129,7 @@ def test_a_malformed_sweep_file_is_one_line_exit_2(store, tmp_path, monkeypatch,
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip()
     assert "\n" not in line and all(f in line for f in fragments), line
-    assert all_runs(store) == []
+    assert no_run_recorded(store)
 
 
 def test_a_sweep_file_of_ones_own_runs_dry(store, tmp_path, monkeypatch):
