@@ -26,9 +26,6 @@ OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model=tiny balan
                               show_default=False)
 
 
-VERBOSE_ENV = "BALANCE_LAB_VERBOSE"
-
-
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="On an error, print the full error (Hydra's "
                                       "message, Python's traceback) instead of one line.")) -> None:
@@ -38,12 +35,16 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="On an erro
 
 
 def _set_verbose() -> None:
+    from balance_lab.errors import VERBOSE_ENV
+
     os.environ[VERBOSE_ENV] = "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # the training process shows Hydra's full error too
 
 
 def _fail(message: str, code: int = 2) -> None:
     """One line on stderr and exit `code`; with --verbose, the exception being handled in full first."""
+    from balance_lab.errors import VERBOSE_ENV
+
     if os.environ.get(VERBOSE_ENV) and sys.exc_info()[0] is not None:
         import traceback
 
@@ -91,6 +92,18 @@ def run(
         argv = [sys.executable, "-m", "balance_lab.train", *overrides]
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # the training process takes over: signals and exit status are its own
+
+
+def _existing_store(tracking_uri: str | None) -> str:
+    """The store URI (option, MLFLOW_TRACKING_URI, default); a SQLite file that does not exist is an error
+    (reading commands must not create an empty store)."""
+    from balance_lab import tracking
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    db = tracking.sqlite_file(uri)
+    if db is not None and not db.exists():
+        _fail(f"no MLflow store at {uri} (train or sweep first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
+    return uri
 
 
 def _compose(overrides: list[str]):
@@ -215,11 +228,10 @@ def sweep(
 
 def _mark_finished(grid, uri: str, create_store: bool):
     """Look up, for each point, a FINISHED run with the same config (what a re-run skips)."""
-    from pathlib import Path
-
     from balance_lab import tracking
 
-    if uri.startswith("sqlite:///") and not create_store and not Path(uri[len("sqlite:///"):]).exists():
+    db = tracking.sqlite_file(uri)
+    if db is not None and not create_store and not db.exists():
         return None  # a dry run never creates a store
     client = tracking.client(uri)
     for point in grid.points:
@@ -260,9 +272,7 @@ def runs(
     from balance_lab import tracking
     from balance_lab.console import console as make_console
 
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        _fail(f"no MLflow store at {uri} (train first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
+    uri = _existing_store(tracking_uri)
     from balance_lab import runs as listing
 
     client, console = tracking.client(uri), make_console()
@@ -276,11 +286,11 @@ def runs(
         return
     if stale:
         found = listing.stale_runs(client, older_than)
-        for row, evidence in found:
+        for row in found:
             if not dry_run:
-                listing.mark_killed(client, row.run_id, evidence)
+                listing.mark_killed(client, row.run_id, row.note)
             console.print(f"{'would mark' if dry_run else 'marked'} KILLED: {row.name} ({row.run_id}, {row.experiment}): "
-                          f"{evidence}; resume: balance-lab run --resume {row.run_id}")
+                          f"{row.note}; resume: balance-lab run --resume {row.run_id}")
         console.print(f"{len(found)} stale run(s)" + (" (nothing changed: --dry-run)" if dry_run and found else ""))
         return
     table = Table(header_style="bold")
@@ -324,15 +334,12 @@ def report(
         balance-lab report lbl_scope --baseline micro \\
             --run-filter "params.model.name = 'small'"
     """
-    from balance_lab import tracking
     from balance_lab.console import console as make_console
     from balance_lab.errors import ConfigError
 
     if output_format not in REPORT_FORMATS:
         _fail(f"unknown --format {output_format!r}; choose one of {', '.join(REPORT_FORMATS)}")
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        _fail(f"no MLflow store at {uri} (run a sweep first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
+    uri = _existing_store(tracking_uri)
     from balance_lab.report import make, render
 
     names = list(sweeps or []) or _experiments_with_runs(uri)
@@ -377,14 +384,11 @@ def ui(
     """
     import tempfile
 
-    from balance_lab import tracking
     from balance_lab import ui as server
     from balance_lab.console import console as make_console
     from balance_lab.errors import ConfigError
 
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        _fail(f"no MLflow store at {uri} (train or sweep first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
+    uri = _existing_store(tracking_uri)
     try:
         port = server.choose_port(host, port)
     except ConfigError as exc:
@@ -534,8 +538,8 @@ def data_tokenize(
     reuse = tokenizer is not None or (out / "tokenizer.json").is_file()
     with console.status("loading the tokenizer (a different --vocab-size trains a new one) ..." if reuse
                         else "training the BPE tokenizer on the training documents ...") as status:
-        def progress(domain: str, split: str, tokens: int) -> None:
-            status.update(f"tokenising: {domain} {split} done ({tokens:,} tokens)")
+        def progress(domain: str, tokens: dict[str, int]) -> None:
+            status.update(f"tokenising: {domain} done ({tokens['train']:,} train / {tokens['val']:,} val tokens)")
 
         result = tokenize_corpus(makers, lambda doc_id: builtin.is_validation(doc_id, val_fraction), out,
                                  vocab_size, tokenizer, progress)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+VERBOSE_ENV = "BALANCE_LAB_VERBOSE"  # set by `balance-lab --verbose`: full errors instead of one line
+
+
 class ConfigError(ValueError):
     """A config value or option that cannot work; the message names it and the valid choices."""
 

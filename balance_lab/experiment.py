@@ -12,10 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from balance_lab import tracking
 from balance_lab.errors import ConfigError
+from balance_lab.tracking import TAG_CHECKPOINT, TAG_WARNING
 from balance_lab.validation import check_tracking_uri
-
-from balance_lab.resume import TAG_CHECKPOINT  # path of the run's latest checkpoint (what --resume RUN_ID loads)
-TAG_WARNING = "balance_lab.warning"  # routing collapse and dead experts, in words
 
 
 @dataclass

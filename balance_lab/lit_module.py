@@ -46,6 +46,7 @@ class MoELMModule(L.LightningModule):
         # Routed slots per layer and expert, summed over the micro-batches of the current optimizer step.
         self.register_buffer("step_counts_LE", torch.zeros(n_layers, n_experts, dtype=torch.int64))
         self._micro_vio: list[torch.Tensor] = []  # MaxVio of each micro-batch of the step on this rank
+        self._micro_losses: list[torch.Tensor] = []  # (loss, lm_loss, aux_loss) of each micro-batch of the step
         # Sums over every optimizer step so far of (MaxVio batch, MaxVio compute-batch), and the step count:
         # the papers' MaxVio_batch is averaged over training steps, not sampled every log_every_n_steps.
         self.register_buffer("vio_sums_2", torch.zeros(2, dtype=torch.float64))
@@ -59,9 +60,7 @@ class MoELMModule(L.LightningModule):
         out = self.model(inputs_BS)
         lm_loss = _nll(out.logits_BSV, targets_BS)
         loss = lm_loss + out.aux_loss
-        if not torch.isfinite(loss):  # one host sync per step: training on NaN would waste the rest of the run
-            raise NonFiniteLoss(f"train/loss is {loss.item()} at step {self.global_step} (lm_loss {lm_loss.item():.4g}, "
-                                f"aux_loss {float(out.aux_loss):.4g}); stopped instead of training on (lower optim.lr?)")
+        self._micro_losses.append(torch.stack([loss, lm_loss, out.aux_loss]).detach())
         counts_LE = out.counts_LBE.sum(dim=1)
         self.step_counts_LE += counts_LE
         B = inputs_BS.shape[0]
@@ -72,6 +71,7 @@ class MoELMModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._stop_on_non_finite_loss()
         # Every micro-batch of this step has run forward and backward: the step's loads are complete.
         counts_LE = self.trainer.strategy.reduce(self.step_counts_LE.clone(), reduce_op="sum")
         for layer, counts_E in zip(self.model.moe_layers, counts_LE):
@@ -85,6 +85,16 @@ class MoELMModule(L.LightningModule):
         self.vio_steps += 1
         self.step_counts_LE.zero_()
         self._micro_vio.clear()
+
+    def _stop_on_non_finite_loss(self) -> None:
+        """Before the update, not after training on: one host sync per optimizer step (not per micro-batch)."""
+        losses_M3 = torch.stack(self._micro_losses)
+        self._micro_losses.clear()
+        finite_M = torch.isfinite(losses_M3[:, 0])
+        if not bool(finite_M.all()):
+            loss, lm_loss, aux_loss = losses_M3[int((~finite_M).nonzero()[0])].tolist()
+            raise NonFiniteLoss(f"train/loss is {loss} at step {self.global_step} (lm_loss {lm_loss:.4g}, "
+                                f"aux_loss {aux_loss:.4g}); stopped instead of training on (lower optim.lr?)")
 
     def configure_optimizers(self):
         decay = [p for p in self.model.parameters() if p.dim() >= 2]

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from balance_lab.liveness import owner_of
-from balance_lab.tracking import TAG_STATUS_REASON
+from balance_lab.tracking import TAG_STATUS_REASON, TAG_WARNING
 
 
 @dataclass
@@ -24,24 +24,23 @@ def _experiments(client) -> dict[str, str]:
     return {e.experiment_id: e.name for e in client.search_experiments()}
 
 
-def latest_runs(client, limit: int = 20, status: str | None = None) -> list[RunRow]:
+def latest_runs(client, limit: int = 20) -> list[RunRow]:
     experiments = _experiments(client)
     if not experiments:
         return []
-    runs = client.search_runs(list(experiments), filter_string=f"attributes.status = '{status}'" if status else "",
-                              max_results=limit, order_by=["attributes.start_time DESC"])
+    runs = client.search_runs(list(experiments), max_results=limit, order_by=["attributes.start_time DESC"])
     rows = []
     for run in runs:
         tags = run.data.tags
         note = owner_of(tags).detail if run.info.status == "RUNNING" else (
-            tags.get(TAG_STATUS_REASON) or tags.get("balance_lab.warning") or "")
+            tags.get(TAG_STATUS_REASON) or tags.get(TAG_WARNING) or "")
         rows.append(RunRow(run.info.run_id, run.info.run_name, experiments[run.info.experiment_id], run.info.status,
                            run.info.start_time / 1000, run.data.metrics.get("val/ppl"), note))
     return rows
 
 
-def stale_runs(client, older_than_minutes: float) -> list[tuple[RunRow, str]]:
-    """RUNNING runs whose owning process is gone, with the evidence."""
+def stale_runs(client, older_than_minutes: float) -> list[RunRow]:
+    """RUNNING runs whose owning process is gone; each row's note is the evidence."""
     experiments = _experiments(client)
     if not experiments:
         return []
@@ -49,9 +48,8 @@ def stale_runs(client, older_than_minutes: float) -> list[tuple[RunRow, str]]:
     for run in client.search_runs(list(experiments), filter_string="attributes.status = 'RUNNING'", max_results=10_000):
         owner = owner_of(run.data.tags, time.time(), older_than_minutes * 60)
         if owner.state == "gone":
-            row = RunRow(run.info.run_id, run.info.run_name, experiments[run.info.experiment_id], "RUNNING",
-                         run.info.start_time / 1000, run.data.metrics.get("val/ppl"), owner.detail)
-            found.append((row, owner.detail))
+            found.append(RunRow(run.info.run_id, run.info.run_name, experiments[run.info.experiment_id], "RUNNING",
+                                run.info.start_time / 1000, run.data.metrics.get("val/ppl"), owner.detail))
     return found
 
 

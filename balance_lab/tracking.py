@@ -21,6 +21,8 @@ TAG_GIT_SHA = "balance_lab.git_sha"
 TAG_STATUS_REASON = "balance_lab.status_reason"
 TAG_CONFIG_HASH = "balance_lab.config_hash"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_CHECKPOINT = "balance_lab.checkpoint"  # path of the run's latest checkpoint (what --resume RUN_ID loads)
+TAG_WARNING = "balance_lab.warning"  # routing collapse and dead experts, in words
 SWEPT_TAG_PREFIX = "sweep."  # sweep.<override key> = value, on every sweep child
 
 # Sections that say where and how a run is recorded, scheduled, saved or watched, not what is
@@ -44,6 +46,12 @@ def quiet_mlflow_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI, else None."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+
+
 _READY_STORES: set[str] = set()
 
 
@@ -53,11 +61,11 @@ def client(uri: str):
     quiet_mlflow_logs()
     from mlflow.tracking import MlflowClient
 
-    if not uri.startswith("sqlite:///") or uri in _READY_STORES:
+    db = sqlite_file(uri)
+    if db is None or uri in _READY_STORES:
         return MlflowClient(uri)
     import fcntl
 
-    db = Path(uri[len("sqlite:///"):])
     with open(db.with_name(db.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         mlflow_client = MlflowClient(uri)  # creates and migrates a new store
@@ -127,7 +135,7 @@ def find_resumable(client, experiment_name: str, hash_: str):
     runs = client.search_runs([experiment.experiment_id], max_results=20, order_by=["attributes.start_time DESC"],
                               filter_string=f"tags.`{TAG_CONFIG_HASH}` = '{hash_}' and attributes.status = 'KILLED'")
     for run in runs:
-        checkpoint = run.data.tags.get("balance_lab.checkpoint")
+        checkpoint = run.data.tags.get(TAG_CHECKPOINT)
         if checkpoint and Path(checkpoint).is_file():
             return run
     return None
@@ -171,12 +179,12 @@ def run_name(cfg: Mapping[str, Any], swept: Mapping[str, str] | None = None) -> 
 class TrackedRun:
     """One MLflow run, opened by `open_run` and closed with a definite status."""
 
-    def __init__(self, client, run_id: str, tracking_uri: str):
+    def __init__(self, client, run_id: str, tracking_uri: str, spill_dir: Path | None = None):
         from balance_lab.outbox import MetricOutbox
 
         self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
         self.outbox = MetricOutbox(client, run_id)  # metrics survive a store that is briefly away
-        self.spill_dir = Path.cwd()  # where undeliverable metrics are written at the end
+        self.spill_dir = Path(spill_dir or Path.cwd())  # where undeliverable metrics are written at the end
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -263,8 +271,7 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
         run_id = resume_run_id
     else:
         run_id = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=name, tags=tags).info.run_id
-    tracked = TrackedRun(mlflow_client, run_id, tracking_uri)
-    tracked.spill_dir = Path(spill_dir) if spill_dir else tracked.spill_dir
+    tracked = TrackedRun(mlflow_client, run_id, tracking_uri, spill_dir)
     try:
         yield tracked
     except BaseException as exc:

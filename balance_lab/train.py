@@ -36,7 +36,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from balance_lab.checkpointing import Interrupted
-    from balance_lab.errors import ConfigError
+    from balance_lab.errors import VERBOSE_ENV, ConfigError
     from balance_lab.experiment import print_summary, run_experiment
 
     hydra_cfg = HydraConfig.get()
@@ -56,7 +56,7 @@ def main(cfg: DictConfig) -> float | None:
             raise
         sys.exit(130)
     except Exception as exc:  # the run is marked FAILED with this reason; a sweep's other jobs go on
-        if os.environ.get("BALANCE_LAB_VERBOSE"):
+        if os.environ.get(VERBOSE_ENV):
             traceback.print_exc()
         job = f"run {hydra_cfg.job.num} " if in_sweep else "run "
         return _stop(f"error: {job}failed: {type(exc).__name__}: {exc}", 1, in_sweep)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -80,7 +79,6 @@ def check_model_and_balance(cfg: DictConfig) -> None:
         raise ConfigError(str(exc)) from exc
 
 
-
 def check_optim(cfg: DictConfig) -> None:
     number(cfg, "optim.lr", low=0, low_open=True)
     number(cfg, "optim.weight_decay", low=0)
@@ -132,7 +130,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         raise ConfigError(f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of "
                           "sqlite:///PATH, http(s)://HOST:PORT, file:///PATH, postgresql://, mysql://, databricks")
     if scheme == "sqlite":
-        folder = Path(uri[len("sqlite:///"):]).parent
+        from balance_lab.tracking import sqlite_file
+
+        folder = sqlite_file(uri).parent
         if not folder.is_dir():
             raise ConfigError(f"tracking URI {uri!r}: the folder {folder} does not exist")
     if scheme in ("http", "https"):

@@ -22,7 +22,7 @@ import numpy as np
 
 
 def synthesise(uri: str, n_runs: int, seeds: int = 10) -> None:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
     from omegaconf import OmegaConf
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterator
 
@@ -26,15 +27,21 @@ def _source(data: DictConfig) -> str:
     return source
 
 
+@functools.lru_cache(maxsize=8)
+def _scan(root: Path, suffixes: tuple[str, ...]) -> dict[str, list[Path]]:
+    """Subfolder -> its text files (walked once per process: checks, weights and loading all ask)."""
+    found = {d.name: sorted(p for p in d.rglob("*") if p.is_file() and p.suffix in suffixes)
+             for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    return {name: files for name, files in found.items() if files}
+
+
 def text_dir_domains(data: DictConfig) -> dict[str, list[Path]]:
     """domain (subfolder name) -> its text files, for the domains the config asks for."""
     root = Path(str(data.path)).expanduser()
     if not root.is_dir():
         raise ConfigError(f"data.path={str(data.path)!r}: no such folder (a folder with one subfolder of text files per domain)")
     suffixes = tuple(data.extensions)
-    found = {d.name: sorted(p for p in d.rglob("*") if p.is_file() and p.suffix in suffixes)
-             for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
-    found = {name: files for name, files in found.items() if files}
+    found = _scan(root.resolve(), suffixes)
     if not found:
         raise ConfigError(f"data.path={str(data.path)!r}: empty corpus, no subfolder holds a {'/'.join(suffixes)} file "
                           "(one subfolder per domain)")
@@ -76,9 +83,9 @@ def check_source(data: DictConfig) -> None:
     from balance_lab.data.builtin import DOMAINS
 
     source = _source(data)
-    if source == "text_dir":
-        text_dir_domains(data)
     weights = domain_weights(data)
+    if source == "text_dir":
+        text_dir_domains(data)  # the configured domains exist (the folder is scanned once)
     if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in weights.values()):
         raise ConfigError(f"data.domains={weights}: every weight must be a number > 0 and at least one domain is needed")
     if source == "tokens":

@@ -19,7 +19,3 @@ class ByteTokenizer:
 
     def decode(self, tokens) -> str:
         return bytes(int(t) for t in tokens if t != EOT).decode("utf-8", errors="replace")
-
-    def bytes_per_token(self, tokens: np.ndarray) -> float:
-        """UTF-8 bytes per token, for bits-per-byte; exactly 1 here (EOT stands for the separator byte)."""
-        return 1.0

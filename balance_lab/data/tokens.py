@@ -48,24 +48,44 @@ def _dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
-def encode_documents(tokenizer, texts: Iterable[str], path: Path, dtype: np.dtype, batch: int = 256) -> tuple[int, int, int]:
-    """Append each text's tokens and an EOT to `path`; returns (tokens, documents, UTF-8 bytes)."""
-    eot = tokenizer.token_to_id(EOT_TOKEN)
-    tokens = documents = n_bytes = 0
-    with open(path, "wb") as f:
-        chunk: list[str] = []
-        for text in [*texts, None]:
-            if text is not None:
-                chunk.append(text)
-            if chunk and (text is None or len(chunk) == batch):
-                for encoding in tokenizer.encode_batch(chunk):
-                    ids = np.asarray(encoding.ids + [eot], dtype=dtype)
-                    f.write(ids.tobytes())
-                    tokens += len(ids)
-                n_bytes += sum(len(t.encode("utf-8")) + 1 for t in chunk)  # +1: EOT stands for a separator
-                documents += len(chunk)
-                chunk = []
-    return tokens, documents, n_bytes
+class SplitWriter:
+    """Appends documents' tokens (each followed by EOT) to one split's file, encoding in batches."""
+
+    def __init__(self, tokenizer, path: Path, dtype: np.dtype, batch: int = 256):
+        self.tokenizer, self.dtype, self.batch = tokenizer, dtype, batch
+        self.eot = tokenizer.token_to_id(EOT_TOKEN)
+        self.file = open(path, "wb")
+        self.pending: list[str] = []
+        self.stats = {"tokens": 0, "documents": 0, "bytes": 0}
+
+    def add(self, text: str) -> None:
+        self.pending.append(text)
+        if len(self.pending) == self.batch:
+            self._flush()
+
+    def _flush(self) -> None:
+        for encoding in self.tokenizer.encode_batch(self.pending):
+            ids = np.asarray(encoding.ids + [self.eot], dtype=self.dtype)
+            self.file.write(ids.tobytes())
+            self.stats["tokens"] += len(ids)
+        self.stats["bytes"] += sum(len(t.encode("utf-8")) + 1 for t in self.pending)  # +1: EOT stands for a separator
+        self.stats["documents"] += len(self.pending)
+        self.pending = []
+
+    def close(self) -> dict[str, int]:
+        if self.pending:
+            self._flush()
+        self.file.close()
+        return self.stats
+
+
+def encode_domain(tokenizer, docs: Iterable, is_val: Callable[[str], bool], out: Path, domain: str,
+                  dtype: np.dtype) -> dict[str, dict[str, int]]:
+    """One streaming pass over a domain's documents into <domain>.train.bin and <domain>.val.bin."""
+    writers = {split: SplitWriter(tokenizer, out / f"{domain}.{split}.bin", dtype) for split in ("train", "val")}
+    for doc in docs:
+        writers["val" if is_val(doc.id) else "train"].add(doc.text)
+    return {split: writer.close() for split, writer in writers.items()}
 
 
 def tokenize_corpus(documents: dict[str, Callable[[], Iterator]], is_val: Callable[[str], bool], out: Path,
@@ -91,13 +111,9 @@ def tokenize_corpus(documents: dict[str, Callable[[], Iterator]], is_val: Callab
     meta = {"vocab_size": vocab, "dtype": dtype.name, "eot": tokenizer.token_to_id(EOT_TOKEN), "tokenizer": target.name,
             "domains": {}}
     for domain, make in documents.items():
-        meta["domains"][domain] = {}
-        for split in ("train", "val"):
-            texts = (d.text for d in make() if is_val(d.id) == (split == "val"))
-            tokens, docs, n_bytes = encode_documents(tokenizer, texts, out / f"{domain}.{split}.bin", dtype)
-            meta["domains"][domain][split] = {"tokens": tokens, "documents": docs, "bytes": n_bytes}
-            if progress is not None:
-                progress(domain, split, tokens)
+        meta["domains"][domain] = encode_domain(tokenizer, make(), is_val, out, domain, dtype)
+        if progress is not None:
+            progress(domain, {split: info["tokens"] for split, info in meta["domains"][domain].items()})
     (out / META).write_text(json.dumps(meta, indent=2))
     return TokenizeResult(out, vocab, {d: {s: v["tokens"] for s, v in m.items()} for d, m in meta["domains"].items()})
 
