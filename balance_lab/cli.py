@@ -247,8 +247,8 @@ def runs(
     older_than: float = typer.Option(10.0, "--older-than", min=0, help="With --stale, for runs owned by another host: "
                                      "minutes without a heartbeat that count as gone."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --stale, list what would be marked; change nothing."),
-    sync: Optional[Path] = typer.Option(None, "--sync", help="Send the metrics a run kept while its store was away "
-                                        "(the unsent-metrics-RUN.jsonl file it named)."),
+    sync: Optional[Path] = typer.Option(None, "--sync", help="Send what a run kept while its store was away "
+                                        "(metrics, tags, artifacts: the unsent-RUN.jsonl file it named)."),
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many of the latest runs to list."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
                                                "else sqlite:///mlflow.db)."),
@@ -263,7 +263,7 @@ def runs(
 
         balance-lab runs
         balance-lab runs --stale --dry-run
-        balance-lab runs --sync outputs/2026-11-25/10-00-00/unsent-metrics-3f2a.jsonl
+        balance-lab runs --sync outputs/2026-11-25/10-00-00/unsent-3f2a.jsonl
     """
     from datetime import datetime
 
@@ -282,7 +282,7 @@ def runs(
         if not sync.is_file():
             _fail(f"--sync {sync}: no such file")
         sent, run_ids = replay(client, sync)
-        console.print(f"sent {sent} metric values to {len(run_ids)} run(s) in {uri}")
+        console.print(f"sent {sent} records to {len(run_ids)} run(s) in {uri}")
         return
     if stale:
         found = listing.stale_runs(client, older_than)

@@ -99,7 +99,7 @@ def _fit(cfg: DictConfig, built, run, output_dir: str, resume_ckpt: str | None):
         checkpoint_dir = Path(resume_ckpt).parent  # keep writing where the run's checkpoints are
     checkpoints = StepCheckpoints(checkpoint_dir, int(cfg.checkpoint.every_n_steps), run.run_id,
                                   OmegaConf.to_yaml(cfg, resolve=True),
-                                  on_saved=lambda path, step: run.set_tag(TAG_CHECKPOINT, str(path), best_effort=True))
+                                  on_saved=lambda path, step: run.set_tag(TAG_CHECKPOINT, str(path)))
     throughput = Throughput()
     callbacks = [throughput, checkpoints] + ([Heartbeat(run.client, run.run_id)] if run.client else [])
     if cfg.trainer.get("enable_progress_bar", True):
@@ -116,7 +116,7 @@ def _fit(cfg: DictConfig, built, run, output_dir: str, resume_ckpt: str | None):
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not cfg.checkpoint.get("keep_when_finished", True) and trainer.global_rank == 0 and checkpoints.path.exists():
         checkpoints.path.unlink()  # a finished run cannot be resumed; sweeps of many runs would fill the disk
-        run.set_tag(TAG_CHECKPOINT, "", best_effort=True)
+        run.set_tag(TAG_CHECKPOINT, "")
     return metrics, throughput
 
 

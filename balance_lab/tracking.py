@@ -180,11 +180,11 @@ class TrackedRun:
     """One MLflow run, opened by `open_run` and closed with a definite status."""
 
     def __init__(self, client, run_id: str, tracking_uri: str, spill_dir: Path | None = None):
-        from balance_lab.outbox import MetricOutbox
+        from balance_lab.outbox import Outbox
 
         self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
-        self.outbox = MetricOutbox(client, run_id)  # metrics survive a store that is briefly away
-        self.spill_dir = Path(spill_dir or Path.cwd())  # where undeliverable metrics are written at the end
+        self.outbox = Outbox(client, run_id)  # what is logged survives a store that is briefly away
+        self.spill_dir = Path(spill_dir or Path.cwd())  # where undeliverable records are written at the end
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -194,17 +194,13 @@ class TrackedRun:
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self.outbox.log_text(text, artifact_file)
 
     def log_json(self, obj: Any, artifact_file: str) -> None:
         self.log_text(json.dumps(obj), artifact_file)
 
-    def set_tag(self, key: str, value: str, best_effort: bool = False) -> None:
-        try:
-            self.client.set_tag(self.run_id, key, value)
-        except Exception:
-            if not best_effort:
-                raise
+    def set_tag(self, key: str, value: str) -> None:
+        self.outbox.set_tag(key, value)
 
 
 class FollowerRun:
@@ -227,7 +223,7 @@ class FollowerRun:
     def log_json(self, obj, artifact_file: str) -> None:
         pass
 
-    def set_tag(self, key: str, value: str, best_effort: bool = False) -> None:
+    def set_tag(self, key: str, value: str) -> None:
         pass
 
 
@@ -286,7 +282,7 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
 
 def _close(run: TrackedRun, status: str, reason: str | None) -> None:
     """Deliver the kept metrics and the final status; a store that is away gets them written down."""
-    spilled = run.outbox.close(run.spill_dir.resolve() / f"unsent-metrics-{run.run_id}.jsonl")
+    spilled = run.outbox.close(run.spill_dir.resolve() / f"unsent-{run.run_id}.jsonl")
     try:
         if reason:
             run.client.set_tag(run.run_id, TAG_STATUS_REASON, reason)
@@ -294,10 +290,10 @@ def _close(run: TrackedRun, status: str, reason: str | None) -> None:
     except Exception as exc:
         raise StoreUnreachable(
             f"the tracking store {run.tracking_uri} did not take run {run.run_id}'s final status {status} ({exc}); "
-            + (f"{len(run.outbox.pending)} metric values are in {spilled}; " if spilled else "")
+            + (f"{len(run.outbox)} unsent records (metrics, tags, artifacts) are in {spilled}; " if spilled else "")
             + "when it is back: balance-lab runs --stale (and --sync FILE)") from exc
     if spilled:
-        raise StoreUnreachable(f"{len(run.outbox.pending)} metric values could not be sent to {run.tracking_uri}; "
+        raise StoreUnreachable(f"{len(run.outbox)} records (metrics, tags, artifacts) could not be sent to {run.tracking_uri}; "
                                f"they are in {spilled}: balance-lab runs --sync {spilled}")
 
 

@@ -205,15 +205,18 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_pat
         stop_server(server)  # the server vanishes mid-run...
         time.sleep(4)
         assert process.poll() is None, "training died with the server"
+        time.sleep(8)  # long enough that a fast machine ends the run while the store is away (CI did)
         server = start_server(backend, port, log)  # ...and comes back
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
-        assert "the tracking store does not answer" in stderr and "every kept metric was delivered" in stderr
+        assert "the tracking store does not answer" in stderr and "everything kept was delivered" in stderr
         run = only_run(uri)
         assert run.info.status == "FINISHED"
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")
         steps = sorted({m.step for m in history})
         assert steps == list(range(1, 151)) or steps == list(range(0, 150)), steps
+        loads = MlflowClient(uri).download_artifacts(run.info.run_id, "loads/val_loads.json")  # logged at the end
+        assert "domains" in Path(loads).read_text()
     finally:
         if process.poll() is None:
             process.kill()
@@ -221,23 +224,28 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_pat
             stop_server(server)
 
 
-def test_metrics_a_store_never_took_are_written_down_and_replayed(store, tmp_path, monkeypatch):
+def test_what_a_store_never_took_is_written_down_and_replayed(store, tmp_path, monkeypatch):
     from mlflow.entities import Metric
 
-    from balance_lab.outbox import MetricOutbox, replay
+    from balance_lab.outbox import Outbox, replay
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     target = MlflowClient(store)
     run_id = target.create_run(target.create_experiment("outbox")).info.run_id
-    outbox = MetricOutbox(MlflowClient("http://127.0.0.1:9"), run_id, retry_seconds=0)  # nothing listens on port 9
+    outbox = Outbox(MlflowClient("http://127.0.0.1:9"), run_id, retry_seconds=0)  # nothing listens on port 9
     outbox.log_batch([Metric("train/loss", 5.0 - step, 1_700_000_000_000 + step, step) for step in range(3)])
-    assert len(outbox.pending) == 3 and outbox.outages == 1
-    spilled = outbox.close(tmp_path / "unsent.jsonl", attempts=1)
-    assert spilled == tmp_path / "unsent.jsonl" and len(spilled.read_text().splitlines()) == 3
+    outbox.set_tag("balance_lab.warning", "first")
+    outbox.set_tag("balance_lab.warning", "routing collapse")  # the latest value of a tag wins
+    outbox.log_text('{"layers": []}', "loads/val_loads.json")
+    assert len(outbox) == 5 and outbox.outages == 1
+    spilled = outbox.close(tmp_path / "unsent.jsonl", waits=())
+    assert spilled == tmp_path / "unsent.jsonl" and len(spilled.read_text().splitlines()) == 5
 
-    assert replay(target, spilled) == (3, {run_id})
+    assert replay(target, spilled) == (5, {run_id})
     history = target.get_metric_history(run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(0, 5.0), (1, 4.0), (2, 3.0)]
+    assert target.get_run(run_id).data.tags["balance_lab.warning"] == "routing collapse"
+    assert Path(target.download_artifacts(run_id, "loads/val_loads.json")).read_text() == '{"layers": []}'
 
 
 @pytest.mark.slow
