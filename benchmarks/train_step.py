@@ -28,20 +28,23 @@ METHODS = ["none", "aux_loss", "seq_aux_loss", "global_aux_loss", "z_loss", "los
            "loss_free_mult", "loss_free_seq_aux"]
 
 
-def compose(preset: str, balance: str, steps: int, store: str):
+def compose(preset: str, balance: str, steps: int, store: str, *overrides: str):
     from balance_lab.compose import compose_config
 
     return compose_config([f"model={preset}", f"balance={balance}", f"trainer.max_steps={steps}",
                            "+trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
-                           f"logger.tracking_uri={store}", "logger.experiment_name=bench"])
+                           f"logger.tracking_uri={store}", "logger.experiment_name=bench", *overrides])
 
 
 def tokens_per_step(cfg) -> int:
     return cfg.data.batch_size * cfg.model.seq_len
 
 
-def bare_loop(cfg) -> float:
-    """tokens/s of a plain PyTorch loop over the same model and data."""
+def bare_loop(cfg, device: str = "cpu") -> float:
+    """tokens/s of a plain PyTorch loop over the same model and data (on CUDA: bf16 autocast, as
+    `trainer=gpu`'s bf16-mixed)."""
+    import contextlib
+
     import lightning as L
     import torch
 
@@ -51,17 +54,22 @@ def bare_loop(cfg) -> float:
     L.seed_everything(cfg.seed, verbose=False)
     built = build(cfg)
     built.datamodule.setup("fit")
-    module, model = built.module, built.module.model
+    module, model = built.module, built.module.model.to(device)
     optim = module.configure_optimizers()
     optimizer, schedule = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
     model.train()
+    cuda = device.startswith("cuda")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     batches = iter(built.datamodule.train_dataloader())
     for step in range(cfg.trainer.max_steps):
         if step == WARMUP:
+            if cuda:
+                torch.cuda.synchronize()
             started = time.perf_counter()
-        tokens = next(batches)["tokens"]
-        out = model(tokens[:, :-1])
-        loss = _nll(out.logits_BSV, tokens[:, 1:]) + out.aux_loss
+        tokens = next(batches)["tokens"].to(device, non_blocking=True)
+        with autocast():
+            out = model(tokens[:, :-1])
+            loss = _nll(out.logits_BSV, tokens[:, 1:]) + out.aux_loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.gradient_clip_val)
         for layer, counts_E in zip(model.moe_layers, out.counts_LBE.sum(dim=1)):
@@ -69,6 +77,8 @@ def bare_loop(cfg) -> float:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize()
     return (cfg.trainer.max_steps - WARMUP) * tokens_per_step(cfg) / (time.perf_counter() - started)
 
 

@@ -1,0 +1,188 @@
+"""GPU figures in bf16 on one CUDA device: the MoE layer against a plain matmul of the same FLOPs,
+and training throughput with MFU. Not part of the tests (CI has no GPU); run on a GPU machine:
+
+    python benchmarks/gpu.py [--quick] [--smoke]
+
+  peak     an 8192^3 bf16 matmul: what this card really does (beside its datasheet dense bf16 peak)
+  moe      forward+backward of balance-lab's MoE layer at GPU shapes under bf16 autocast (router in
+           fp32, sort-based dispatch, torch._grouped_mm experts) vs a dense SwiGLU FFN of the same
+           active FLOPs vs one matmul of the same FLOPs; median of CUDA-synchronised repeats
+  train    a bare PyTorch loop (bf16 autocast, AdamW, the balancer's step-end update, built-in data)
+           per preset: tokens/s, MFU = tokens/s x training FLOPs per token / datasheet peak, peak memory
+  loop     balance-lab's own loop (Lightning trainer=gpu bf16-mixed + MLflow logger + every metric)
+           vs the bare loop on `base`, alternated; then every balancing method relative to `none`
+
+--smoke runs the same code on the CPU at toy sizes (to check the script before a GPU lease).
+Each part catches its own errors, so one failure (say an out-of-memory preset) leaves the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from moe_layer import build as build_layer_variants  # noqa: E402
+from moe_layer import moe_flops, step  # noqa: E402
+from train_step import METHODS, bare_loop, compose, lightning_loop, tokens_per_step  # noqa: E402
+
+DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense bf16 tensor-core FLOP/s (SXM)
+GPU_SHAPES = [  # T, D, E, K, H
+    (16384, 512, 32, 6, 192),  # the base preset's MoE layer, 16 x 1024 tokens
+    (16384, 1024, 64, 6, 512),  # paper_1b's MoE layer (64 routed, 6 active, width 512), 8 x 2048 tokens
+    (16384, 1280, 64, 6, 1024),  # paper_3b's
+    (32768, 2048, 16, 2, 4096),  # coarse experts (Mixtral-like)
+]
+PRESETS = {"base": [], "paper_1b": ["data.batch_size=8"], "paper_3b": ["data.batch_size=4"]}
+
+
+def device_peak() -> tuple[str, float | None]:
+    if not torch.cuda.is_available():
+        return "cpu", None
+    name = torch.cuda.get_device_name()
+    return name, next((flops for key, flops in DATASHEET_BF16.items() if key in name), None)
+
+
+def cuda_time(fn, warmup: int, repeats: int) -> float:
+    """Median seconds of fn(), each call synchronised (CPU: wall clock)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        started = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def part_peak(device: str, n: int) -> float:
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    seconds = cuda_time(lambda: a @ b, 3, 10)
+    flops = 2 * n**3 / seconds
+    print(f"bf16 matmul {n}^3: {flops / 1e12:,.0f} TFLOP/s")
+    return flops
+
+
+def part_moe(device: str, shapes, peak: float | None, warmup: int, repeats: int) -> None:
+    print(f"\nMoE layer forward+backward, bf16 autocast, median of {repeats}")
+    header = (f"{'T':>6} {'D':>5} {'E':>3} {'K':>2} {'H':>5} | {'moe ms':>7} {'dense ms':>8} {'matmul ms':>9} | "
+              f"{'moe TF/s':>8} {'mm TF/s':>8} | {'moe/matmul':>10} {'moe/dense':>9} {'moe MFU':>8}")
+    print(header)
+    print("-" * len(header))
+    for T, D, E, K, H in shapes:
+        try:
+            variants = {name: (m.to(device), x.to(device)) for name, (m, x) in build_layer_variants(T, D, E, K, H).items()
+                        if name != "naive"}  # the mask loop: see moe_layer.py on the CPU
+
+            def run(module, x):
+                with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device != "cpu"):
+                    step(module, x)
+
+            ms = {name: 1e3 * cuda_time(lambda m=m, x=x: run(m, x), warmup, repeats) for name, (m, x) in variants.items()}
+            tf = {name: moe_flops(T, D, K, H) / (t / 1e3) / 1e12 for name, t in ms.items()}
+            mfu = f"{tf['moe'] * 1e12 / peak:>8.1%}" if peak else f"{'-':>8}"
+            print(f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>5} | {ms['moe']:>7.2f} {ms['dense']:>8.2f} {ms['matmul']:>9.2f} | "
+                  f"{tf['moe']:>8.1f} {tf['matmul']:>8.1f} | {tf['moe'] / tf['matmul']:>10.2f} "
+                  f"{ms['dense'] / ms['moe']:>9.2f} {mfu}")
+        except Exception as exc:  # noqa: BLE001 - one shape's failure (say OOM) leaves the others
+            print(f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>5} | failed: {type(exc).__name__}: {str(exc)[:160]}")
+        finally:
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    print("moe/matmul: fraction of the plain matmul's TFLOP/s; moe/dense: dense time / MoE time; MFU of the "
+          "routed experts' FLOPs against the datasheet peak")
+
+
+def flops_per_token(cfg) -> int:
+    from balance_lab.model import ModelArgs, count_params, train_flops_per_token
+
+    args = ModelArgs.from_config(cfg.model)
+    return train_flops_per_token(args, count_params(args))
+
+
+def part_train(device: str, presets: dict, steps: int, peak: float | None, store: str) -> None:
+    print(f"\nbare training loop (bf16 autocast, AdamW, loss_free), {steps} steps, the first 5 untimed")
+    print(f"{'preset':<9}{'tokens/step':>12}{'GFLOP/token':>12}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}")
+    for preset, overrides in presets.items():
+        try:
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            cfg = compose(preset, "loss_free", steps, store, *overrides)
+            tps = bare_loop(cfg, device)
+            fpt = flops_per_token(cfg)
+            mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
+            mfu = f"{tps * fpt / peak:>7.1%}" if peak else f"{'-':>7}"
+            print(f"{preset:<9}{tokens_per_step(cfg):>12,}{fpt / 1e9:>12.2f}{tps:>11,.0f}{tps * fpt / 1e12:>9.1f}{mfu}"
+                  f"{mem:>10.1f}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"{preset:<9} failed: {type(exc).__name__}: {str(exc)[:200]}")
+        finally:
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+
+
+def part_loop(device: str, preset: str, steps: int, repeats: int, store: str, trainer: list[str]) -> None:
+    print(f"\nbalance-lab's loop vs the bare loop, {preset}, {steps} steps, median of {repeats} alternated")
+    cfg = compose(preset, "loss_free", steps, store, *trainer)
+    bare, full = [], []
+    for _ in range(repeats):
+        bare.append(bare_loop(cfg, device))
+        full.append(lightning_loop(cfg))
+    b, f = statistics.median(bare), statistics.median(full)
+    print(f"bare {b:,.0f} tok/s, balance-lab {f:,.0f} tok/s, overhead {b / f - 1:.1%} (target <= 10%)")
+    print(f"\n{'method (' + preset + ', full loop)':<28}{'tok/s':>10}{'vs none':>9}")
+    results = {}
+    for method in METHODS:
+        try:
+            results[method] = lightning_loop(compose(preset, method, steps, store, *trainer))
+            ratio = results[method] / results["none"] if "none" in results else float("nan")
+            print(f"{method:<28}{results[method]:>10,.0f}{ratio:>9.3f}")
+        except Exception as exc:  # noqa: BLE001
+            print(f"{method:<28} failed: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: check the script itself")
+    parser.add_argument("--parts", default="peak,moe,train,loop", help="comma-separated parts to run")
+    args = parser.parse_args()
+    from balance_lab.experiment import quiet_framework_logs
+
+    quiet_framework_logs()
+    device = "cpu" if args.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("benchmarks/gpu.py: no CUDA device here (use --smoke to check the script on the CPU)")
+    name, peak = device_peak()
+    print(f"{name}, torch {torch.__version__}, datasheet dense bf16 peak "
+          f"{f'{peak / 1e12:,.0f} TFLOP/s' if peak else 'unknown'}, {time.strftime('%Y-%m-%d')}")
+    store = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+    shapes = [(256, 64, 8, 2, 32)] if args.smoke else GPU_SHAPES
+    presets = {"tiny": []} if args.smoke else PRESETS
+    steps, repeats = (8, 1) if args.smoke else ((15, 2) if args.quick else (30, 3))
+    trainer = [] if args.smoke else ["trainer=gpu"]
+    parts = {
+        "peak": lambda: part_peak(device, 256 if args.smoke else 8192),
+        "moe": lambda: part_moe(device, shapes, peak, 2 if args.smoke else 5, 3 if args.smoke else 20),
+        "train": lambda: part_train(device, presets, steps, peak, store),
+        "loop": lambda: part_loop(device, "tiny" if args.smoke else "base", steps, repeats, store, trainer),
+    }
+    for part in args.parts.split(","):
+        try:
+            parts[part]()
+        except Exception:  # noqa: BLE001 - print it and go on to the next part
+            print(f"\npart {part} failed:\n{traceback.format_exc()[-3000:]}")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
