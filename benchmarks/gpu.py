@@ -11,6 +11,9 @@ and training throughput with MFU. Not part of the tests (CI has no GPU); run on 
            per preset: tokens/s, MFU = tokens/s x training FLOPs per token / datasheet peak, peak memory
   loop     balance-lab's own loop (Lightning trainer=gpu bf16-mixed + MLflow logger + every metric)
            vs the bare loop on `base`, alternated; then every balancing method relative to `none`
+  profile  (not run by default) torch.profiler tables of the MoE layer and of a training step,
+           bare and through balance-lab: where the time goes
+  syncs    (not run by default) the call sites where balance-lab's loop waits for the GPU
 
 --smoke runs the same code on the CPU at toy sizes (to check the script before a GPU lease).
 Each part catches its own errors, so one failure (say an out-of-memory preset) leaves the rest.
@@ -139,22 +142,114 @@ def part_loop(device: str, preset: str, steps: int, repeats: int, store: str, tr
         full.append(lightning_loop(cfg))
     b, f = statistics.median(bare), statistics.median(full)
     print(f"bare {b:,.0f} tok/s, balance-lab {f:,.0f} tok/s, overhead {b / f - 1:.1%} (target <= 10%)")
-    print(f"\n{'method (' + preset + ', full loop)':<28}{'tok/s':>10}{'vs none':>9}")
-    results = {}
-    for method in METHODS:
-        try:
-            results[method] = lightning_loop(compose(preset, method, steps, store, *trainer))
-            ratio = results[method] / results["none"] if "none" in results else float("nan")
-            print(f"{method:<28}{results[method]:>10,.0f}{ratio:>9.3f}")
-        except Exception as exc:  # noqa: BLE001
-            print(f"{method:<28} failed: {type(exc).__name__}: {str(exc)[:200]}")
+    print(f"\n{'method (' + preset + ', full loop)':<28}{'tok/s':>10}{'vs none':>9}   (median of {repeats}, order rotated)")
+    results: dict[str, list[float]] = {m: [] for m in METHODS}
+    for r in range(repeats):  # each repeat starts one method later: drifts in clock or load hit all alike
+        for method in METHODS[r % len(METHODS):] + METHODS[: r % len(METHODS)]:
+            try:
+                results[method].append(lightning_loop(compose(preset, method, steps, store, *trainer)))
+            except Exception as exc:  # noqa: BLE001
+                print(f"{method:<28} failed: {type(exc).__name__}: {str(exc)[:200]}")
+    base = statistics.median(results["none"]) if results["none"] else float("nan")
+    for method, values in results.items():
+        if values:
+            print(f"{method:<28}{statistics.median(values):>10,.0f}{statistics.median(values) / base:>9.3f}")
+
+
+def _device_ms(event) -> float:
+    return getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)) / 1e3
+
+
+def _show(prof, title: str, steps: int) -> None:
+    events = prof.key_averages()
+    cuda = torch.cuda.is_available()
+    gpu_ms = sum(_device_ms(e) for e in events) / steps
+    cpu_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
+    print(f"\n{title}: per step, GPU kernels {gpu_ms:.2f} ms, CPU (profiled ops) {cpu_ms:.2f} ms")
+    print(events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=14,
+                       max_name_column_width=48))
+
+
+class _StepHook:
+    """A Lightning callback that calls `fn` after each training batch."""
+
+    def __new__(cls, fn):
+        import lightning as L
+
+        class Hook(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                fn()
+
+        return Hook()
+
+
+def part_profile(device: str, preset: str, store: str, trainer: list[str], smoke: bool) -> None:
+    """torch.profiler's view of the MoE layer and of one training step, bare and through balance-lab."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    T, D, E, K, H = (256, 64, 8, 2, 32) if smoke else GPU_SHAPES[1]
+    layer, x = build_layer_variants(T, D, E, K, H)["moe"]
+    layer, x = layer.to(device), x.to(device)
+
+    def run():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device != "cpu"):
+            step(layer, x)
+
+    for _ in range(3):
+        run()
+    with profile(activities=activities) as prof:
+        for _ in range(5):
+            run()
+        torch.cuda.synchronize() if torch.cuda.is_available() else None
+    _show(prof, f"MoE layer T={T} D={D} E={E} K={K} H={H}, forward+backward", 5)
+
+    cfg = compose(preset, "loss_free", 20, store, *trainer)
+    for name in ("bare loop", "balance-lab loop"):
+        prof = profile(activities=activities, schedule=schedule(wait=8, warmup=2, active=5))
+        prof.start()
+        bare_loop(cfg, device, on_step=prof.step) if name == "bare loop" else lightning_loop(cfg, [_StepHook(prof.step)])
+        prof.stop()
+        _show(prof, f"{preset}, {name}", 5)
+
+
+def part_syncs(preset: str, store: str, trainer: list[str]) -> None:
+    """Where balance-lab's loop makes the CPU wait for the GPU (torch.cuda's sync debug mode, 3 steps)."""
+    import collections
+    import warnings
+
+    if not torch.cuda.is_available():
+        print("\nsyncs: needs CUDA")
+        return
+    seen: collections.Counter = collections.Counter()
+    state = {"batch": 0, "ctx": None}
+
+    def on_batch():
+        state["batch"] += 1
+        if state["batch"] == 10:
+            state["ctx"] = warnings.catch_warnings(record=True)
+            state["records"] = state["ctx"].__enter__()
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+        elif state["batch"] == 13:
+            torch.cuda.set_sync_debug_mode("default")
+            state["ctx"].__exit__(None, None, None)
+            for w in state["records"]:
+                if "synchroniz" in str(w.message):
+                    seen[f"{w.filename}:{w.lineno}"] += 1
+
+    lightning_loop(compose(preset, "loss_free", 16, store, *trainer), [_StepHook(on_batch)])
+    print(f"\nhost-device synchronisations in 3 steps of balance-lab's loop ({preset}), by call site:")
+    for site, count in seen.most_common(20):
+        print(f"{count:>4}  {site}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: check the script itself")
-    parser.add_argument("--parts", default="peak,moe,train,loop", help="comma-separated parts to run")
+    parser.add_argument("--parts", default="peak,moe,train,loop", help="comma-separated parts to run "
+                        "(peak, moe, train, loop, profile, syncs)")
     args = parser.parse_args()
     from balance_lab.experiment import quiet_framework_logs
 
@@ -175,6 +270,8 @@ def main() -> None:
         "moe": lambda: part_moe(device, shapes, peak, 2 if args.smoke else 5, 3 if args.smoke else 20),
         "train": lambda: part_train(device, presets, steps, peak, store),
         "loop": lambda: part_loop(device, "tiny" if args.smoke else "base", steps, repeats, store, trainer),
+        "profile": lambda: part_profile(device, "tiny" if args.smoke else "base", store, trainer, args.smoke),
+        "syncs": lambda: part_syncs("tiny" if args.smoke else "base", store, trainer),
     }
     for part in args.parts.split(","):
         try:

@@ -40,7 +40,7 @@ def tokens_per_step(cfg) -> int:
     return cfg.data.batch_size * cfg.model.seq_len
 
 
-def bare_loop(cfg, device: str = "cpu") -> float:
+def bare_loop(cfg, device: str = "cpu", on_step=None) -> float:
     """tokens/s of a plain PyTorch loop over the same model and data (on CUDA: bf16 autocast, as
     `trainer=gpu`'s bf16-mixed)."""
     import contextlib
@@ -77,12 +77,14 @@ def bare_loop(cfg, device: str = "cpu") -> float:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        if on_step is not None:
+            on_step()
     if cuda:
         torch.cuda.synchronize()
     return (cfg.trainer.max_steps - WARMUP) * tokens_per_step(cfg) / (time.perf_counter() - started)
 
 
-def lightning_loop(cfg) -> float:
+def lightning_loop(cfg, callbacks=()) -> float:
     """tokens/s of what `balance-lab run` trains with: Lightning, the MLflow logger, every metric."""
     import lightning as L
 
@@ -102,7 +104,7 @@ def lightning_loop(cfg) -> float:
     built = build(cfg)
     clock = Clock()
     with tracking.open_run(cfg.logger.tracking_uri, "bench", "bench") as run, tempfile.TemporaryDirectory() as out:
-        trainer = build_trainer(cfg, tracking.lightning_logger(run), [Throughput(), clock], out)
+        trainer = build_trainer(cfg, tracking.lightning_logger(run), [Throughput(), clock, *callbacks], out)
         trainer.fit(built.module, datamodule=built.datamodule)
     return (cfg.trainer.max_steps - WARMUP) * tokens_per_step(cfg) / clock.seconds
 

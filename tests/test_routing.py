@@ -81,6 +81,34 @@ def test_sorted_dispatch_matches_naive_per_token_reference():
     torch.testing.assert_close(out.y_BSD.reshape(-1, 16), torch.stack(expected), rtol=1e-5, atol=1e-5)
 
 
+def test_gather_only_dispatch_and_combine_have_the_gradients_of_index_add():
+    from balance_lab.model.dispatch import combine, dispatch, sort_slots
+
+    torch.manual_seed(0)
+    T, K, E, D = 7, 3, 5, 4
+    experts_TK = torch.stack([torch.randperm(E)[:K] for _ in range(T)])
+    order_N, inverse_N, counts_E = sort_slots(experts_TK, E)
+    assert torch.equal(order_N[inverse_N], torch.arange(T * K)) and counts_E.sum() == T * K
+    assert torch.equal(experts_TK.reshape(-1)[order_N], experts_TK.reshape(-1).sort(stable=True).values)
+    scale_ND = torch.randn(T * K, D, dtype=torch.float64)  # stands in for the experts between the two
+
+    def ours(x_TD):
+        return combine(dispatch(x_TD, order_N, inverse_N, K) * scale_ND, order_N, inverse_N, K, torch.float64)
+
+    def reference(x_TD):  # the index_select / index_add_ formulation
+        token_N = order_N // K
+        out_ND = x_TD.index_select(0, token_N) * scale_ND
+        return torch.zeros_like(x_TD).index_add_(0, token_N, out_ND)
+
+    x = torch.randn(T, D, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(ours(x), reference(x))
+    weights = torch.randn(T, D, dtype=torch.float64)
+    grad_ours, = torch.autograd.grad((ours(x) * weights).sum(), x)
+    grad_ref, = torch.autograd.grad((reference(x) * weights).sum(), x)
+    torch.testing.assert_close(grad_ours, grad_ref)
+    assert torch.autograd.gradcheck(ours, (x,))
+
+
 def test_counts_are_int64_per_sequence_and_sum_to_slots():
     args = ModelArgs(vocab_size=256, seq_len=16, d_model=32, n_layers=3, n_heads=2, n_dense_layers=1,
                      dense_hidden=64, n_routed_experts=8, n_shared_experts=1, top_k=3, expert_hidden=16)

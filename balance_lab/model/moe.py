@@ -1,7 +1,8 @@
 """One DeepSeekMoE feed-forward layer: shared experts + routed fine-grained experts.
 
 Dispatch is sort-based: the T*K (token, expert) slots are sorted by expert so every expert reads
-a contiguous slice, then the weighted outputs are scattered back with index_add_.
+a contiguous slice; each token's K weighted outputs are then summed back (dispatch.py: gathers
+only, deterministic on a GPU).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from balance_lab.model.dispatch import combine, dispatch, sort_slots
 from balance_lab.model.experts import DenseFFN, RoutedExperts
 from balance_lab.model.router import Router, Routing
 
@@ -47,14 +49,12 @@ class MoELayer(nn.Module):
         return MoEOutput(y_TD.view(B, S, D), aux_loss, routing.counts_BE())
 
     def _dispatch(self, x_TD: torch.Tensor, routing: Routing) -> torch.Tensor:
-        T, K = routing.experts_TK.shape
-        expert_of_slot_N = routing.experts_TK.reshape(-1)  # (N,) with N = T*K
-        order_N = expert_of_slot_N.argsort(stable=True)  # slots grouped by expert
-        token_of_slot_N = order_N // K  # which token each sorted slot came from
-        counts_E = torch.bincount(expert_of_slot_N, minlength=routing.num_experts)
-        # index_select, not x[idx]: its backward is index_add_, several times faster on the CPU than
-        # the accumulating index_put_ that advanced indexing backpropagates through
-        gates_N1 = routing.gates_TK.reshape(-1).index_select(0, order_N).unsqueeze(-1).to(x_TD.dtype)
-        out_ND = self.experts(x_TD.index_select(0, token_of_slot_N), counts_E, gates_N1)  # gate * expert(x)
-        y_TD = torch.zeros_like(x_TD)
-        return y_TD.index_add_(0, token_of_slot_N, out_ND.to(x_TD.dtype))
+        K = routing.top_k
+        order_N, inverse_N, counts_E = sort_slots(routing.experts_TK, routing.num_experts)
+        # Under autocast the experts compute in its dtype: cast the T token rows once, not the T*K copies.
+        device = x_TD.device.type
+        compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_TD.dtype
+        gates_N1 = routing.gates_TK.reshape(-1).index_select(0, order_N).unsqueeze(-1).to(compute_dtype)
+        x_ND = dispatch(x_TD.to(compute_dtype), order_N, inverse_N, K)
+        out_ND = self.experts(x_ND, counts_E, gates_N1)  # gate * expert(x), in expert order
+        return combine(out_ND, order_N, inverse_N, K, dtype=x_TD.dtype)
