@@ -133,6 +133,9 @@ class StepCheckpoints(L.Callback):
         return bool(int(flag))
 
     def save(self, trainer) -> None:
+        loss_watch = getattr(trainer.lightning_module, "loss_watch", None)
+        if loss_watch is not None:
+            loss_watch.check_now()  # a checkpoint never holds weights that a NaN step wrote
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f".{self.path.name}.partial")
         trainer.save_checkpoint(partial)  # every rank calls it; rank 0 writes

@@ -15,7 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from balance_lab.errors import NonFiniteLoss
+from balance_lab.loss_watch import LossWatch
 from balance_lab.metrics import maxvio_per_layer, top_expert_frequency
 from balance_lab.model.lm import MoELM
 
@@ -47,6 +47,7 @@ class MoELMModule(L.LightningModule):
         self.register_buffer("step_counts_LE", torch.zeros(n_layers, n_experts, dtype=torch.int64))
         self._micro_vio: list[torch.Tensor] = []  # MaxVio of each micro-batch of the step on this rank
         self._micro_losses: list[torch.Tensor] = []  # (loss, lm_loss, aux_loss) of each micro-batch of the step
+        self.loss_watch = LossWatch()  # NaN/inf losses stop the run, one step late but without a sync per step
         # Sums over every optimizer step so far of (MaxVio batch, MaxVio compute-batch), and the step count:
         # the papers' MaxVio_batch is averaged over training steps, not sampled every log_every_n_steps.
         self.register_buffer("vio_sums_2", torch.zeros(2, dtype=torch.float64))
@@ -87,14 +88,12 @@ class MoELMModule(L.LightningModule):
         self._micro_vio.clear()
 
     def _stop_on_non_finite_loss(self) -> None:
-        """Before the update, not after training on: one host sync per optimizer step (not per micro-batch)."""
-        losses_M3 = torch.stack(self._micro_losses)
+        """Raises NonFiniteLoss for the previous step's loss (read without a host sync: loss_watch.py)."""
+        self.loss_watch.record(self.global_step, torch.stack(self._micro_losses))
         self._micro_losses.clear()
-        finite_M = torch.isfinite(losses_M3[:, 0])
-        if not bool(finite_M.all()):
-            loss, lm_loss, aux_loss = losses_M3[int((~finite_M).nonzero()[0])].tolist()
-            raise NonFiniteLoss(f"train/loss is {loss} at step {self.global_step} (lm_loss {lm_loss:.4g}, "
-                                f"aux_loss {aux_loss:.4g}); stopped instead of training on (lower optim.lr?)")
+
+    def on_train_end(self) -> None:
+        self.loss_watch.check_now()
 
     def configure_optimizers(self):
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
@@ -109,6 +108,7 @@ class MoELMModule(L.LightningModule):
 
     # ---- validation -----------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
+        self.loss_watch.check_now()  # never validate (nor checkpoint, nor finish) weights a NaN step wrote
         n_domains, (n_layers, n_experts) = len(self.domains), self.step_counts_LE.shape
         self._val_nll = torch.zeros((), dtype=torch.float64, device=self.device)
         self._val_tokens_D = torch.zeros(n_domains, dtype=torch.int64, device=self.device)

@@ -9,8 +9,9 @@ and training throughput with MFU. Not part of the tests (CI has no GPU); run on 
            active FLOPs vs one matmul of the same FLOPs; median of CUDA-synchronised repeats
   train    a bare PyTorch loop (bf16 autocast, AdamW, the balancer's step-end update, built-in data)
            per preset: tokens/s, MFU = tokens/s x training FLOPs per token / datasheet peak, peak memory
-  loop     balance-lab's own loop (Lightning trainer=gpu bf16-mixed + MLflow logger + every metric)
-           vs the bare loop on `base`, alternated; then every balancing method relative to `none`
+  overhead balance-lab's own loop (Lightning trainer=gpu bf16-mixed + MLflow logger + every metric)
+           vs the bare loop on `base`, alternated
+  methods  every balancing method through balance-lab's loop on `base`, relative to `none`
   profile  (not run by default) torch.profiler tables of the MoE layer and of a training step,
            bare and through balance-lab: where the time goes
   syncs    (not run by default) the call sites where balance-lab's loop waits for the GPU
@@ -133,7 +134,7 @@ def part_train(device: str, presets: dict, steps: int, peak: float | None, store
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 
-def part_loop(device: str, preset: str, steps: int, repeats: int, store: str, trainer: list[str]) -> None:
+def part_overhead(device: str, preset: str, steps: int, repeats: int, store: str, trainer: list[str]) -> None:
     print(f"\nbalance-lab's loop vs the bare loop, {preset}, {steps} steps, median of {repeats} alternated")
     cfg = compose(preset, "loss_free", steps, store, *trainer)
     bare, full = [], []
@@ -142,6 +143,9 @@ def part_loop(device: str, preset: str, steps: int, repeats: int, store: str, tr
         full.append(lightning_loop(cfg))
     b, f = statistics.median(bare), statistics.median(full)
     print(f"bare {b:,.0f} tok/s, balance-lab {f:,.0f} tok/s, overhead {b / f - 1:.1%} (target <= 10%)")
+
+
+def part_methods(preset: str, steps: int, repeats: int, store: str, trainer: list[str]) -> None:
     print(f"\n{'method (' + preset + ', full loop)':<28}{'tok/s':>10}{'vs none':>9}   (median of {repeats}, order rotated)")
     results: dict[str, list[float]] = {m: [] for m in METHODS}
     for r in range(repeats):  # each repeat starts one method later: drifts in clock or load hit all alike
@@ -248,8 +252,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: check the script itself")
-    parser.add_argument("--parts", default="peak,moe,train,loop", help="comma-separated parts to run "
-                        "(peak, moe, train, loop, profile, syncs)")
+    parser.add_argument("--parts", default="peak,moe,train,overhead,methods", help="comma-separated parts to run "
+                        "(peak, moe, train, overhead, methods, profile, syncs)")
+    parser.add_argument("--presets", default=",".join(PRESETS), help="presets of the train part")
     args = parser.parse_args()
     from balance_lab.experiment import quiet_framework_logs
 
@@ -262,14 +267,15 @@ def main() -> None:
           f"{f'{peak / 1e12:,.0f} TFLOP/s' if peak else 'unknown'}, {time.strftime('%Y-%m-%d')}")
     store = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     shapes = [(256, 64, 8, 2, 32)] if args.smoke else GPU_SHAPES
-    presets = {"tiny": []} if args.smoke else PRESETS
+    presets = {"tiny": []} if args.smoke else {name: PRESETS[name] for name in args.presets.split(",")}
     steps, repeats = (8, 1) if args.smoke else ((15, 2) if args.quick else (30, 3))
     trainer = [] if args.smoke else ["trainer=gpu"]
     parts = {
         "peak": lambda: part_peak(device, 256 if args.smoke else 8192),
         "moe": lambda: part_moe(device, shapes, peak, 2 if args.smoke else 5, 3 if args.smoke else 20),
         "train": lambda: part_train(device, presets, steps, peak, store),
-        "loop": lambda: part_loop(device, "tiny" if args.smoke else "base", steps, repeats, store, trainer),
+        "overhead": lambda: part_overhead(device, "tiny" if args.smoke else "base", steps, repeats, store, trainer),
+        "methods": lambda: part_methods("tiny" if args.smoke else "base", steps, repeats, store, trainer),
         "profile": lambda: part_profile(device, "tiny" if args.smoke else "base", store, trainer, args.smoke),
         "syncs": lambda: part_syncs("tiny" if args.smoke else "base", store, trainer),
     }

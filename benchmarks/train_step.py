@@ -66,7 +66,8 @@ def bare_loop(cfg, device: str = "cpu", on_step=None) -> float:
             if cuda:
                 torch.cuda.synchronize()
             started = time.perf_counter()
-        tokens = next(batches)["tokens"].to(device, non_blocking=True)
+        tokens = next(batches)["tokens"]
+        tokens = tokens.pin_memory().to(device, non_blocking=True) if cuda else tokens  # as the datamodule does
         with autocast():
             out = model(tokens[:, :-1])
             loss = _nll(out.logits_BSV, tokens[:, 1:]) + out.aux_loss

@@ -48,7 +48,7 @@ class AuxLoss(BalancingTerm):
     def loss(self, routing: "Routing") -> torch.Tensor:
         E, K, B = routing.num_experts, routing.top_k, routing.batch_size
         probs_TE = normalised_affinities(routing.scores_TE)
-        counts_E = torch.bincount(routing.experts_TK.reshape(-1), minlength=E)
+        counts_E = routing.counts_E()
         if self.scope == "sequence":
             counts_BE = routing.counts_BE()
             f_BE = counts_BE.float() * E / (K * (probs_TE.shape[0] // B))
@@ -56,7 +56,7 @@ class AuxLoss(BalancingTerm):
         tokens = probs_TE.shape[0]
         if self.scope == "global":
             if not recomputing():  # a recomputed forward sees this micro-batch a second time
-                local_E1 = torch.cat([counts_E, counts_E.new_tensor([tokens])])
+                local_E1 = torch.cat([counts_E, torch.full_like(counts_E[:1], tokens)])  # no host-to-device copy
                 self.step_counts_E1 += all_reduce_sum(local_E1)
             counts_E, tokens = self.step_counts_E1[:E], self.step_counts_E1[E]
         f_E = counts_E.float() * E / (K * tokens)  # integer counts, no gradient

@@ -119,7 +119,7 @@ class LMDataModule(L.LightningDataModule):
         done = self.trainer.global_step * self.trainer.accumulate_grad_batches if self.trainer else 0
         sampler = RankSlice(len(offsets), self.batch_size, rank, world, start_batch=done)
         return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size,
-                          sampler=sampler, drop_last=True)
+                          sampler=sampler, drop_last=True, pin_memory=self._to_cuda())
 
     def val_dataloader(self) -> DataLoader:
         streams = [self.splits[d].val for d in self.domains]
@@ -127,7 +127,11 @@ class LMDataModule(L.LightningDataModule):
         ids, offsets = even_windows([len(s) for s in streams], counts, self.seq_len)
         rank, world = self._rank_and_world()
         return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size,
-                          sampler=Strided(len(offsets), rank, world))
+                          sampler=Strided(len(offsets), rank, world), pin_memory=self._to_cuda())
+
+    def _to_cuda(self) -> bool:
+        """Batches bound for a GPU are pinned: the copy to it then does not stall the host."""
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def _rank_and_world(self) -> tuple[int, int]:
         # The samplers above split the data across ranks themselves (the Trainer runs with

@@ -12,14 +12,13 @@ from __future__ import annotations
 import torch
 
 
-def sort_slots(experts_TK: torch.Tensor, num_experts: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(order_N, inverse_N, counts_E): the slots grouped by expert (stable), the inverse
-    permutation, and the slots per expert."""
+def sort_slots(experts_TK: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(order_N, inverse_N): the slots grouped by expert (stable sort), and the inverse permutation."""
     expert_of_slot_N = experts_TK.reshape(-1)  # (N,) with N = T*K; slot n belongs to token n // K
     order_N = expert_of_slot_N.argsort(stable=True)
     inverse_N = torch.empty_like(order_N)
     inverse_N[order_N] = torch.arange(order_N.numel(), device=order_N.device)
-    return order_N, inverse_N, torch.bincount(expert_of_slot_N, minlength=num_experts)
+    return order_N, inverse_N
 
 
 class _Dispatch(torch.autograd.Function):

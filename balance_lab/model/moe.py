@@ -50,7 +50,8 @@ class MoELayer(nn.Module):
 
     def _dispatch(self, x_TD: torch.Tensor, routing: Routing) -> torch.Tensor:
         K = routing.top_k
-        order_N, inverse_N, counts_E = sort_slots(routing.experts_TK, routing.num_experts)
+        order_N, inverse_N = sort_slots(routing.experts_TK)
+        counts_E = routing.counts_E()
         # Under autocast the experts compute in its dtype: cast the T token rows once, not the T*K copies.
         device = x_TD.device.type
         compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_TD.dtype

@@ -31,13 +31,23 @@ class Routing:
     def top_k(self) -> int:
         return self.experts_TK.shape[-1]
 
+    def counts_E(self) -> torch.Tensor:
+        """Routed token slots per expert, int64."""
+        return count_ids(self.experts_TK.reshape(-1), self.num_experts)
+
     def counts_BE(self) -> torch.Tensor:
         """Routed token slots per sequence and expert, int64 (never a float type)."""
         B, E = self.batch_size, self.num_experts
         T, K = self.experts_TK.shape
         seq_T = torch.arange(T, device=self.experts_TK.device) // (T // B)
         slot_ids = (seq_T[:, None] * E + self.experts_TK).reshape(-1)  # (T*K,)
-        return torch.bincount(slot_ids, minlength=B * E).view(B, E)
+        return count_ids(slot_ids, B * E).view(B, E)
+
+
+def count_ids(ids_N: torch.Tensor, n: int) -> torch.Tensor:
+    """(n,) int64 occurrences of each id in [0, n). Not torch.bincount: on a GPU it reads the
+    largest id back to the host first, a host-device sync per call (several per layer and step)."""
+    return torch.zeros(n, dtype=torch.int64, device=ids_N.device).index_add_(0, ids_N, torch.ones_like(ids_N))
 
 
 class Router(nn.Module):
