@@ -48,6 +48,7 @@ class MoELMModule(L.LightningModule):
         self._micro_vio: list[torch.Tensor] = []  # MaxVio of each micro-batch of the step on this rank
         self._micro_losses: list[torch.Tensor] = []  # (loss, lm_loss, aux_loss) of each micro-batch of the step
         self.loss_watch = LossWatch()  # NaN/inf losses stop the run, one step late but without a sync per step
+        self._step_metrics: tuple[torch.Tensor, ...] | None = None  # the last optimizer step's, until logged
         # Sums over every optimizer step so far of (MaxVio batch, MaxVio compute-batch), and the step count:
         # the papers' MaxVio_batch is averaged over training steps, not sampled every log_every_n_steps.
         self.register_buffer("vio_sums_2", torch.zeros(2, dtype=torch.float64))
@@ -64,33 +65,42 @@ class MoELMModule(L.LightningModule):
         self._micro_losses.append(torch.stack([loss, lm_loss, out.aux_loss]).detach())
         counts_LE = out.counts_LBE.sum(dim=1)
         self.step_counts_LE += counts_LE
-        B = inputs_BS.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=B)
-        self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": out.aux_loss}, batch_size=B)
         # one micro-batch on one rank: the load an expert-parallel group actually computes
         self._micro_vio.append(maxvio_per_layer(counts_LE).mean())
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self._stop_on_non_finite_loss()
+        losses_M3 = torch.stack(self._micro_losses)
+        self._micro_losses.clear()
+        self.loss_watch.record(self.global_step, losses_M3)  # raises for the previous step's NaN/inf
         # Every micro-batch of this step has run forward and backward: the step's loads are complete.
         counts_LE = self.trainer.strategy.reduce(self.step_counts_LE.clone(), reduce_op="sum")
         for layer, counts_E in zip(self.model.moe_layers, counts_LE):
             layer.balancer.step_end(counts_E)
-        vio_L = maxvio_per_layer(counts_LE).float()
-        self.log("train/maxvio_batch", vio_L.mean(), prog_bar=True)
-        self.log_dict({f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio_L)})
+        vio_L = maxvio_per_layer(counts_LE)
         compute_vio = torch.stack(self._micro_vio).mean()
-        self.log("train/maxvio_compute_batch", compute_vio.float())
-        self.vio_sums_2 += torch.stack([vio_L.mean().double(), compute_vio.double()])
+        self.vio_sums_2 += torch.stack([vio_L.mean(), compute_vio])
         self.vio_steps += 1
         self.step_counts_LE.zero_()
         self._micro_vio.clear()
+        self._step_metrics = (losses_M3.mean(dim=0), vio_L, compute_vio)  # device tensors, logged below
 
-    def _stop_on_non_finite_loss(self) -> None:
-        """Raises NonFiniteLoss for the previous step's loss (read without a host sync: loss_watch.py)."""
-        self.loss_watch.record(self.global_step, torch.stack(self._micro_losses))
-        self._micro_losses.clear()
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """The step's metrics, on the steps Lightning writes to the logger only: each self.log costs
+        about half a millisecond of Python, which a GPU step of tens of milliseconds cannot hide."""
+        if self._step_metrics is None:  # inside a gradient-accumulation window
+            return
+        losses_3, vio_L, compute_vio = self._step_metrics
+        self._step_metrics = None
+        every = self.trainer.log_every_n_steps
+        last = self.trainer.max_steps > 0 and self.global_step >= self.trainer.max_steps
+        if not every or (self.global_step % every and not self.trainer.should_stop and not last):
+            return
+        values = torch.cat([losses_3.double(), vio_L, compute_vio.view(1)]).tolist()  # one host sync
+        (loss, lm_loss, aux_loss), vio, compute = values[:3], values[3:-1], values[-1]
+        self.log_dict({"train/loss": loss, "train/maxvio_batch": sum(vio) / len(vio)}, prog_bar=True)
+        self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": aux_loss, "train/maxvio_compute_batch": compute}
+                      | {f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)})
 
     def on_train_end(self) -> None:
         self.loss_watch.check_now()
