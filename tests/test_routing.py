@@ -81,8 +81,8 @@ def test_sorted_dispatch_matches_naive_per_token_reference():
     torch.testing.assert_close(out.y_BSD.reshape(-1, 16), torch.stack(expected), rtol=1e-5, atol=1e-5)
 
 
-def test_gather_only_dispatch_and_combine_have_the_gradients_of_index_add():
-    from balance_lab.model.dispatch import combine, dispatch, sort_slots
+def test_gather_only_dispatch_and_combine_have_the_values_and_gradients_of_index_add():
+    from balance_lab.model.dispatch import _Combine, _Dispatch, combine, dispatch, sort_slots
 
     torch.manual_seed(0)
     T, K, E, D = 7, 3, 5, 4
@@ -92,8 +92,9 @@ def test_gather_only_dispatch_and_combine_have_the_gradients_of_index_add():
     assert torch.equal(experts_TK.reshape(-1)[order_N], experts_TK.reshape(-1).sort(stable=True).values)
     scale_ND = torch.randn(T * K, D, dtype=torch.float64)  # stands in for the experts between the two
 
-    def ours(x_TD):
-        return combine(dispatch(x_TD, order_N, inverse_N, K) * scale_ND, order_N, inverse_N, K, torch.float64)
+    def ours(x_TD):  # the GPU's gather-only functions, run on the CPU here
+        x_ND = _Dispatch.apply(x_TD, order_N, inverse_N, K)
+        return _Combine.apply(x_ND * scale_ND, order_N, inverse_N, K, torch.float64)
 
     def reference(x_TD):  # the index_select / index_add_ formulation
         token_N = order_N // K
@@ -107,6 +108,8 @@ def test_gather_only_dispatch_and_combine_have_the_gradients_of_index_add():
     grad_ref, = torch.autograd.grad((reference(x) * weights).sum(), x)
     torch.testing.assert_close(grad_ours, grad_ref)
     assert torch.autograd.gradcheck(ours, (x,))
+    cpu_path = combine(dispatch(x, order_N, inverse_N, K) * scale_ND, order_N, inverse_N, K, torch.float64)
+    torch.testing.assert_close(cpu_path, reference(x))  # what a CPU run uses: index_add_
 
 
 def test_count_ids_equals_bincount():
