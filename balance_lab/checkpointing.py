@@ -5,7 +5,8 @@ buffer: loss-free biases, accumulated counts, MaxVio sums) plus the RNG states, 
 and the resolved config, so `balance-lab run --resume` needs nothing else. The data position is
 the global step (the datamodule's sampler restarts at the next micro-batch).
 
-On the first SIGINT or SIGTERM the run finishes the optimizer step it is in, saves, and stops
+On the first SIGINT or SIGTERM the run finishes the optimizer step it is in (with several
+data-parallel ranks, the next one: see StopVote), saves, and stops
 (raising Interrupted out of trainer.fit: no validation first);
 a second signal stops at once (KeyboardInterrupt; the run is still marked KILLED).
 """
@@ -66,6 +67,34 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return {**meta, "global_step": checkpoint.get("global_step")}
 
 
+class StopVote:
+    """Data-parallel ranks agree to stop one step late: each step all-reduces the ranks' signals
+    (max) and reads the previous step's result, long finished by then, so no rank makes its host
+    wait for its GPU every step just to learn that nobody was signalled. Every rank reads the
+    same reduced value at the same step, so all stop together."""
+
+    def __init__(self) -> None:
+        self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+
+    def exchange(self, local_signum: int, device: torch.device) -> int:
+        from balance_lab.distributed import all_reduce_max
+
+        flag = all_reduce_max(torch.full((1,), local_signum, dtype=torch.int32, device=device))  # no host copy
+        if flag.is_cuda:
+            host = torch.empty(1, dtype=flag.dtype, pin_memory=True)
+            host.copy_(flag, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        else:
+            host, done = flag, None
+        previous, self._pending = self._pending, (host, done)
+        if previous is None:
+            return 0
+        if previous[1] is not None:
+            previous[1].synchronize()
+        return int(previous[0].item())
+
+
 class StepCheckpoints(L.Callback):
     def __init__(self, directory: str | Path, every_n_steps: int, run_id: str, config_yaml: str,
                  on_saved=None):
@@ -76,6 +105,7 @@ class StepCheckpoints(L.Callback):
         self._last_step: int | None = None
         self._stop_at: int | None = None  # the step a stop was saved at; raised before the next batch
         self._previous_handlers: dict[int, Any] = {}
+        self._vote = StopVote()
 
     # ---- signals: installed after Lightning's own (which would stop without saving) -----------
     def on_train_start(self, trainer, pl_module) -> None:
@@ -126,11 +156,10 @@ class StepCheckpoints(L.Callback):
         """Every rank stops at the same step: one rank's signal is every rank's signal."""
         if trainer.world_size == 1:
             return self.signum is not None  # no device tensor, no host sync
-        flag = torch.tensor([0 if self.signum is None else self.signum], device=trainer.strategy.root_device)
-        flag = trainer.strategy.reduce(flag, reduce_op="max")
-        if int(flag) and self.signum is None:
-            self.signum = int(flag)
-        return bool(int(flag))
+        signum = self._vote.exchange(self.signum or 0, trainer.strategy.root_device)
+        if signum and self.signum is None:
+            self.signum = signum
+        return bool(signum)
 
     def save(self, trainer) -> None:
         loss_watch = getattr(trainer.lightning_module, "loss_watch", None)

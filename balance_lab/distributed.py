@@ -1,4 +1,8 @@
-"""torch.distributed helpers that degrade to no-ops in a single process."""
+"""torch.distributed helpers that degrade to no-ops in a single process.
+
+Not Lightning's `strategy.reduce`: it runs a barrier before every reduction, and a barrier makes
+the host wait for the GPU, once per call, every training step.
+"""
 
 from __future__ import annotations
 
@@ -14,4 +18,11 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum `tensor` in place over every data-parallel rank (no gradient flows through it)."""
     if data_parallel_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Max of `tensor`, in place, over every data-parallel rank."""
+    if data_parallel_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor

@@ -15,6 +15,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from balance_lab.distributed import all_reduce_sum
 from balance_lab.loss_watch import LossWatch
 from balance_lab.metrics import maxvio_per_layer, top_expert_frequency
 from balance_lab.model.lm import MoELM
@@ -74,7 +75,7 @@ class MoELMModule(L.LightningModule):
         self._micro_losses.clear()
         self.loss_watch.record(self.global_step, losses_M3)  # raises for the previous step's NaN/inf
         # Every micro-batch of this step has run forward and backward: the step's loads are complete.
-        counts_LE = self.trainer.strategy.reduce(self.step_counts_LE.clone(), reduce_op="sum")
+        counts_LE = all_reduce_sum(self.step_counts_LE.clone())
         for layer, counts_E in zip(self.model.moe_layers, counts_LE):
             layer.balancer.step_end(counts_E)
         vio_L = maxvio_per_layer(counts_LE)

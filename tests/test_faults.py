@@ -119,6 +119,30 @@ def test_an_exception_marks_failed_with_the_reason_in_one_line(store):
 
 
 @pytest.mark.slow
+def test_a_signal_to_rank_zero_stops_every_ddp_rank_at_the_same_step(store, tmp_path):
+    """Two gloo processes (Lightning re-executes the command for rank 1); SIGTERM reaches rank 0
+    only: both ranks must stop after the same optimizer step, save one checkpoint and exit."""
+    import torch
+
+    checkpoint = tmp_path / "ckpt" / "last.ckpt"
+    process = start_run("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+                        *LONG, "trainer.max_steps=60", "model.n_layers=3", "model.seq_len=32",
+                        "checkpoint.every_n_steps=2", f"checkpoint.dir={checkpoint.parent}")
+    wait_for(checkpoint, process, timeout=180)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    stopped_at = int(stderr.split(" at step ")[1].split(";")[0])
+    assert 2 <= stopped_at < 60
+    killed = only_run(store, "KILLED")
+    assert f"stopped by SIGTERM at step {stopped_at}" in killed.data.tags["balance_lab.status_reason"]
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert saved["global_step"] == stopped_at  # rank 1 stopped there too: the save is collective
+    leftover = subprocess.run(["pgrep", "-f", str(checkpoint.parent)], capture_output=True, text=True).stdout.split()
+    assert leftover == [], "a rank outlived the run"
+
+
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_instead_of_training_on(store):
     result = run_cli("run", *LONG, "model.init_std=1e30")  # logits overflow: the loss is not finite at once
     assert result.returncode == 1, result.stderr[-2000:]
