@@ -23,6 +23,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from balance_lab.host_copy import HostCopy
+
 CHECKPOINT_NAME = "last.ckpt"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -74,25 +76,13 @@ class StopVote:
     same reduced value at the same step, so all stop together."""
 
     def __init__(self) -> None:
-        self._pending: tuple[torch.Tensor, torch.cuda.Event | None] | None = None
+        self._pending: HostCopy | None = None
 
     def exchange(self, local_signum: int, device: torch.device) -> int:
         from balance_lab.distributed import all_reduce_max
-
         flag = all_reduce_max(torch.full((1,), local_signum, dtype=torch.int32, device=device))  # no host copy
-        if flag.is_cuda:
-            host = torch.empty(1, dtype=flag.dtype, pin_memory=True)
-            host.copy_(flag, non_blocking=True)
-            done = torch.cuda.Event()
-            done.record()
-        else:
-            host, done = flag, None
-        previous, self._pending = self._pending, (host, done)
-        if previous is None:
-            return 0
-        if previous[1] is not None:
-            previous[1].synchronize()
-        return int(previous[0].item())
+        previous, self._pending = self._pending, HostCopy(flag)
+        return 0 if previous is None else int(previous.get().item())
 
 
 class StepCheckpoints(L.Callback):

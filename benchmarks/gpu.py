@@ -160,31 +160,28 @@ def part_methods(preset: str, steps: int, repeats: int, store: str, trainer: lis
             print(f"{method:<28}{statistics.median(values):>10,.0f}{statistics.median(values) / base:>9.3f}")
 
 
-def _device_ms(event) -> float:
-    return getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)) / 1e3
-
-
 def _show(prof, title: str, steps: int) -> None:
+    from torch.autograd import DeviceType
+
     events = prof.key_averages()
     cuda = torch.cuda.is_available()
-    gpu_ms = sum(_device_ms(e) for e in events) / steps
+    # as the table's own "Self CUDA time total": kernel rows only (op rows repeat their kernels' time)
+    gpu_ms = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e3 / steps
     cpu_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
     print(f"\n{title}: per step, GPU kernels {gpu_ms:.2f} ms, CPU (profiled ops) {cpu_ms:.2f} ms")
     print(events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=14,
                        max_name_column_width=48))
 
 
-class _StepHook:
+def _step_hook(fn):
     """A Lightning callback that calls `fn` after each training batch."""
+    import lightning as L
 
-    def __new__(cls, fn):
-        import lightning as L
+    class StepHook(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            fn()
 
-        class Hook(L.Callback):
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                fn()
-
-        return Hook()
+    return StepHook()
 
 
 def part_profile(device: str, preset: str, store: str, trainer: list[str], smoke: bool) -> None:
@@ -212,7 +209,7 @@ def part_profile(device: str, preset: str, store: str, trainer: list[str], smoke
     for name in ("bare loop", "balance-lab loop"):
         prof = profile(activities=activities, schedule=schedule(wait=8, warmup=2, active=5))
         prof.start()
-        bare_loop(cfg, device, on_step=prof.step) if name == "bare loop" else lightning_loop(cfg, [_StepHook(prof.step)])
+        bare_loop(cfg, device, on_step=prof.step) if name == "bare loop" else lightning_loop(cfg, [_step_hook(prof.step)])
         prof.stop()
         _show(prof, f"{preset}, {name}", 5)
 
@@ -242,7 +239,7 @@ def part_syncs(preset: str, store: str, trainer: list[str]) -> None:
                 if "synchroniz" in str(w.message):
                     seen[f"{w.filename}:{w.lineno}"] += 1
 
-    lightning_loop(compose(preset, "loss_free", 16, store, *trainer), [_StepHook(on_batch)])
+    lightning_loop(compose(preset, "loss_free", 16, store, *trainer), [_step_hook(on_batch)])
     print(f"\nhost-device synchronisations in 3 steps of balance-lab's loop ({preset}), by call site:")
     for site, count in seen.most_common(20):
         print(f"{count:>4}  {site}")
