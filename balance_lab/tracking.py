@@ -282,7 +282,11 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
 
 def _close(run: TrackedRun, status: str, reason: str | None) -> None:
     """Deliver the kept metrics and the final status; a store that is away gets them written down."""
-    spilled = run.outbox.close(run.spill_dir.resolve() / f"unsent-{run.run_id}.jsonl")
+    from balance_lab.outbox import CLOSING_WAITS
+
+    # A stopped run (SIGTERM: a preemption's grace period is ticking) waits seconds for the store, not a minute.
+    waits = (2.0, 4.0) if status == "KILLED" else CLOSING_WAITS
+    spilled = run.outbox.close(run.spill_dir.resolve() / f"unsent-{run.run_id}.jsonl", waits)
     try:
         if reason:
             run.client.set_tag(run.run_id, TAG_STATUS_REASON, reason)
