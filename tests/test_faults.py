@@ -31,6 +31,18 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> Non
         time.sleep(0.02)
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line contains `text` (from /proc: no pgrep needed)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # the process ended while we looked
+            pass
+    return pids
+
+
 def only_run(store: str, status: str | None = None):
     runs = [r for r in all_runs(store) if status is None or r.info.status == status]
     assert len(runs) == 1, [(r.info.run_name, r.info.status) for r in all_runs(store)]
@@ -139,8 +151,8 @@ def test_a_signal_to_rank_zero_stops_every_ddp_rank_at_the_same_step(store, tmp_
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     assert saved["global_step"] == stopped_at  # rank 1 stopped there too: the save is collective
     deadline = time.monotonic() + 30  # rank 1 is Lightning's child: it may take a moment to exit
-    while subprocess.run(["pgrep", "-f", str(checkpoint.parent)], capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "a rank outlived the run"
+    while processes_mentioning(str(checkpoint.parent)):
+        assert time.monotonic() < deadline, f"a rank outlived the run: {processes_mentioning(str(checkpoint.parent))}"
         time.sleep(0.2)
 
 
