@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from balance_lab.distributed import all_reduce_max
 from balance_lab.host_copy import HostCopy
 
 CHECKPOINT_NAME = "last.ckpt"
@@ -79,7 +80,6 @@ class StopVote:
         self._pending: HostCopy | None = None
 
     def exchange(self, local_signum: int, device: torch.device) -> int:
-        from balance_lab.distributed import all_reduce_max
         flag = all_reduce_max(torch.full((1,), local_signum, dtype=torch.int32, device=device))  # no host copy
         previous, self._pending = self._pending, HostCopy(flag)
         return 0 if previous is None else int(previous.get().item())

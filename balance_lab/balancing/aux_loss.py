@@ -48,9 +48,9 @@ class AuxLoss(BalancingTerm):
     def loss(self, routing: "Routing") -> torch.Tensor:
         E, K, B = routing.num_experts, routing.top_k, routing.batch_size
         probs_TE = normalised_affinities(routing.scores_TE)
-        counts_E = routing.counts_E()
+        counts_E = routing.counts_E
         if self.scope == "sequence":
-            counts_BE = routing.counts_BE()
+            counts_BE = routing.counts_BE
             f_BE = counts_BE.float() * E / (K * (probs_TE.shape[0] // B))
             return self.alpha * (f_BE * probs_TE.view(B, -1, E).mean(dim=1)).sum(dim=-1).mean()
         tokens = probs_TE.shape[0]

@@ -6,7 +6,7 @@ dispatch reads each slot's token row, the combine sums each token's K expert out
 On a GPU both are written with gathers only: with index_add_, both backward passes (and the
 forward combine) are scatters with atomic adds, slow there and non-deterministic. As a gather
 plus a sum over the K slots of a token, in a fixed order, every run gives the same numbers and
-the MoE layer runs 1.1-1.3x faster (H200, benchmarks/RESULTS.md). On the CPU index_add_ is
+the MoE layer runs 1.08-1.27x faster (H200, benchmarks/RESULTS.md). On the CPU index_add_ is
 sequential (deterministic) and avoids materialising the (T*K, D) rows once more: 1.1-1.2x
 faster there at 64 experts, so the CPU keeps it.
 """

@@ -49,12 +49,10 @@ class RoutedExperts(nn.Module):
 
     def _forward_grouped(self, x_ND: torch.Tensor, counts_E: torch.Tensor, gates_N1: torch.Tensor) -> torch.Tensor:
         offsets_E = counts_E.cumsum(0).to(torch.int32)  # end row of each expert's slice
-        # _grouped_mm has no autocast rule: under autocast cast by hand, as autocast casts F.linear
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x_ND.dtype
-        x_ND = x_ND.to(dtype)
-        w_gate_up, w_down = self.w_gate_up_ED2H.to(dtype), self.w_down_EHD.to(dtype)
+        # _grouped_mm has no autocast rule: the weights follow x, which MoELayer casts to the autocast dtype
+        w_gate_up, w_down = self.w_gate_up_ED2H.to(x_ND.dtype), self.w_down_EHD.to(x_ND.dtype)
         gate_NH, up_NH = torch._grouped_mm(x_ND, w_gate_up, offs=offsets_E).chunk(2, dim=-1)
-        h_NH = F.silu(gate_NH) * up_NH * gates_N1.to(dtype)
+        h_NH = F.silu(gate_NH) * up_NH * gates_N1.to(x_ND.dtype)
         return torch._grouped_mm(h_NH, w_down, offs=offsets_E)
 
     def _forward_sliced(self, x_ND: torch.Tensor, counts_E: torch.Tensor, gates_N1: torch.Tensor) -> torch.Tensor:

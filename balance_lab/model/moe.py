@@ -46,12 +46,12 @@ class MoELayer(nn.Module):
             y_TD = y_TD + self.shared(x_TD)
         # Balancing losses exist only to shape training; eval forwards neither compute nor count.
         aux_loss = self.balancer.loss(routing) if self.training and torch.is_grad_enabled() else None
-        return MoEOutput(y_TD.view(B, S, D), aux_loss, routing.counts_BE())
+        return MoEOutput(y_TD.view(B, S, D), aux_loss, routing.counts_BE)
 
     def _dispatch(self, x_TD: torch.Tensor, routing: Routing) -> torch.Tensor:
         K = routing.top_k
         order_N, inverse_N = sort_slots(routing.experts_TK)
-        counts_E = routing.counts_E()
+        counts_E = routing.counts_E
         # Under autocast the experts compute in its dtype: cast the T token rows once, not the T*K copies.
         device = x_TD.device.type
         compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_TD.dtype

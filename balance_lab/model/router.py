@@ -7,6 +7,7 @@ that scale the chosen experts' outputs always come from the unbiased affinities.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +32,13 @@ class Routing:
     def top_k(self) -> int:
         return self.experts_TK.shape[-1]
 
+    # Counted once per forward and shared: the dispatch, the balancing losses and the metrics all use them.
+    @cached_property
     def counts_E(self) -> torch.Tensor:
         """Routed token slots per expert, int64."""
-        return count_ids(self.experts_TK.reshape(-1), self.num_experts)
+        return self.counts_BE.sum(dim=0)
 
+    @cached_property
     def counts_BE(self) -> torch.Tensor:
         """Routed token slots per sequence and expert, int64 (never a float type)."""
         B, E = self.batch_size, self.num_experts
