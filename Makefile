@@ -6,6 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 STAMP  := $(VENV)/.installed
+# Test processes at once (pytest-xdist). Most of a test's time is single-threaded: interpreter and
+# torch/MLflow imports (~7 s per process on 2 slow cores), SQLite, waiting on servers and signals.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: install demo test test-fast bench clean
 
@@ -24,11 +28,11 @@ demo: install
 
 # The whole suite, slow tests included (what CI runs).
 test: install
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # Everything but the tests marked slow.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Speed measurements (tables of medians and ratios; not part of the tests; ~15 min on 2 cores).
 bench: install

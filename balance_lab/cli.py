@@ -288,9 +288,9 @@ def runs(
         found = listing.stale_runs(client, older_than)
         for row in found:
             if not dry_run:
-                listing.mark_killed(client, row.run_id, row.note)
+                listing.mark_killed(client, row)
             console.print(f"{'would mark' if dry_run else 'marked'} KILLED: {row.name} ({row.run_id}, {row.experiment}): "
-                          f"{row.note}; resume: balance-lab run --resume {row.run_id}")
+                          f"{row.note}; {row.next_step}")
         console.print(f"{len(found)} stale run(s)" + (" (nothing changed: --dry-run)" if dry_run and found else ""))
         return
     table = Table(header_style="bold")

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from balance_lab.liveness import owner_of
-from balance_lab.tracking import TAG_STATUS_REASON, TAG_WARNING
+from balance_lab.tracking import ROLE_SWEEP_PARENT, TAG_COMMAND, TAG_ROLE, TAG_STATUS_REASON, TAG_WARNING
 
 
 @dataclass
@@ -18,6 +18,14 @@ class RunRow:
     started: float  # unix seconds
     val_ppl: float | None
     note: str  # owner of a RUNNING run, else the reason or routing warning
+    sweep_command: str = ""  # set on a sweep invocation's parent run: the command that continues it
+
+    @property
+    def next_step(self) -> str:
+        """What a user does to continue this run once it is marked KILLED."""
+        if self.sweep_command:
+            return f"run the same sweep again to continue its stopped runs: {self.sweep_command}"
+        return f"resume: balance-lab run --resume {self.run_id}"
 
 
 def _experiments(client) -> dict[str, str]:
@@ -48,11 +56,13 @@ def stale_runs(client, older_than_minutes: float) -> list[RunRow]:
     for run in client.search_runs(list(experiments), filter_string="attributes.status = 'RUNNING'", max_results=10_000):
         owner = owner_of(run.data.tags, time.time(), older_than_minutes * 60)
         if owner.state == "gone":
+            command = run.data.tags.get(TAG_COMMAND, "-") if run.data.tags.get(TAG_ROLE) == ROLE_SWEEP_PARENT else ""
             found.append(RunRow(run.info.run_id, run.info.run_name, experiments[run.info.experiment_id], "RUNNING",
-                                run.info.start_time / 1000, run.data.metrics.get("val/ppl"), owner.detail))
+                                run.info.start_time / 1000, run.data.metrics.get("val/ppl"), owner.detail, command))
     return found
 
 
-def mark_killed(client, run_id: str, evidence: str) -> None:
-    client.set_tag(run_id, TAG_STATUS_REASON, f"its process died without a word ({evidence}); marked by balance-lab runs --stale")
-    client.set_terminated(run_id, "KILLED")
+def mark_killed(client, row: RunRow) -> None:
+    what = "the sweep's process" if row.sweep_command else "its process"
+    client.set_tag(row.run_id, TAG_STATUS_REASON, f"{what} died without a word ({row.note}); marked by balance-lab runs --stale")
+    client.set_terminated(row.run_id, "KILLED")

@@ -23,6 +23,9 @@ TAG_CONFIG_HASH = "balance_lab.config_hash"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_CHECKPOINT = "balance_lab.checkpoint"  # path of the run's latest checkpoint (what --resume RUN_ID loads)
 TAG_WARNING = "balance_lab.warning"  # routing collapse and dead experts, in words
+TAG_ROLE = "balance_lab.role"  # ROLE_SWEEP_PARENT on a sweep invocation's parent run; absent on training runs
+ROLE_SWEEP_PARENT = "sweep_parent"
+TAG_COMMAND = "balance_lab.command"  # a sweep parent's command line, as typed
 SWEPT_TAG_PREFIX = "sweep."  # sweep.<override key> = value, on every sweep child
 
 # Sections that say where and how a run is recorded, scheduled, saved or watched, not what is

@@ -1,7 +1,8 @@
 """`balance-lab ui`: the real MLflow server on the store `run`, `sweep` and `report` write to.
 
 The server runs in its own process group so that stopping it (Ctrl-C here, or SIGTERM) stops
-its workers too, and the port is free again when this command returns.
+its workers too, and the port is free again when this command returns. A guard process leads
+that group (server_guard.py) and stops it when balance-lab dies without a word (kill -9).
 """
 
 from __future__ import annotations
@@ -33,8 +34,32 @@ def choose_port(host: str, port: int) -> int:
         except OSError as exc:
             if port == 0:
                 raise ConfigError(f"--host {host}: cannot bind ({exc.strerror})") from None
-            raise ConfigError(f"--port {port} is in use on {host}; choose another port, or --port 0 for a free one") from None
+            raise ConfigError(f"--port {port} is in use on {host}{_held_by(port)}; choose another port, or --port 0 "
+                              "for a free one") from None
         return probe.getsockname()[1]
+
+
+def _held_by(port: int) -> str:
+    """', held by ...' naming the MLflow server on the port and how to stop it, when /proc tells; else ''."""
+    from balance_lab.port_owner import command_line, listening_pids, process_group
+
+    for pid in listening_pids(port):
+        group = process_group(pid)
+        leader = command_line(group) if group else ""
+        if "mlflow" not in command_line(pid) + leader:
+            return f", held by pid {pid} ({command_line(pid)[:80] or '?'})"
+        store = _option(leader, "--backend-store-uri") or "?"
+        owner = _option(leader, "balance_lab.server_guard")
+        if owner and owner.isdigit() and os.path.exists(f"/proc/{owner}"):
+            return f", held by the MLflow server of a running balance-lab ui (pid {owner}, store {store}): use that one"
+        return (f", held by an MLflow server (pid {pid}, store {store}) that nobody stops (a balance-lab ui that was "
+                f"killed?); stop it with: kill -- -{group}")
+    return ""
+
+
+def _option(command: str, name: str) -> str | None:
+    words = command.split()
+    return words[words.index(name) + 1] if name in words[:-1] else None
 
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
@@ -44,10 +69,12 @@ def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
 
 
 def start(tracking_uri: str, host: str, port: int, log_path: Path) -> subprocess.Popen:
+    """The server under its guard, in a new session: the returned process leads the server's group."""
     log = open(log_path, "w")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(server_command(tracking_uri, host, port), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=env)
+    guarded = [sys.executable, "-m", "balance_lab.server_guard", str(os.getpid()), "--",
+               *server_command(tracking_uri, host, port)]
+    return subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
 def wait_ready(process: subprocess.Popen, url: str, log_path: Path, timeout: float = READY_TIMEOUT_S) -> None:
@@ -76,20 +103,19 @@ def stop_on_sigterm() -> None:
 
 
 def stop(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM to the server's whole process group, SIGKILL after `grace` seconds."""
-    if process.poll() is not None:
-        return
+    """SIGTERM to the server's whole process group, SIGKILL after `grace` seconds. The group is
+    signalled even when its leader (the guard) has already exited: its workers may not have."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
-            return
+            return  # nobody is left in the group
         try:
             process.wait(timeout=wait)
             break
         except subprocess.TimeoutExpired:
             continue
-    try:  # workers of the group that outlived the parent
+    try:  # workers of the group that outlived the leader
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
@@ -99,12 +125,14 @@ def experiments(tracking_uri: str) -> list[tuple[str, int, int]]:
     """(name, runs, sweep invocations) of every experiment that holds a run."""
     from mlflow.tracking import MlflowClient
 
+    from balance_lab.tracking import ROLE_SWEEP_PARENT, TAG_ROLE
+
     client = MlflowClient(tracking_uri)
     rows = []
     for experiment in client.search_experiments():
         runs = client.search_runs([experiment.experiment_id], max_results=50_000)
         if runs:
-            parents = sum(r.data.tags.get("balance_lab.role") == "sweep_parent" for r in runs)
+            parents = sum(r.data.tags.get(TAG_ROLE) == ROLE_SWEEP_PARENT for r in runs)
             rows.append((experiment.name, len(runs) - parents, parents))
     return rows
 

@@ -12,9 +12,22 @@ BALANCE_LAB = str(Path(sys.executable).with_name("balance-lab"))
 
 @pytest.fixture(scope="session")
 def corpus_cache(tmp_path_factory) -> Path:
-    """One built-in corpus cache for the whole session (building it takes a few seconds)."""
-    cache = os.environ.get("BALANCE_LAB_CACHE")
-    return Path(cache) if cache else tmp_path_factory.mktemp("corpus-cache")
+    """One built-in corpus cache for the whole session, built once (10-20 s on 2 cores) and shared by
+    every xdist worker: their temporary folders share a parent, and a file lock lets one build it."""
+    import fcntl
+
+    from balance_lab.data.builtin import load_builtin_corpus
+
+    if os.environ.get("BALANCE_LAB_CACHE"):
+        return Path(os.environ["BALANCE_LAB_CACHE"])
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    cache = root / "corpus-cache"
+    cache.mkdir(exist_ok=True)
+    with open(root / "corpus-cache.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        load_builtin_corpus(cache)  # conf/data/builtin.yaml's corpus; a no-op once it is cached
+    return cache
 
 
 @pytest.fixture
@@ -44,6 +57,10 @@ SHORT_RUN = ["trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log
              "data.val_sequences=12"]
 
 
+# Tests that use `swept` run in one xdist worker (`--dist loadgroup`), so it is trained once.
+SWEPT_GROUP = pytest.mark.xdist_group("swept")
+
+
 @pytest.fixture(scope="session")
 def swept(tmp_path_factory, corpus_cache):
     """paper_main with 2 seeds (4 runs, 2 configurations) and one FAILED run in the same experiment."""
@@ -61,3 +78,4 @@ def swept(tmp_path_factory, corpus_cache):
         report = run_cli("report", "paper_main", "--out", str(root / "reports"))
         assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     return uri, root / "reports" / "paper_main", report.stdout
+

@@ -316,3 +316,42 @@ def test_an_interrupted_sweep_continues_its_stopped_run_from_the_checkpoint(stor
     assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED"] and len(children) == 2
     steps = [m.step for m in MlflowClient(store).get_metric_history(continued.info.run_id, "train/loss")]
     assert sorted(set(steps)) in (list(range(0, 30)), list(range(1, 31))) and len(steps) == len(set(steps)), steps
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_sweep_leaves_nothing_running_after_runs_stale_and_the_rerun_counts_it(store, tmp_path):
+    import os
+
+    args = ["sweep", "paper_main", "seeds=[0]", *LONG, "trainer.max_steps=30", "checkpoint.every_n_steps=2"]
+    sweep = subprocess.Popen([BALANCE_LAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not list(Path("multirun").rglob("last.ckpt")):
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-2000:]
+        time.sleep(0.05)
+    while not [r for r in all_runs(store) if "balance_lab.checkpoint" in r.data.tags]:  # recorded: it can continue
+        assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-2000:]
+        time.sleep(0.05)
+    os.killpg(sweep.pid, signal.SIGKILL)  # a lost node, the OOM killer: the whole process group at once
+    sweep.wait()
+    running = [r for r in all_runs(store) if r.info.status == "RUNNING"]
+    assert len(running) == 2, [(r.info.run_name, r.info.status) for r in all_runs(store)]  # parent + first child
+
+    marked = run_cli("runs", "--stale")
+    assert marked.returncode == 0 and "2 stale run(s)" in marked.stdout, marked.stdout + marked.stderr
+    assert "run the same sweep again to continue its stopped runs: balance-lab sweep paper_main" in marked.stdout
+    assert not [r for r in all_runs(store) if r.info.status == "RUNNING"]
+    (parent,) = [r for r in all_runs(store) if r.data.tags.get("balance_lab.role") == "sweep_parent"]
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["balance_lab.status_reason"].startswith("the sweep's process died without a word (process")
+
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    children = [r for r in all_runs(store) if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.info.status for r in children) == ["FINISHED", "FINISHED"], [r.info.run_name for r in children]
+    (killed_child,) = [r for r in running if "mlflow.parentRunId" in r.data.tags]
+    assert killed_child.info.run_id in {r.info.run_id for r in children}  # continued in the same run
+    report = run_cli("report", "paper_main", "--format", "md", "--no-write")
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "Sweep invocations: 2 (1 FINISHED, 1 KILLED)" in report.stdout
+    assert "## Runs not counted" not in report.stdout  # the killed run continued and finished: counted once

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli
+from tests.conftest import SWEPT_GROUP, run_cli
 
-pytestmark = pytest.mark.slow  # the fixture trains a 4-run sweep and a failing run (~1 min)
+pytestmark = [pytest.mark.slow, SWEPT_GROUP]  # the fixture trains a 4-run sweep and a failing run (~1 min)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

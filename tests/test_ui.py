@@ -1,18 +1,23 @@
 """`balance-lab ui`: a real MLflow server on a store holding a real small sweep, read through its REST API."""
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import BALANCE_LAB, run_cli
+from balance_lab.port_owner import command_line, listening_pids
+from tests.conftest import BALANCE_LAB, SWEPT_GROUP, run_cli
 
-pytestmark = pytest.mark.slow  # uses the session's small sweep (trained once, shared with the report tests)
+pytestmark = [pytest.mark.slow, SWEPT_GROUP]  # uses the session's small sweep (trained once, shared with the report tests)
 
 
 def free_port() -> int:
@@ -97,8 +102,77 @@ def test_a_port_in_use_is_a_one_line_error(swept):
         port = busy.getsockname()[1]
         result = run_cli("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"error: --port {port} is in use on 127.0.0.1; choose another port, "
-                                     "or --port 0 for a free one")
+    assert result.stderr.strip() == (f"error: --port {port} is in use on 127.0.0.1, held by pid {os.getpid()} "
+                                     f"({command_line(os.getpid())[:80]}); choose another port, or --port 0 for a free one")
+
+
+def group_members(group: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def wait_for_server(port: int, process: subprocess.Popen | None = None) -> int:
+    """The process group of the MLflow server that answers on `port`, once it answers."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert process is None or process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the MLflow server never answered"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.3)
+    return os.getpgid(listening_pids(port)[0])
+
+
+def test_kill_9_of_the_ui_takes_its_server_and_workers_with_it(swept):
+    uri, _, _ = swept
+    port = free_port()
+    ui = subprocess.Popen([BALANCE_LAB, "ui", "--port", str(port), "--tracking-uri", uri],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    group = wait_for_server(port, ui)
+    try:
+        assert len(group_members(group)) >= 3  # guard, mlflow server, uvicorn (+ MLflow's job runner and consumers)
+        second = run_cli("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
+        assert second.returncode == 2 and (f"held by the MLflow server of a running balance-lab ui (pid {ui.pid}, "
+                                           f"store {uri}): use that one") in second.stderr, second.stderr
+        ui.kill()  # SIGKILL to balance-lab alone: nothing of it runs to stop the server
+        ui.wait()
+        wait_for(lambda: not group_members(group), 30, f"the server's process group to end ({group_members(group)})")
+        assert not port_is_open(port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def test_a_server_nobody_stops_is_named_with_the_command_that_frees_the_port(swept, tmp_path):
+    """What a balance-lab ui before the guard left behind when killed: a server in its own session."""
+    uri, _, _ = swept
+    port = free_port()
+    leftover = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--port", str(port),
+                                 "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    group = wait_for_server(port, leftover)
+    try:
+        result = run_cli("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
+        assert result.returncode == 2
+        assert f"held by an MLflow server (pid {listening_pids(port)[0]}, store {uri}) that nobody stops" in result.stderr
+        command = result.stderr.split("stop it with: ")[1].split(";")[0]
+        assert command == f"kill -- -{group}"
+        subprocess.run(command, shell=True, check=True)  # what the message says to do frees the port
+        wait_for(lambda: not port_is_open(port), 30, "the port to be released")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        leftover.wait()
 
 
 def test_a_missing_store_is_a_one_line_error(tmp_path):

@@ -54,9 +54,9 @@ def split_runs(sweep: str, runs: pd.DataFrame) -> SweepRuns:
     if runs.empty:
         return SweepRuns(sweep, runs, runs)
     runs = runs.copy()
-    role = runs.get("tags.balance_lab.role", pd.Series(index=runs.index, dtype=object))
-    parents = runs[role == "sweep_parent"]
-    runs = runs[role != "sweep_parent"]
+    role = runs.get(f"tags.{tracking.TAG_ROLE}", pd.Series(index=runs.index, dtype=object))
+    parents = runs[role == tracking.ROLE_SWEEP_PARENT]
+    runs = runs[role != tracking.ROLE_SWEEP_PARENT]
     runs["run_name"] = runs.get("tags.mlflow.runName", runs["run_id"])
     finished = runs[runs["status"] == "FINISHED"]
     # a re-run of an identical config replaces the older one

@@ -28,6 +28,7 @@ class Report:
     paper: published.Comparison | None
     commands: list[str]
     git_shas: list[str]
+    invocations: dict[str, int] = field(default_factory=dict)  # sweep parent runs by status, e.g. {"FINISHED": 1, "KILLED": 1}
     config_text: str = ""  # the resolved config.yaml of the first counted run
     plots: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report folder
     files: dict[str, Path] = field(default_factory=dict)  # what was written: kind -> path
@@ -51,7 +52,8 @@ def make_report(tracking_uri: str, sweep: str, extra_metrics: list[str] = (), ru
     paired = stats.paired_differences(runs.finished, paired_columns, chosen) if chosen else []
     return Report(sweep, tracking_uri, runs, columns, summary, chosen, paired,
                   published.compare(sweep, runs.finished, summary), _commands(runs.parents),
-                  sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())))
+                  sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())),
+                  _invocations(runs.parents))
 
 
 def write_report(report: Report, out_root: Path, log_to_parent: bool = True) -> Report:
@@ -96,10 +98,17 @@ def _known(tracking_uri: str) -> str:
 
 
 def _commands(parents: pd.DataFrame) -> list[str]:
-    if parents.empty or "tags.balance_lab.command" not in parents:
+    column = f"tags.{collect.tracking.TAG_COMMAND}"
+    if parents.empty or column not in parents:
         return []
-    ordered = parents.sort_values("start_time")["tags.balance_lab.command"].dropna()
+    ordered = parents.sort_values("start_time")[column].dropna()
     return list(dict.fromkeys(ordered))
+
+
+def _invocations(parents: pd.DataFrame) -> dict[str, int]:
+    if parents.empty:
+        return {}
+    return {status: int(n) for status, n in parents["status"].value_counts().sort_index().items()}
 
 
 def _draw(report: Report, out: Path) -> dict[str, str]:

@@ -188,6 +188,11 @@ def _provenance(report: Report) -> list[str]:
     parts = ["## How these numbers were produced", ""]
     if report.commands:
         parts += ["Commands (one per sweep invocation):", "", "```", *report.commands, "```", ""]
+    if report.invocations:
+        counts = ", ".join(f"{n} {status}" for status, n in report.invocations.items())
+        parts += [f"Sweep invocations: {sum(report.invocations.values())} ({counts}). Runs an interrupted invocation "
+                  "stopped continue from their checkpoints in the next one, in the same MLflow run; only FINISHED "
+                  "runs are averaged.", ""]
     if report.runs.varying:
         parts += ["Params that differ between the configurations: " + ", ".join(f"`{v}`" for v in report.runs.varying), ""]
     parts += ["Files: [summary.csv](summary.csv) (one row per configuration: mean, std, n), "

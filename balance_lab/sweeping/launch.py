@@ -65,10 +65,14 @@ def check_launcher(overrides: list[str]) -> None:
 
 
 def open_parent(client, grid: Grid, command: str) -> str:
+    """The sweep's parent run, owned by this process like a training run (host, pid, heartbeat): a
+    sweep killed with -9 leaves it RUNNING, and `balance-lab runs --stale` must be able to tell."""
+    from balance_lab.liveness import owner_tags
+
     experiment = tracking.experiment_id(client, grid.name)
     parent = client.create_run(experiment, run_name=f"{grid.name}-sweep", tags={
-        tracking.TAG_SWEEP: grid.name, tracking.TAG_GIT_SHA: tracking.git_sha(), "balance_lab.role": "sweep_parent",
-        "balance_lab.command": command[:5000]})
+        tracking.TAG_SWEEP: grid.name, tracking.TAG_GIT_SHA: tracking.git_sha(), tracking.TAG_ROLE: tracking.ROLE_SWEEP_PARENT,
+        tracking.TAG_COMMAND: command[:5000], **owner_tags()})
     run_id = parent.info.run_id
     params = {"sweep.name": grid.name, "sweep.runs": len(grid.points), "sweep.keys": ",".join(grid.swept_keys),
               "sweep.fixed_overrides": " ".join(grid.fixed) or "-"}
@@ -115,7 +119,10 @@ def run_sweep(client, grid: Grid, command: str, jobs: int, rerun: bool, extra: l
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from balance_lab.liveness import Heartbeat
+
     parent_id = open_parent(client, grid, command)
+    heartbeat = Heartbeat(client, parent_id)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log_path = sweep_dir / "sweep.log"
     to_skip = 0 if rerun else sum(p.finished_run_id is not None for p in grid.points)
@@ -143,6 +150,7 @@ def run_sweep(client, grid: Grid, command: str, jobs: int, rerun: bool, extra: l
                     f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"))
                 if not running:
                     break
+                heartbeat.beat()
                 time.sleep(POLL_SECONDS)
         results = outcomes(client, grid, parent_id, rerun)
         failed = [o for o in results if o.status not in ("FINISHED", "SKIPPED")]
