@@ -1,6 +1,10 @@
-"""Errors that mean "the input is wrong", reported as one line with exit status 2."""
+"""The errors every wing may raise or catch: wrong input (one line, exit status 2), a non-finite
+loss, and a run stopped by a signal (the store marks it KILLED, the training loop raises it)."""
 
 from __future__ import annotations
+
+import signal
+from pathlib import Path
 
 
 VERBOSE_ENV = "BALANCE_LAB_VERBOSE"  # set by `balance-lab --verbose`: full errors instead of one line
@@ -12,6 +16,18 @@ class ConfigError(ValueError):
 
 class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite: the run stops (FAILED) instead of training on."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint; the run is marked KILLED."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path, run_id: str):
+        self.signum, self.step, self.checkpoint, self.run_id = signum, step, checkpoint, run_id
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {checkpoint}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
 def one_line(exc: BaseException) -> str:

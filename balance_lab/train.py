@@ -14,8 +14,8 @@ import traceback
 import hydra
 from omegaconf import DictConfig
 
-from balance_lab import resolvers
-from balance_lab.paths import conf_dir
+from balance_lab.config import resolvers
+from balance_lab.config.paths import conf_dir
 
 resolvers.register()
 
@@ -35,9 +35,9 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from balance_lab.checkpointing import Interrupted
+    from balance_lab.errors import Interrupted
     from balance_lab.errors import VERBOSE_ENV, ConfigError
-    from balance_lab.experiment import print_summary, run_experiment
+    from balance_lab.training.experiment import print_summary, run_experiment
 
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -60,7 +60,7 @@ def main(cfg: DictConfig) -> float | None:
             traceback.print_exc()
         job = f"run {hydra_cfg.job.num} " if in_sweep else "run "
         return _stop(f"error: {job}failed: {type(exc).__name__}: {exc}", 1, in_sweep)
-    from balance_lab.tracking import launched_as_rank_zero
+    from balance_lab.store.tracking import launched_as_rank_zero
 
     if launched_as_rank_zero():  # one summary per run, not one per data-parallel rank
         print_summary(result)

@@ -253,7 +253,7 @@ def main() -> None:
                         "(peak, moe, train, overhead, methods, profile, syncs)")
     parser.add_argument("--presets", default=",".join(PRESETS), help="presets of the train part")
     args = parser.parse_args()
-    from balance_lab.experiment import quiet_framework_logs
+    from balance_lab.training.experiment import quiet_framework_logs
 
     quiet_framework_logs()
     device = "cpu" if args.smoke else "cuda"

@@ -26,8 +26,8 @@ def synthesise(uri: str, n_runs: int, seeds: int = 10) -> None:
     from mlflow.tracking import MlflowClient
     from omegaconf import OmegaConf
 
-    from balance_lab import tracking
-    from balance_lab.compose import compose_config
+    from balance_lab.store import tracking
+    from balance_lab.config.compose import compose_config
 
     tracking.quiet_mlflow_logs()
     client = MlflowClient(uri)

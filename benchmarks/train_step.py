@@ -29,7 +29,7 @@ METHODS = ["none", "aux_loss", "seq_aux_loss", "global_aux_loss", "z_loss", "los
 
 
 def compose(preset: str, balance: str, steps: int, store: str, *overrides: str):
-    from balance_lab.compose import compose_config
+    from balance_lab.config.compose import compose_config
 
     return compose_config([f"model={preset}", f"balance={balance}", f"trainer.max_steps={steps}",
                            "+trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
@@ -48,8 +48,8 @@ def bare_loop(cfg, device: str = "cpu", on_step=None) -> float:
     import lightning as L
     import torch
 
-    from balance_lab.build import build
-    from balance_lab.lit_module import _nll
+    from balance_lab.training.build import build
+    from balance_lab.training.lit_module import _nll
 
     L.seed_everything(cfg.seed, verbose=False)
     built = build(cfg)
@@ -89,9 +89,9 @@ def lightning_loop(cfg, callbacks=()) -> float:
     """tokens/s of what `balance-lab run` trains with: Lightning, the MLflow logger, every metric."""
     import lightning as L
 
-    from balance_lab import tracking
-    from balance_lab.build import build, build_trainer
-    from balance_lab.callbacks import Throughput
+    from balance_lab.store import tracking
+    from balance_lab.training.build import build, build_trainer
+    from balance_lab.training.callbacks import Throughput
 
     class Clock(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -143,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.part:
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
-        from balance_lab.experiment import quiet_framework_logs
+        from balance_lab.training.experiment import quiet_framework_logs
 
         quiet_framework_logs()
         kind, *rest = args.part

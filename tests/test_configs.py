@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from balance_lab.balancing import build_balancer
 from balance_lab.model import ModelArgs, MoELM, count_params
-from balance_lab.paths import conf_dir
+from balance_lab.config.paths import conf_dir
 
 OPTIONS = [(group.name, f.stem) for group in sorted(conf_dir().iterdir()) if group.is_dir() for f in sorted(group.glob("*.yaml"))]
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from balance_lab.build import build
-from balance_lab.paths import conf_dir
+from balance_lab.training.build import build
+from balance_lab.config.paths import conf_dir
 
 pytestmark = pytest.mark.slow
 

@@ -265,7 +265,7 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_pat
 def test_what_a_store_never_took_is_written_down_and_replayed(store, tmp_path, monkeypatch):
     from mlflow.entities import Metric
 
-    from balance_lab.outbox import Outbox, replay
+    from balance_lab.store.outbox import Outbox, replay
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     target = MlflowClient(store)

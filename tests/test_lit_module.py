@@ -6,9 +6,9 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from balance_lab.build import build
+from balance_lab.training.build import build
 from balance_lab.metrics import maxvio_per_layer
-from balance_lab.paths import conf_dir
+from balance_lab.config.paths import conf_dir
 
 
 @pytest.fixture

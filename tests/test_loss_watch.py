@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from balance_lab.errors import NonFiniteLoss
-from balance_lab.loss_watch import LossWatch
+from balance_lab.training.loss_watch import LossWatch
 
 
 def losses(*values):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from balance_lab.port_owner import command_line, listening_pids
+from balance_lab.store.port_owner import command_line, listening_pids
 from tests.conftest import BALANCE_LAB, SWEPT_GROUP, run_cli
 
 pytestmark = [pytest.mark.slow, SWEPT_GROUP]  # uses the session's small sweep (trained once, shared with the report tests)

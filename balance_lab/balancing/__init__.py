@@ -6,6 +6,9 @@ switched on adds a term to the method, so combinations need no new code:
     update_rate > 0  ->  LossFreeBias(update_rate, rule, bias)
     alpha > 0        ->  AuxLoss(alpha, scope)
     z_loss > 0       ->  RouterZLoss(z_loss)
+
+The subject of study, with model/ and data/: may import the shared leaves and model/ (the
+Routing it reads); nothing of the store, config, training or above.
 """
 
 from importlib import import_module

@@ -1,6 +1,8 @@
 """The MoE language model: args -> router -> experts -> MoE layer -> LM.
 
 Exports load lazily, so `balance_lab.model.args` (pure Python) can be checked without torch.
+The subject of study, with balancing/ and data/: may import the shared leaves and balancing/
+(the Balancer the router consults), nothing of the store, config, training or above.
 """
 
 from importlib import import_module

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from balance_lab import tracking
+from balance_lab.store import tracking
 
 # Params that say where or how a run was recorded or scheduled, not what it trained.
 BOOKKEEPING = ("seed", "seeds", "threads", "fail_after_steps", "data.cache_dir", "trainer.enable_progress_bar")

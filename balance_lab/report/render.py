@@ -8,14 +8,10 @@ import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import pandas as pd
 
 from balance_lab.report import stats
-
-if TYPE_CHECKING:
-    from balance_lab.report.make import Report
+from balance_lab.report.contents import PLOTS, Report
 
 MAXVIO_NOTE = ("MaxVio = (max load - mean load) / mean load per MoE layer, averaged over layers: *global* over "
                "the whole validation set, *batch* per optimizer step (all micro-batches and ranks) and *compute* "
@@ -168,8 +164,6 @@ def markdown(report: Report) -> str:
                   "what can match is the ordering.", ""]
     if report.plots:
         parts += ["## Plots", ""]
-        from balance_lab.report.make import PLOTS
-
         for name, path in report.plots.items():
             parts += [f"### {PLOTS[name]}", "", f"![{PLOTS[name]}]({path})", ""]
     if not runs.unfinished.empty:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from omegaconf import OmegaConf
 
-from balance_lab.compose import compose_config
+from balance_lab.config.compose import compose_config
 from balance_lab.errors import ConfigError
-from balance_lab.paths import sweeps_dirs
+from balance_lab.config.paths import sweeps_dirs
 
 
 def available_sweeps() -> list[str]:
@@ -27,7 +27,7 @@ def sweep_overrides(name: str) -> list[str]:
 
 
 def _check_sweep_file(name: str) -> None:
-    from balance_lab.paths import SWEEPS_ENV
+    from balance_lab.config.paths import SWEEPS_ENV
 
     extra = sweeps_dirs()[:-1]
     if extra and extra[0].name != "sweeps":
@@ -101,8 +101,8 @@ def _split(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
 
 def expand(name: str, overrides: list[str]) -> Grid:
     """The grid of sweep NAME with the user's overrides; every point composed and validated."""
-    from balance_lab.validation import check_config
-    from balance_lab.tracking import config_hash, run_name
+    from balance_lab.config.validation import check_config
+    from balance_lab.store.tracking import config_hash, run_name
 
     _check_sweep_file(name)
     fixed, user_dims = _split(overrides)

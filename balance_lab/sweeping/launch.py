@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from balance_lab import tracking
+from balance_lab.store import tracking
 from balance_lab.sweeping.grid import Grid
 
 POLL_SECONDS = 2.0
@@ -67,7 +67,7 @@ def check_launcher(overrides: list[str]) -> None:
 def open_parent(client, grid: Grid, command: str) -> str:
     """The sweep's parent run, owned by this process like a training run (host, pid, heartbeat): a
     sweep killed with -9 leaves it RUNNING, and `balance-lab runs --stale` must be able to tell."""
-    from balance_lab.liveness import owner_tags
+    from balance_lab.store.liveness import owner_tags
 
     experiment = tracking.experiment_id(client, grid.name)
     parent = client.create_run(experiment, run_name=f"{grid.name}-sweep", tags={
@@ -119,7 +119,7 @@ def run_sweep(client, grid: Grid, command: str, jobs: int, rerun: bool, extra: l
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from balance_lab.liveness import Heartbeat
+    from balance_lab.store.liveness import Heartbeat
 
     parent_id = open_parent(client, grid, command)
     heartbeat = Heartbeat(client, parent_id)

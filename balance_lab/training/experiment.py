@@ -10,10 +10,10 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from balance_lab import tracking
+from balance_lab.store import tracking
 from balance_lab.errors import ConfigError
-from balance_lab.tracking import TAG_CHECKPOINT, TAG_WARNING
-from balance_lab.validation import check_tracking_uri
+from balance_lab.store.tracking import TAG_CHECKPOINT, TAG_WARNING
+from balance_lab.config.validation import check_tracking_uri
 
 
 @dataclass
@@ -46,7 +46,7 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     import lightning as L
     import torch
 
-    from balance_lab.build import build
+    from balance_lab.training.build import build
 
     started = time.perf_counter()
     swept = dict(swept or {})
@@ -90,9 +90,9 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
 
 def _fit(cfg: DictConfig, built, run, output_dir: str, resume_ckpt: str | None):
     """Lightning's fit (continued from `resume_ckpt` when given), then the final validation."""
-    from balance_lab.build import build_trainer
-    from balance_lab.callbacks import FailAfterSteps, Heartbeat, Progress, Throughput
-    from balance_lab.checkpointing import StepCheckpoints
+    from balance_lab.training.build import build_trainer
+    from balance_lab.training.callbacks import FailAfterSteps, Heartbeat, Progress, Throughput
+    from balance_lab.training.checkpointing import StepCheckpoints
 
     checkpoint_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.get("dir") else Path(output_dir) / "checkpoints"
     if resume_ckpt and not cfg.checkpoint.get("dir"):

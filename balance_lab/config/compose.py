@@ -14,8 +14,8 @@ def compose_config(overrides: list[str], with_hydra: bool = False):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from balance_lab import resolvers
-    from balance_lab.paths import conf_dir
+    from balance_lab.config import resolvers
+    from balance_lab.config.paths import conf_dir
 
     resolvers.register()
     try:

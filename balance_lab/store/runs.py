@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from balance_lab.liveness import owner_of
-from balance_lab.tracking import ROLE_SWEEP_PARENT, TAG_COMMAND, TAG_ROLE, TAG_STATUS_REASON, TAG_WARNING
+from balance_lab.store.liveness import owner_of
+from balance_lab.store.tracking import ROLE_SWEEP_PARENT, TAG_COMMAND, TAG_ROLE, TAG_STATUS_REASON, TAG_WARNING
 
 
 @dataclass

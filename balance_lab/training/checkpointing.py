@@ -24,22 +24,11 @@ import numpy as np
 import torch
 
 from balance_lab.distributed import all_reduce_max
-from balance_lab.host_copy import HostCopy
+from balance_lab.errors import Interrupted
+from balance_lab.training.host_copy import HostCopy
 
 CHECKPOINT_NAME = "last.ckpt"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint; the run is marked KILLED."""
-
-    def __init__(self, signum: int, step: int, checkpoint: Path, run_id: str):
-        self.signum, self.step, self.checkpoint, self.run_id = signum, step, checkpoint, run_id
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint {checkpoint}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
 def rng_states() -> dict[str, Any]:

@@ -65,7 +65,7 @@ class Heartbeat(L.Callback):
     """Refreshes the run's heartbeat tag (about once a minute) so a run whose process died is found stale."""
 
     def __init__(self, client, run_id: str) -> None:
-        from balance_lab.liveness import Heartbeat as Beat
+        from balance_lab.store.liveness import Heartbeat as Beat
 
         self._beat = Beat(client, run_id)
 

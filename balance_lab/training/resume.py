@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balance_lab.errors import ConfigError
-from balance_lab.tracking import TAG_CHECKPOINT
+from balance_lab.store.tracking import TAG_CHECKPOINT
 
 
 @dataclass
@@ -26,7 +26,7 @@ class ResumeTarget:
 def resume_target(ref: str, tracking_uri: str) -> ResumeTarget:
     from mlflow.exceptions import MlflowException
 
-    from balance_lab import tracking
+    from balance_lab.store import tracking
 
     db = tracking.sqlite_file(tracking_uri)
     if db is not None and not db.exists():
@@ -48,7 +48,7 @@ def resume_target(ref: str, tracking_uri: str) -> ResumeTarget:
 
 def _check_resumable(ref: str, run) -> None:
     """Not FINISHED, and not RUNNING in a process that is still alive."""
-    from balance_lab.liveness import owner_of
+    from balance_lab.store.liveness import owner_of
 
     name = f"{run.info.run_name} ({run.info.run_id})"
     if run.info.status == "FINISHED":
@@ -73,7 +73,7 @@ def _recorded_checkpoint(ref: str, run) -> Path:
 
 
 def _meta(ref: str, checkpoint: Path) -> dict:
-    from balance_lab.checkpointing import read_checkpoint_meta
+    from balance_lab.training.checkpointing import read_checkpoint_meta
 
     try:
         return read_checkpoint_meta(checkpoint)

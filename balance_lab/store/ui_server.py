@@ -41,7 +41,7 @@ def choose_port(host: str, port: int) -> int:
 
 def _held_by(port: int) -> str:
     """', held by ...' naming the MLflow server on the port and how to stop it, when /proc tells; else ''."""
-    from balance_lab.port_owner import command_line, listening_pids, process_group
+    from balance_lab.store.port_owner import command_line, listening_pids, process_group
 
     for pid in listening_pids(port):
         group = process_group(pid)
@@ -49,7 +49,7 @@ def _held_by(port: int) -> str:
         if "mlflow" not in command_line(pid) + leader:
             return f", held by pid {pid} ({command_line(pid)[:80] or '?'})"
         store = _option(leader, "--backend-store-uri") or "?"
-        owner = _option(leader, "balance_lab.server_guard")
+        owner = _option(leader, "balance_lab.store.server_guard")
         if owner and owner.isdigit() and os.path.exists(f"/proc/{owner}"):
             return f", held by the MLflow server of a running balance-lab ui (pid {owner}, store {store}): use that one"
         return (f", held by an MLflow server (pid {pid}, store {store}) that nobody stops (a balance-lab ui that was "
@@ -72,7 +72,7 @@ def start(tracking_uri: str, host: str, port: int, log_path: Path) -> subprocess
     """The server under its guard, in a new session: the returned process leads the server's group."""
     log = open(log_path, "w")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    guarded = [sys.executable, "-m", "balance_lab.server_guard", str(os.getpid()), "--",
+    guarded = [sys.executable, "-m", "balance_lab.store.server_guard", str(os.getpid()), "--",
                *server_command(tracking_uri, host, port)]
     return subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
@@ -125,7 +125,7 @@ def experiments(tracking_uri: str) -> list[tuple[str, int, int]]:
     """(name, runs, sweep invocations) of every experiment that holds a run."""
     from mlflow.tracking import MlflowClient
 
-    from balance_lab.tracking import ROLE_SWEEP_PARENT, TAG_ROLE
+    from balance_lab.store.tracking import ROLE_SWEEP_PARENT, TAG_ROLE
 
     client = MlflowClient(tracking_uri)
     rows = []

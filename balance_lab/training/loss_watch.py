@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from balance_lab.errors import NonFiniteLoss
-from balance_lab.host_copy import HostCopy
+from balance_lab.training.host_copy import HostCopy
 
 
 class LossWatch:

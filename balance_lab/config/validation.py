@@ -130,7 +130,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         raise ConfigError(f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of "
                           "sqlite:///PATH, http(s)://HOST:PORT, file:///PATH, postgresql://, mysql://, databricks")
     if scheme == "sqlite":
-        from balance_lab.tracking import sqlite_file
+        from balance_lab.store.tracking import sqlite_file
 
         folder = sqlite_file(uri).parent
         if not folder.is_dir():

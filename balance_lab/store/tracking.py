@@ -183,7 +183,7 @@ class TrackedRun:
     """One MLflow run, opened by `open_run` and closed with a definite status."""
 
     def __init__(self, client, run_id: str, tracking_uri: str, spill_dir: Path | None = None):
-        from balance_lab.outbox import Outbox
+        from balance_lab.store.outbox import Outbox
 
         self.client, self.run_id, self.tracking_uri = client, run_id, tracking_uri
         self.outbox = Outbox(client, run_id)  # what is logged survives a store that is briefly away
@@ -254,7 +254,7 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
              resume_run_id: str | None = None, spill_dir: Path | None = None) -> Iterator[TrackedRun]:
     """Create the run (or reopen `resume_run_id`); on exit mark it FINISHED, KILLED (interrupt or
     signal) or FAILED (any other error, with the reason as a tag)."""
-    from balance_lab.liveness import owner_tags
+    from balance_lab.store.liveness import owner_tags
 
     if not launched_as_rank_zero():
         yield FollowerRun(tracking_uri)
@@ -274,7 +274,7 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
     try:
         yield tracked
     except BaseException as exc:
-        from balance_lab.checkpointing import Interrupted
+        from balance_lab.errors import Interrupted
 
         killed = isinstance(exc, (KeyboardInterrupt, SystemExit, Interrupted))
         _close(tracked, "KILLED" if killed else "FAILED", _reason(exc))
@@ -285,7 +285,7 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
 
 def _close(run: TrackedRun, status: str, reason: str | None) -> None:
     """Deliver the kept metrics and the final status; a store that is away gets them written down."""
-    from balance_lab.outbox import CLOSING_WAITS
+    from balance_lab.store.outbox import CLOSING_WAITS
 
     # A stopped run (SIGTERM: a preemption's grace period is ticking) waits seconds for the store, not a minute.
     waits = (2.0, 4.0) if status == "KILLED" else CLOSING_WAITS
@@ -308,7 +308,7 @@ def lightning_logger(run: TrackedRun):
     """Lightning's MLFlowLogger writing into `run` through its outbox, leaving the status to `open_run`."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    from balance_lab.outbox import OutboxClient
+    from balance_lab.store.outbox import OutboxClient
 
     class _RunScopedMLFlowLogger(MLFlowLogger):
         def finalize(self, status: str = "success") -> None:  # open_run owns the final status

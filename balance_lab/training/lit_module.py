@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from balance_lab.distributed import all_reduce_sum
-from balance_lab.loss_watch import LossWatch
+from balance_lab.training.loss_watch import LossWatch
 from balance_lab.metrics import maxvio_per_layer, top_expert_frequency
 from balance_lab.model.lm import MoELM
 

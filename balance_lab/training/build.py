@@ -46,8 +46,8 @@ def build_model(cfg: DictConfig):
 
 def build(cfg: DictConfig) -> Built:
     """Raises ConfigError (bad config) or ValueError (data that cannot make one batch)."""
-    from balance_lab.lit_module import MoELMModule
-    from balance_lab.validation import check_config
+    from balance_lab.training.lit_module import MoELMModule
+    from balance_lab.config.validation import check_config
 
     check_config(cfg)
     check_trainer_arguments(cfg)

@@ -1,0 +1,13 @@
+"""The `balance-lab` command line: one module per command, its help text the documentation.
+
+app.py holds the Typer app and what the commands share (one-line errors, the store, config checks);
+importing a command module registers its command. Entry point: `balance-lab = balance_lab.cli:app`.
+May import every wing, lazily, inside the command that needs it (`balance-lab --help` stays instant).
+"""
+
+from balance_lab.cli.app import app
+
+# Importing a command's module registers it; `balance-lab --help` lists them in this order.
+from balance_lab.cli import run, sweep, runs, report, ui, configs, data  # noqa: E402, F401, I001
+
+__all__ = ["app"]

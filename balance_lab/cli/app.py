@@ -1,0 +1,87 @@
+"""The Typer app and what every command shares: one-line errors, the store, composing and checking a config.
+
+Kept import-light: `balance-lab --help` is instant; torch, lightning and mlflow load only inside
+the command that needs them."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+app = typer.Typer(
+    help="Load-balancing ablations of Mixture-of-Experts language models: train, sweep, report, browse.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+configs_app = typer.Typer(help="Inspect the Hydra configs (conf/).", no_args_is_help=True)
+app.add_typer(configs_app, name="configs")
+data_app = typer.Typer(help="Prepare data for large runs (BPE token files).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model=tiny balance=aux_loss trainer.max_steps=100 seed=1",
+                              show_default=False)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="On an error, print the full error (Hydra's "
+                                      "message, Python's traceback) instead of one line.")) -> None:
+    """Load-balancing ablations of Mixture-of-Experts language models: train, sweep, report, browse."""
+    if verbose:
+        set_verbose()
+
+
+def set_verbose() -> None:
+    from balance_lab.errors import VERBOSE_ENV
+
+    os.environ[VERBOSE_ENV] = "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # the training process shows Hydra's full error too
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr and exit `code`; with --verbose, the exception being handled in full first."""
+    from balance_lab.errors import VERBOSE_ENV
+
+    if os.environ.get(VERBOSE_ENV) and sys.exc_info()[0] is not None:
+        import traceback
+
+        traceback.print_exc()
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def existing_store(tracking_uri: str | None) -> str:
+    """The store URI (option, MLFLOW_TRACKING_URI, default); a SQLite file that does not exist is an error
+    (reading commands must not create an empty store)."""
+    from balance_lab.store import tracking
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    db = tracking.sqlite_file(uri)
+    if db is not None and not db.exists():
+        fail(f"no MLflow store at {uri} (train or sweep first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
+    return uri
+
+
+def compose(overrides: list[str]):
+    from balance_lab.config.compose import compose_config
+    from balance_lab.errors import ConfigError
+
+    try:
+        return compose_config(overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def check(cfg) -> None:
+    """Every value and the store, before a run exists (the training process checks again)."""
+    from balance_lab.store import tracking
+    from balance_lab.errors import ConfigError
+    from balance_lab.config.validation import check_config
+
+    try:
+        check_config(cfg, tracking_uri=tracking.resolve_tracking_uri(cfg.logger.tracking_uri))
+    except ConfigError as exc:
+        fail(str(exc))

@@ -1,0 +1,99 @@
+"""`balance-lab sweep`: expand a grid, launch it as one MLflow sweep and watch it."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from balance_lab.cli.app import OverridesArg, PASSTHROUGH, app, fail
+
+
+@app.command(context_settings=PASSTHROUGH)
+def sweep(
+    name: str = typer.Argument(..., help="A sweep file of sweeps/: paper_main, update_rate, update_rule, bias_type, "
+                                         "aux_alpha, lbl_scope, gating, methods."),
+    overrides: Optional[List[str]] = OverridesArg,
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at a time on this machine (Hydra's joblib launcher)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and exit; nothing is trained or recorded."),
+    rerun: bool = typer.Option(False, "--rerun", help="Train again the runs that already FINISHED with the same config."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
+                                               "else sqlite:///mlflow.db)."),
+) -> None:
+    """Run an ablation grid (method x rate x rule x ... x seed) as one MLflow sweep.
+
+    The grid is the sweep file's hydra.sweeper.params plus any sweeping override given here
+    (key=a,b,c); other overrides apply to every run. One experiment per sweep name, one parent
+    run per invocation, every run nested under it. Runs that already FINISHED with the same
+    config are skipped (--rerun trains them again) and runs stopped by Ctrl-C or SIGTERM continue
+    from their checkpoints, so an interrupted sweep is continued by running the same command again.
+    Examples:
+
+        balance-lab sweep paper_main --dry-run
+        balance-lab sweep update_rate model=small seeds=[0,1] --jobs 2
+        balance-lab sweep paper_main trainer=gpu hydra/launcher=submitit_slurm \\
+            hydra.launcher.partition=gpu
+        balance-lab sweep gating hydra/launcher=submitit_local
+
+    Exit status: 0 when every run finished, 1 when any failed, 2 on bad input.
+    """
+    import shlex
+    from datetime import datetime
+    from pathlib import Path
+
+    from balance_lab.store import tracking
+    from balance_lab.console import console as make_console
+    from balance_lab.errors import ConfigError
+    from balance_lab.sweeping.grid import expand
+
+    overrides = list(overrides or [])
+    try:
+        grid = expand(name, [o for o in overrides if not o.startswith(("hydra/", "hydra."))])
+    except ConfigError as exc:
+        fail(str(exc))
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    from balance_lab.sweeping.display import grid_table, print_outcome
+    from balance_lab.config.validation import check_tracking_uri
+
+    try:
+        check_tracking_uri(uri)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    if dry_run:
+        _mark_finished(grid, uri, create_store=False)
+        make_console().print(grid_table(grid, rerun))
+        return
+    from balance_lab.sweeping.launch import check_launcher, launcher_overrides, run_sweep
+
+    extra = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
+    try:
+        check_launcher([*launcher_overrides(jobs, extra), *extra])
+    except ConfigError as exc:
+        fail(str(exc))
+    client = _mark_finished(grid, uri, create_store=True)
+
+    command = "balance-lab sweep " + shlex.join([name, *overrides] + (["--jobs", str(jobs)] if jobs > 1 else []))
+    sweep_dir = Path("multirun") / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    try:
+        parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
+    except KeyboardInterrupt:
+        typer.echo("sweep interrupted: each running run finishes its step, saves a checkpoint and is marked KILLED; "
+                   f"run the same command again to continue them ({command})", err=True)
+        raise typer.Exit(130)
+    if print_outcome(grid, results, parent_id, log_path):
+        raise typer.Exit(1)
+
+
+def _mark_finished(grid, uri: str, create_store: bool):
+    """Look up, for each point, a FINISHED run with the same config (what a re-run skips)."""
+    from balance_lab.store import tracking
+
+    db = tracking.sqlite_file(uri)
+    if db is not None and not create_store and not db.exists():
+        return None  # a dry run never creates a store
+    client = tracking.client(uri)
+    for point in grid.points:
+        run = tracking.find_finished(client, grid.name, point.config_hash)
+        point.finished_run_id = run.info.run_id if run else None
+    return client

@@ -1,0 +1,31 @@
+"""What a report holds, shared by make.py (which fills it) and render.py (which shows it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from balance_lab.report import collect, published, stats
+
+PLOTS = {"ppl_vs_maxvio": "Perplexity vs MaxVio_global", "maxvio_batch_steps": "MaxVio_batch over training",
+         "expert_loads": "Expert loads per layer", "domain_specialisation": "Expert selection per domain"}
+
+
+@dataclass
+class Report:
+    sweep: str
+    tracking_uri: str
+    runs: collect.SweepRuns
+    columns: list[stats.Column]
+    summary: pd.DataFrame
+    baseline: str | None
+    paired: list[stats.Paired]
+    paper: published.Comparison | None
+    commands: list[str]
+    git_shas: list[str]
+    invocations: dict[str, int] = field(default_factory=dict)  # sweep parent runs by status, e.g. {"FINISHED": 1, "KILLED": 1}
+    config_text: str = ""  # the resolved config.yaml of the first counted run
+    plots: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report folder
+    files: dict[str, Path] = field(default_factory=dict)  # what was written: kind -> path
