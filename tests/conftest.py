@@ -9,6 +9,11 @@ import pytest
 
 BALANCE_LAB = str(Path(sys.executable).with_name("balance-lab"))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Tests run N at a time (make test: 2 workers on 2 cores): every process they start gets one
+    # intra-op thread, or 2 x 2 spinning OpenMP threads fight over 2 cores and each run slows down.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture(scope="session")
 def corpus_cache(tmp_path_factory) -> Path:
