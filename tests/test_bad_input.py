@@ -39,6 +39,8 @@ BAD_RUNS = [
     (["data.batch_size=0"], ["data.batch_size=0", ">= 1"]),
     (["+data.domains.poetry=1.0"], ["unknown domain(s) poetry", "code, prose, math"]),
     (["data.domains.math=-1"], ["data.domains=", "> 0"]),
+    (["data.tokenizer=wordpiece"], ["data.tokenizer='wordpiece'", "bpe, bytes"]),
+    (["data.tokenizer=bpe", "model.vocab_size=256"], ["data.vocab_size=256", "257 to", "model.vocab_size"]),
     (["data=text_dir"], ["data.path is required"]),
     (["data=text_dir", "data.path=/nonexistent/corpus"], ["data.path='/nonexistent/corpus'", "no such folder"]),
     (["data=text_dir", "data.path={empty}"], ["empty corpus"]),

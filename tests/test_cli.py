@@ -46,12 +46,20 @@ def test_run_records_every_contracted_metric_and_artifact(store):
     assert run.info.run_name == "loss_free-u1e-3-sign-add-tiny-s3"
     for name in CONTRACT_METRICS + ["val/maxvio_global/layer_1", "train/maxvio_batch/layer_3"]:
         assert name in run.data.metrics, name
+    from mlflow.tracking import MlflowClient
+
+    # routing at initialisation: the first optimizer step's loads, recorded once at step 0, per layer and averaged
+    init = {k: v for k, v in run.data.metrics.items() if k.startswith("init/maxvio_batch")}
+    assert set(init) == {"init/maxvio_batch", "init/maxvio_batch/layer_1", "init/maxvio_batch/layer_2",
+                         "init/maxvio_batch/layer_3"}
+    history = MlflowClient(store).get_metric_history(run.info.run_id, "init/maxvio_batch")
+    assert [m.step for m in history] == [0]
+    assert init["init/maxvio_batch"] == pytest.approx(sum(init[f"init/maxvio_batch/layer_{i}"] for i in (1, 2, 3)) / 3)
+    assert init["init/maxvio_batch"] > 0.1  # a fresh router on bytes is far from balanced (docs/laptop-scale.md)
     assert run.data.params["balance.name"] == "loss_free"
     assert run.data.params["balance.update_rate"] == "0.001"
     assert run.data.params["seed"] == "3"
     assert run.data.tags["balance_lab.git_sha"]
-
-    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(store)
     local = client.download_artifacts(run.info.run_id, "")

@@ -77,3 +77,29 @@ def test_tokens_without_token_files_is_a_one_line_error(store, tmp_path):
     assert result.returncode == 2
     assert "no token files there" in result.stderr and "balance-lab data tokenize" in result.stderr
     assert all_runs(store) == []
+
+
+@pytest.mark.slow
+def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, tmp_path, monkeypatch):
+    import math
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BALANCE_LAB_CACHE", str(cache))
+    args = ["data.tokenizer=bpe", "model.vocab_size=512", *SHORT]
+    first = run_cli("run", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "training a 512-token BPE on the built-in corpus" in first.stderr
+    (folder,) = cache.glob("builtin-*-bpe512")
+    meta = json.loads((folder / "meta.json").read_text())
+    assert meta["vocab_size"] == 512 and set(meta["domains"]) == {"code", "prose", "math"}
+    second = run_cli("run", *args, "seed=1")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "training a" not in second.stderr  # the cache, reused
+    for run in all_runs(store):
+        assert run.info.status == "FINISHED" and run.data.params["data.tokenizer"] == "bpe"
+        assert run.data.params["data.vocab_size"] == "512"
+        val = [meta["domains"][d]["val"] for d in ("code", "prose", "math")]
+        bytes_per_token = sum(v["bytes"] for v in val) / sum(v["tokens"] for v in val)
+        assert bytes_per_token > 1.5  # BPE tokens, not bytes
+        bpb = run.data.metrics["val/loss"] / math.log(2) / bytes_per_token
+        assert run.data.metrics["val/bpb"] == pytest.approx(bpb)

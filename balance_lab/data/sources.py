@@ -1,6 +1,7 @@
 """Where a run's text comes from: the `data` config's source, checked and loaded.
 
-- builtin:  the corpus made from this Python installation (balance_lab.data.builtin);
+- builtin:  the corpus made from this Python installation (balance_lab.data.builtin), as BPE
+            tokens trained locally and cached (data.tokenizer=bpe, data/builtin_bpe.py) or bytes;
 - text_dir: a folder of the user's text, one subfolder per domain, every text file below it a
             document (split by a hash of its path, as the built-in corpus is);
 - tokens:   token files written by `balance-lab data tokenize` (BPE), memory-mapped (data/tokens.py).
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 from balance_lab.errors import ConfigError
 
 SOURCES = ("builtin", "text_dir", "tokens")
+TOKENIZERS = ("bpe", "bytes")  # for the built-in corpus
 TEXT_EXTENSIONS = (".txt", ".md", ".rst", ".py", ".tex")  # conf/data/text_dir.yaml's default
 
 
@@ -25,6 +27,16 @@ def _source(data: DictConfig) -> str:
     if source not in SOURCES:
         raise ConfigError(f"data.source={source!r}: choose one of {', '.join(SOURCES)}")
     return source
+
+
+def builtin_bpe(data: DictConfig) -> bool:
+    """Whether this is the built-in corpus as BPE tokens (the default) rather than bytes."""
+    if _source(data) != "builtin":
+        return False
+    tokenizer = data.get("tokenizer", "bytes")
+    if tokenizer not in TOKENIZERS:
+        raise ConfigError(f"data.tokenizer={tokenizer!r}: choose one of {', '.join(TOKENIZERS)}")
+    return tokenizer == "bpe"
 
 
 @functools.lru_cache(maxsize=8)
@@ -75,7 +87,9 @@ def domain_weights(data: DictConfig) -> dict[str, float]:
 
 
 def vocab_size(data: DictConfig) -> int:
-    """The tokenizer's vocabulary: 256 (bytes) or the token files' BPE vocabulary."""
+    """The tokenizer's vocabulary: 256 (bytes), the built-in BPE's (data.vocab_size) or the token files'."""
+    if builtin_bpe(data):
+        return int(data.vocab_size)
     return token_meta(data)["vocab_size"] if _source(data) == "tokens" else 256
 
 
@@ -93,6 +107,10 @@ def check_source(data: DictConfig) -> None:
         unknown = sorted(set(weights) - set(known))
         if unknown:
             raise ConfigError(f"data.domains: no token files for {', '.join(unknown)} in {data.path}; it has {', '.join(known)}")
+    if builtin_bpe(data) and (isinstance(data.vocab_size, bool) or not isinstance(data.vocab_size, int)
+                              or not 257 <= data.vocab_size <= 2**20):
+        raise ConfigError(f"data.vocab_size={data.vocab_size!r}: the built-in BPE needs 257 to 1048576 tokens "
+                          "(it follows model.vocab_size; data.tokenizer=bytes for 256 byte values)")
     if source == "builtin":
         unknown = sorted(set(weights) - set(DOMAINS))
         if unknown:
@@ -115,6 +133,11 @@ def load_splits(data: DictConfig) -> dict:
     from balance_lab.data.tokenizer import ByteTokenizer
 
     weights = domain_weights(data)
+    if builtin_bpe(data):
+        from balance_lab.data.builtin_bpe import ensure_token_dir
+        from balance_lab.data.tokens import load_token_splits
+
+        return load_token_splits(ensure_token_dir(data), list(weights))
     if _source(data) == "builtin":
         splits = load_builtin_corpus(data.cache_dir, data.val_fraction, data.math_documents, data.corpus_seed)
         return {d: splits[d] for d in weights}
@@ -130,10 +153,14 @@ def load_splits(data: DictConfig) -> dict:
 
 def bytes_per_token(data: DictConfig) -> float:
     """UTF-8 bytes per token of the validation text, for bits per byte (1 for bytes)."""
-    if _source(data) != "tokens":
-        return 1.0
     from balance_lab.data.tokens import bytes_per_token as measured
 
+    if builtin_bpe(data):
+        from balance_lab.data.builtin_bpe import ensure_token_dir
+
+        return measured(ensure_token_dir(data), list(domain_weights(data)))
+    if _source(data) != "tokens":
+        return 1.0
     return measured(Path(str(data.path)).expanduser(), list(domain_weights(data)))
 
 
@@ -144,11 +171,10 @@ def corpus_documents(source: str, path: Path | None, max_documents: int | None =
 
     from omegaconf import OmegaConf
 
-    from balance_lab.data import builtin
-
     if source == "builtin":
-        makers = {"code": builtin.code_documents, "prose": builtin.prose_documents,
-                  "math": lambda: builtin.math_documents(4000, 1234)}
+        from balance_lab.data.builtin_bpe import builtin_makers
+
+        makers = builtin_makers(OmegaConf.create({"math_documents": 4000, "corpus_seed": 1234}))
     elif source == "text_dir":
         if path is None:
             raise ConfigError("--source text_dir needs --path FOLDER (one subfolder of text files per domain)")

@@ -93,6 +93,8 @@ class MoELMModule(L.LightningModule):
             return
         losses_3, vio_L, compute_vio = self._step_metrics
         self._step_metrics = None
+        if self.global_step == 1:  # the first step's loads came from the initial weights and zero biases
+            self._log_initial_routing(vio_L)
         every = self.trainer.log_every_n_steps
         last = self.trainer.max_steps > 0 and self.global_step >= self.trainer.max_steps
         if not every or (self.global_step % every and not self.trainer.should_stop and not last):
@@ -102,6 +104,15 @@ class MoELMModule(L.LightningModule):
         self.log_dict({"train/loss": loss, "train/maxvio_batch": sum(vio) / len(vio)}, prog_bar=True)
         self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": aux_loss, "train/maxvio_compute_batch": compute}
                       | {f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)})
+
+    def _log_initial_routing(self, vio_L: torch.Tensor) -> None:
+        """`init/maxvio_batch` (+ per layer) at step 0, written once straight to the logger: through
+        self.log, Lightning would hold it until the next logging step and repeat it at every later one."""
+        if self.logger is None:
+            return
+        vio = vio_L.tolist()
+        self.logger.log_metrics({"init/maxvio_batch": sum(vio) / len(vio)}
+                                | {f"init/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)}, step=0)
 
     def on_train_end(self) -> None:
         self.loss_watch.check_now()

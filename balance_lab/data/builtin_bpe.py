@@ -1,0 +1,76 @@
+"""The built-in corpus as BPE tokens: the default of the CPU presets.
+
+With 256 byte values, routing at initialisation follows the byte (every space goes to the same
+experts) and a short run is spent escaping that start; the papers' models read a 32K BPE
+vocabulary where no token fills a batch (docs/laptop-scale.md has the measurements). So the
+built-in corpus is tokenised with a byte-level BPE of `data.vocab_size` tokens (the model
+preset's vocabulary), trained locally with Hugging Face `tokenizers` on the training documents
+the first time it is needed and cached beside the byte-level corpus:
+
+    <cache_dir>/builtin-<corpus key>-bpe<V>/{tokenizer.json, meta.json, <domain>.<split>.bin}
+
+Nothing is downloaded. Concurrent runs (a sweep's jobs) wait on a file lock while the first one
+builds it; the folder appears whole (written under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+
+def corpus_key(data: DictConfig) -> str:
+    """What the built-in corpus depends on: its version, this Python, the split and the math generator."""
+    from balance_lab.data.builtin import CORPUS_VERSION
+
+    version = ".".join(str(v) for v in sys.version_info[:3])
+    return f"v{CORPUS_VERSION}-py{version}-val{data.val_fraction}-math{data.math_documents}-seed{data.corpus_seed}"
+
+
+def token_dir(data: DictConfig) -> Path:
+    return Path(str(data.cache_dir)).expanduser() / f"builtin-{corpus_key(data)}-bpe{data.vocab_size}"
+
+
+def builtin_makers(data: DictConfig) -> dict:
+    """domain -> a function yielding its Documents, for the config's corpus (every domain)."""
+    from balance_lab.data import builtin
+
+    return {"code": builtin.code_documents, "prose": builtin.prose_documents,
+            "math": lambda: builtin.math_documents(data.math_documents, data.corpus_seed)}
+
+
+def ensure_token_dir(data: DictConfig) -> Path:
+    """The cached token files of the built-in corpus at `data.vocab_size`, built on first use."""
+    import fcntl
+
+    out = token_dir(data)
+    if (out / "meta.json").is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "meta.json").is_file():  # another process built it while we waited
+            return out
+        _build(data, out)
+    return out
+
+
+def _build(data: DictConfig, out: Path) -> None:
+    import shutil
+    import time
+
+    from balance_lab.data.builtin import is_validation
+    from balance_lab.data.tokens import tokenize_corpus
+
+    print(f"balance-lab: training a {data.vocab_size}-token BPE on the built-in corpus (once; cached in {out}) ...",
+          file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenize_corpus(builtin_makers(data), lambda doc_id: is_validation(doc_id, data.val_fraction), tmp,
+                    int(data.vocab_size))
+    tmp.rename(out)
+    print(f"balance-lab: built-in corpus tokenised in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
