@@ -92,14 +92,17 @@ def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, tmp_
     (folder,) = cache.glob("builtin-*-bpe512")
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["vocab_size"] == 512 and set(meta["domains"]) == {"code", "prose", "math"}
-    second = run_cli("run", *args, "seed=1")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "training a" not in second.stderr  # the cache, reused
-    for run in all_runs(store):
-        assert run.info.status == "FINISHED" and run.data.params["data.tokenizer"] == "bpe"
-        assert run.data.params["data.vocab_size"] == "512"
-        val = [meta["domains"][d]["val"] for d in ("code", "prose", "math")]
-        bytes_per_token = sum(v["bytes"] for v in val) / sum(v["tokens"] for v in val)
-        assert bytes_per_token > 1.5  # BPE tokens, not bytes
-        bpb = run.data.metrics["val/loss"] / math.log(2) / bytes_per_token
-        assert run.data.metrics["val/bpb"] == pytest.approx(bpb)
+    from balance_lab.config.compose import compose_config
+    from balance_lab.data.builtin_bpe import ensure_token_dir
+
+    built = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert ensure_token_dir(compose_config(args).data) == folder  # the next run's lookup: the cache...
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built  # ...reused, not rebuilt
+    (run,) = all_runs(store)
+    assert run.info.status == "FINISHED" and run.data.params["data.tokenizer"] == "bpe"
+    assert run.data.params["data.vocab_size"] == "512"
+    val = [meta["domains"][d]["val"] for d in ("code", "prose", "math")]
+    bytes_per_token = sum(v["bytes"] for v in val) / sum(v["tokens"] for v in val)
+    assert bytes_per_token > 1.5  # BPE tokens, not bytes
+    bpb = run.data.metrics["val/loss"] / math.log(2) / bytes_per_token
+    assert run.data.metrics["val/bpb"] == pytest.approx(bpb)
