@@ -10,11 +10,10 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from balance_lab.store.port_owner import command_line, listening_pids
+from balance_lab.store.port_owner import command_line, group_members, listening_pids
 from tests.conftest import BALANCE_LAB, SWEPT_GROUP, run_cli
 
 pytestmark = [pytest.mark.slow, SWEPT_GROUP]  # uses the session's small sweep (trained once, shared with the report tests)
@@ -104,18 +103,6 @@ def test_a_port_in_use_is_a_one_line_error(swept):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: --port {port} is in use on 127.0.0.1, held by pid {os.getpid()} "
                                      f"({command_line(os.getpid())[:80]}); choose another port, or --port 0 for a free one")
-
-
-def group_members(group: int) -> list[int]:
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
 
 
 def wait_for_server(port: int, process: subprocess.Popen | None = None) -> int:

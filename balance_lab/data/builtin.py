@@ -114,7 +114,8 @@ def split_documents(docs: Iterator[Document], val_fraction: float, tokenizer: By
     return DomainSplit(joined[False], joined[True], len(parts[False]) // 2, len(parts[True]) // 2)
 
 
-def _documents(domain: str, math_documents_n: int, seed: int) -> Iterator[Document]:
+def domain_documents(domain: str, math_documents_n: int, seed: int) -> Iterator[Document]:
+    """One domain's documents, in a fixed order (the byte corpus and the BPE corpus both read them)."""
     if domain == "code":
         return code_documents()
     if domain == "prose":
@@ -122,16 +123,21 @@ def _documents(domain: str, math_documents_n: int, seed: int) -> Iterator[Docume
     return math_documents(math_documents_n, seed)
 
 
+def corpus_key(val_fraction: float, math_documents_n: int, seed: int) -> str:
+    """What the built-in corpus depends on: its version, this Python, the split and the math generator."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}"
+    return f"v{CORPUS_VERSION}-py{version}-val{val_fraction}-math{math_documents_n}-seed{seed}"
+
+
 def load_builtin_corpus(cache_dir: str | Path, val_fraction: float = 0.05, math_documents_n: int = 4000,
                         seed: int = 1234) -> dict[str, DomainSplit]:
     """Every domain's train/val token streams, built on first use and then read from the cache."""
-    key = f"v{CORPUS_VERSION}-py{sys.version_info.major}.{sys.version_info.minor}.{sys.version_info.micro}-val{val_fraction}-math{math_documents_n}-seed{seed}"
-    path = Path(cache_dir).expanduser() / f"builtin-{key}.npz"
+    path = Path(cache_dir).expanduser() / f"builtin-{corpus_key(val_fraction, math_documents_n, seed)}.npz"
     if path.exists():
         with np.load(path) as z:
             return {d: DomainSplit(z[f"{d}_train"], z[f"{d}_val"], int(z[f"{d}_ntrain"]), int(z[f"{d}_nval"])) for d in DOMAINS}
     tokenizer = ByteTokenizer()
-    splits = {d: split_documents(_documents(d, math_documents_n, seed), val_fraction, tokenizer) for d in DOMAINS}
+    splits = {d: split_documents(domain_documents(d, math_documents_n, seed), val_fraction, tokenizer) for d in DOMAINS}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # write then rename: concurrent runs never read half a file
     arrays = {}

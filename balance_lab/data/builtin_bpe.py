@@ -1,4 +1,4 @@
-"""The built-in corpus as BPE tokens: the default of the CPU presets.
+"""The built-in corpus as BPE tokens (`data.tokenizer=bpe`; bytes stay the default for now).
 
 With 256 byte values, routing at initialisation follows the byte (every space goes to the same
 experts) and a short run is spent escaping that start; the papers' models read a 32K BPE
@@ -22,24 +22,18 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 
-def corpus_key(data: DictConfig) -> str:
-    """What the built-in corpus depends on: its version, this Python, the split and the math generator."""
-    from balance_lab.data.builtin import CORPUS_VERSION
-
-    version = ".".join(str(v) for v in sys.version_info[:3])
-    return f"v{CORPUS_VERSION}-py{version}-val{data.val_fraction}-math{data.math_documents}-seed{data.corpus_seed}"
-
-
 def token_dir(data: DictConfig) -> Path:
-    return Path(str(data.cache_dir)).expanduser() / f"builtin-{corpus_key(data)}-bpe{data.vocab_size}"
+    from balance_lab.data.builtin import corpus_key
+
+    key = corpus_key(data.val_fraction, data.math_documents, data.corpus_seed)
+    return Path(str(data.cache_dir)).expanduser() / f"builtin-{key}-bpe{data.vocab_size}"
 
 
 def builtin_makers(data: DictConfig) -> dict:
     """domain -> a function yielding its Documents, for the config's corpus (every domain)."""
-    from balance_lab.data import builtin
+    from balance_lab.data.builtin import DOMAINS, domain_documents
 
-    return {"code": builtin.code_documents, "prose": builtin.prose_documents,
-            "math": lambda: builtin.math_documents(data.math_documents, data.corpus_seed)}
+    return {d: (lambda d=d: domain_documents(d, data.math_documents, data.corpus_seed)) for d in DOMAINS}
 
 
 def ensure_token_dir(data: DictConfig) -> Path:

@@ -30,7 +30,7 @@ def _source(data: DictConfig) -> str:
 
 
 def builtin_bpe(data: DictConfig) -> bool:
-    """Whether this is the built-in corpus as BPE tokens (the default) rather than bytes."""
+    """Whether this is the built-in corpus as BPE tokens (data.tokenizer=bpe) rather than bytes."""
     if _source(data) != "builtin":
         return False
     tokenizer = data.get("tokenizer", "bytes")

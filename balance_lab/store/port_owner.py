@@ -1,6 +1,7 @@
-"""Which process listens on a TCP port (Linux /proc; elsewhere every answer is empty).
+"""Processes as Linux /proc shows them: who listens on a TCP port, who is in a process group.
 
-Used to turn "port in use" into "port held by a leftover MLflow server, stop it with ...".
+Used to turn "port in use" into "port held by a leftover MLflow server, stop it with ...", and by
+the server guard to wait for the group it stops. Elsewhere (no /proc) every answer is empty.
 """
 
 from __future__ import annotations
@@ -55,3 +56,23 @@ def command_line(pid: int) -> str:
         return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def group_members(group: int) -> list[int]:
+    """Pids of the live (not zombie) processes in process group `group`."""
+    members = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return members
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()  # the command name may hold spaces
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":  # state is field 3, pgrp field 5
+            members.append(int(entry))
+    return members
