@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,30 +16,80 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+@dataclass
+class CorpusCache:
+    path: Path
+    built: str  # what building the default BPE printed ("" when an earlier session had built it)
+
+
 @pytest.fixture(scope="session")
-def corpus_cache(tmp_path_factory) -> Path:
-    """One built-in corpus cache for the whole session, built once (10-20 s on 2 cores) and shared by
-    every xdist worker: their temporary folders share a parent, and a file lock lets one build it."""
+def corpus(tmp_path_factory) -> CorpusCache:
+    """One built-in corpus cache for the whole session, shared by every xdist worker (their temporary
+    folders share a parent; a file lock lets one build it): the corpus and its default 8K BPE, trained
+    here once (~30 s on 2 cores) by the code a first `balance-lab run` calls."""
+    import contextlib
     import fcntl
+    import io
 
+    from balance_lab.config.compose import compose_config
     from balance_lab.data.builtin import load_builtin_corpus
+    from balance_lab.data.builtin_bpe import ensure_token_dir
 
-    if os.environ.get("BALANCE_LAB_CACHE"):
-        return Path(os.environ["BALANCE_LAB_CACHE"])
-    root = tmp_path_factory.getbasetemp()
-    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
-    cache = root / "corpus-cache"
-    cache.mkdir(exist_ok=True)
+    root = session_root(tmp_path_factory)
+    cache = Path(os.environ.get("BALANCE_LAB_CACHE") or root / "corpus-cache")
+    cache.mkdir(parents=True, exist_ok=True)
+    printed = io.StringIO()
     with open(root / "corpus-cache.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         load_builtin_corpus(cache)  # conf/data/builtin.yaml's corpus; a no-op once it is cached
-    return cache
+        with contextlib.redirect_stderr(printed):
+            ensure_token_dir(compose_config([f"data.cache_dir={cache}"]).data)
+        (root / "corpus-cache.built").open("a").write(printed.getvalue())
+    return CorpusCache(cache, (root / "corpus-cache.built").read_text())
+
+
+@pytest.fixture(scope="session")
+def corpus_cache(corpus) -> Path:
+    return corpus.path
+
+
+def session_root(tmp_path_factory) -> Path:
+    """The folder every xdist worker's temporary folders share (the session's own without xdist)."""
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """A new SQLite MLflow store made once per session by MLflow itself (its ~50 schema migrations
+    cost 2 s on 2 cores); each test's store starts as a copy of it: byte for byte what the first
+    `balance-lab run` on an empty folder creates."""
+    import fcntl
+
+    root = session_root(tmp_path_factory)
+    db = root / "empty-store" / "mlflow.db"
+    with open(root / "empty-store.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not db.exists():
+            from balance_lab.store import tracking
+
+            db.parent.mkdir(exist_ok=True)
+            tracking.client(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+def new_store(folder: Path, empty_store: Path) -> str:
+    """sqlite:/// URI of a new store in `folder` (a copy of the session's empty one)."""
+    import shutil
+
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @pytest.fixture
-def store(tmp_path, corpus_cache, monkeypatch) -> str:
-    """A fresh SQLite MLflow store in a temporary working directory, used by subprocesses too."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def store(tmp_path, corpus_cache, empty_store, monkeypatch) -> str:
+    """A new SQLite MLflow store in a temporary working directory, used by subprocesses too."""
+    uri = new_store(tmp_path, empty_store)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))
     monkeypatch.chdir(tmp_path)
@@ -67,10 +118,10 @@ SWEPT_GROUP = pytest.mark.xdist_group("swept")
 
 
 @pytest.fixture(scope="session")
-def swept(tmp_path_factory, corpus_cache):
+def swept(tmp_path_factory, corpus_cache, empty_store):
     """paper_main with 2 seeds (4 runs, 2 configurations) and one FAILED run in the same experiment."""
     root = tmp_path_factory.mktemp("report")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root, empty_store)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))

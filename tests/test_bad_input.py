@@ -40,6 +40,7 @@ BAD_RUNS = [
     (["+data.domains.poetry=1.0"], ["unknown domain(s) poetry", "code, prose, math"]),
     (["data.domains.math=-1"], ["data.domains=", "> 0"]),
     (["data.tokenizer=wordpiece"], ["data.tokenizer='wordpiece'", "bpe, bytes"]),
+    (["data.tokenizer=bytes"], ["model.vocab_size=8192", "reads 256 byte values", "add model.vocab_size=256"]),
     (["data.tokenizer=bpe", "model.vocab_size=256"], ["data.vocab_size=256", "257 to", "model.vocab_size"]),
     (["data=text_dir"], ["data.path is required"]),
     (["data=text_dir", "data.path=/nonexistent/corpus"], ["data.path='/nonexistent/corpus'", "no such folder"]),
@@ -50,7 +51,8 @@ BAD_RUNS = [
     (["logger.tracking_uri=http://127.0.0.1:9"], ["http://127.0.0.1:9", "no MLflow server answers"]),
     (["logger.tracking_uri=sqlite:////nonexistent/dir/mlflow.db"], ["/nonexistent/dir", "does not exist"]),
     (["logger.tracking_uri=ftp://host/store"], ["unknown scheme 'ftp'", "sqlite:///PATH"]),
-    (["--resume", "0123456789abcdef"], ["--resume 0123456789abcdef", "no MLflow store"]),
+    (["--resume", "0123456789abcdef"], ["--resume 0123456789abcdef", "no run '0123456789abcdef' in the store",
+                                       "no such checkpoint file"]),
     (["--resume", "{empty}/last.ckpt", "seed=1"], ["leave out the overrides"]),
     (["--frobnicate"], ["unknown option '--frobnicate'", "--resume"]),
 ]

@@ -32,7 +32,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_a_run_on_a_text_dir_knows_its_domains(store, corpus_dir):
-    result = run_cli("run", "data=text_dir", f"data.path={corpus_dir}", *SHORT)
+    result = run_cli("run", "data=text_dir", f"data.path={corpus_dir}", "model.vocab_size=256", *SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     run = all_runs(store)[0]
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "text_dir"
@@ -68,7 +68,7 @@ def test_tokenize_writes_bpe_token_files_that_a_run_trains_on(store, corpus_dir,
     # bits per byte accounts for BPE tokens being several bytes long
     assert run.data.metrics["val/bpb"] < run.data.metrics["val/loss"] / np.log(2) / 1.5
 
-    too_small = run_cli("run", "data=tokens", f"data.path={out}", *SHORT)
+    too_small = run_cli("run", "data=tokens", f"data.path={out}", "model.vocab_size=256", *SHORT)
     assert too_small.returncode == 2 and "model.vocab_size=256" in too_small.stderr and "600 tokens" in too_small.stderr
 
 
@@ -79,28 +79,23 @@ def test_tokens_without_token_files_is_a_one_line_error(store, tmp_path):
     assert all_runs(store) == []
 
 
-@pytest.mark.slow
-def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, tmp_path, monkeypatch):
+def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, corpus):
+    """The default data: the session's fixture built the 8K BPE as a first run does; a run reuses it."""
     import math
 
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("BALANCE_LAB_CACHE", str(cache))
-    args = ["data.tokenizer=bpe", "model.vocab_size=512", *SHORT]
-    first = run_cli("run", *args)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "training a 512-token BPE on the built-in corpus" in first.stderr
-    (folder,) = cache.glob("builtin-*-bpe512")
+    if corpus.built:  # this session built it (not an earlier one, through BALANCE_LAB_CACHE)
+        assert "training a 8192-token BPE on the built-in corpus" in corpus.built
+    (folder,) = corpus.path.glob("builtin-*-bpe8192")
     meta = json.loads((folder / "meta.json").read_text())
-    assert meta["vocab_size"] == 512 and set(meta["domains"]) == {"code", "prose", "math"}
-    from balance_lab.config.compose import compose_config
-    from balance_lab.data.builtin_bpe import ensure_token_dir
-
+    assert meta["vocab_size"] == 8192 and set(meta["domains"]) == {"code", "prose", "math"}
     built = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    assert ensure_token_dir(compose_config(args).data) == folder  # the next run's lookup: the cache...
-    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built  # ...reused, not rebuilt
+    result = run_cli("run", *SHORT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training a" not in result.stderr  # the cache is reused...
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built  # ...not rebuilt
     (run,) = all_runs(store)
     assert run.info.status == "FINISHED" and run.data.params["data.tokenizer"] == "bpe"
-    assert run.data.params["data.vocab_size"] == "512"
+    assert run.data.params["data.vocab_size"] == "8192" and run.data.params["model.vocab_size"] == "8192"
     val = [meta["domains"][d]["val"] for d in ("code", "prose", "math")]
     bytes_per_token = sum(v["bytes"] for v in val) / sum(v["tokens"] for v in val)
     assert bytes_per_token > 1.5  # BPE tokens, not bytes

@@ -54,10 +54,11 @@ def test_an_unknown_launcher_fails_before_anything_is_recorded(store):
 
 
 def test_dry_run_prints_the_grid_and_records_nothing(store, tmp_path):
+    before = (tmp_path / "mlflow.db").read_bytes()
     result = run_cli("sweep", "gating", "seeds=[0]", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "sweep gating: 4 runs" in result.stdout and "softmax" in result.stdout
-    assert not (tmp_path / "mlflow.db").exists()
+    assert (tmp_path / "mlflow.db").read_bytes() == before and not (tmp_path / "multirun").exists()
 
 
 def children_of(client, parent_id, experiment_id):

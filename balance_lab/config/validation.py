@@ -97,9 +97,12 @@ def check_data(cfg: DictConfig) -> None:
     number(cfg, "data.val_fraction", low=0, high=1, low_open=True)
     check_source(cfg.data)
     needed = vocab_size(cfg.data)
+    if needed == 256 and cfg.model.vocab_size != 256:  # rows no byte uses would double tiny's compute
+        what = "data.tokenizer=bytes" if cfg.data.source == "builtin" else f"data={cfg.data.name} (bytes)"
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {what} reads 256 byte values; "
+                          "add model.vocab_size=256")
     if cfg.model.vocab_size < needed:
-        what = "the byte-level tokenizer" if needed == 256 else f"the tokenizer of {cfg.data.path}"
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {what} has {needed} tokens")
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: the tokenizer of {cfg.data.path} has {needed} tokens")
 
 
 def check_run(cfg: DictConfig) -> None:
