@@ -23,7 +23,7 @@ class CorpusCache:
 
 
 @pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> CorpusCache:
+def shared_corpus(tmp_path_factory) -> CorpusCache:
     """One built-in corpus cache for the whole session, shared by every xdist worker (their temporary
     folders share a parent; a file lock lets one build it): the corpus and its default 8K BPE, trained
     here once (~30 s on 2 cores) by the code a first `balance-lab run` calls."""
@@ -49,8 +49,8 @@ def corpus(tmp_path_factory) -> CorpusCache:
 
 
 @pytest.fixture(scope="session")
-def corpus_cache(corpus) -> Path:
-    return corpus.path
+def corpus_cache(shared_corpus) -> Path:
+    return shared_corpus.path
 
 
 def session_root(tmp_path_factory) -> Path:

@@ -46,6 +46,7 @@ BAD_RUNS = [
     (["data=text_dir", "data.path=/nonexistent/corpus"], ["data.path='/nonexistent/corpus'", "no such folder"]),
     (["data=text_dir", "data.path={empty}"], ["empty corpus"]),
     (["seed=-1"], ["seed=-1", ">= 0"]),
+    (["data.order_seed=x"], ["data.order_seed='x'", "an integer >= 0"]),
     (["threads=0"], ["threads=0", ">= 1"]),
     (["checkpoint.every_n_steps=-5"], ["checkpoint.every_n_steps=-5", ">= 0"]),
     (["logger.tracking_uri=http://127.0.0.1:9"], ["http://127.0.0.1:9", "no MLflow server answers"]),

@@ -71,6 +71,15 @@ def test_loss_free_multiplicative_starts_at_one_and_scales_scores():
     assert term.selection_scores(torch.tensor([[0.6, 0.4]]))[0].tolist() == pytest.approx([0.3, 0.6])
 
 
+def test_bias_range_is_how_far_apart_the_biases_are_and_none_without_a_bias():
+    balancer = build_balancer({"name": "v3", "update_rate": 1e-2, "alpha": 1e-4, "scope": "sequence"}, 3)
+    assert balancer.bias_range().item() == 0.0
+    balancer.step_end(torch.tensor([30, 10, 20]))  # biases [-u, u, 0]
+    balancer.step_end(torch.tensor([30, 10, 20]))  # [-2u, 2u, 0]
+    assert balancer.bias_range().item() == pytest.approx(4e-2)
+    assert build_balancer({"name": "aux", "update_rate": 0.0, "alpha": 1e-3}, 3).bias_range() is None
+
+
 def test_step_end_refuses_float_counts():
     with pytest.raises(TypeError, match="integers"):
         Balancer([LossFreeBias(2, 1e-3)]).step_end(torch.tensor([3.0, 1.0], dtype=torch.bfloat16))

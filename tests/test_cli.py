@@ -109,6 +109,9 @@ def test_run_records_every_contracted_metric_and_artifact(pair):
     assert [m.step for m in history] == [0]
     assert init["init/maxvio_batch"] == pytest.approx(sum(init[f"init/maxvio_batch/layer_{i}"] for i in (1, 2, 3)) / 3)
     assert init["init/maxvio_batch"] > 0.1  # a fresh router on bytes is far from balanced (docs/laptop-scale.md)
+    # the loss-free bias's spread (max - min, mean over layers): only where there is a bias
+    assert 0 < run.data.metrics["train/bias_range"] < 100 * 1e-2  # 100 steps of at most u = 1e-2 each way
+    assert "train/bias_range" not in runs["none"].data.metrics
     assert run.data.params["balance.name"] == "loss_free"
     assert run.data.params["balance.update_rate"] == "0.01"
     assert run.data.params["seed"] == "0"

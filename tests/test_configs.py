@@ -104,3 +104,12 @@ def test_the_paper_experiments_reach_the_papers_global_batch(experiment, sequenc
     assert cfg.model.name == experiment and t.strategy == "ddp" and cfg.data.name == "tokens"
     assert t.devices * t.num_nodes * t.accumulate_grad_batches * cfg.data.batch_size == sequences
     assert t.max_steps == steps and cfg.optim.lr == 1e-3 and cfg.optim.warmup_steps == 1000
+
+
+@pytest.mark.parametrize("steps, rate", [(6, 1e-2), (300, 1e-2), (1000, 3e-3), (3000, 1e-3), (40000, 1e-3)])
+def test_the_loss_free_update_rate_follows_the_run_length(steps, rate):
+    from balance_lab.config.compose import compose_config
+
+    cfg = compose_config(["balance=loss_free", f"trainer.max_steps={steps}"])
+    assert cfg.balance.update_rate == rate
+    assert compose_config(["balance=loss_free", "balance.update_rate=5e-4"]).balance.update_rate == 5e-4  # an override wins

@@ -71,3 +71,11 @@ def test_training_windows_follow_the_seed(corpus):
     assert (first(0) == first(0)).all()
     assert not (first(0) == first(1)).all()
     assert first(0).shape == (8, 65)
+
+
+@pytest.mark.parametrize("overrides, expected", [(["seed=3"], 3), (["seed=3", "data.order_seed=0"], 0)])
+def test_data_order_seed_pins_the_windows_order_apart_from_the_seed(overrides, expected):
+    from balance_lab.config.compose import compose_config
+    from balance_lab.training.build import order_seed
+
+    assert order_seed(compose_config(overrides)) == expected

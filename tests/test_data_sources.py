@@ -79,10 +79,11 @@ def test_tokens_without_token_files_is_a_one_line_error(store, tmp_path):
     assert all_runs(store) == []
 
 
-def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, corpus):
+def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, shared_corpus):
     """The default data: the session's fixture built the 8K BPE as a first run does; a run reuses it."""
     import math
 
+    corpus = shared_corpus
     if corpus.built:  # this session built it (not an earlier one, through BALANCE_LAB_CACHE)
         assert "training a 8192-token BPE on the built-in corpus" in corpus.built
     (folder,) = corpus.path.glob("builtin-*-bpe8192")

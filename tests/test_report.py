@@ -26,7 +26,7 @@ def test_summary_csv_holds_mean_std_and_n_of_the_runs_metrics(swept):
     summary = pd.read_csv(folder / "summary.csv").set_index("label")
     runs = finished_children(uri)
     assert len(runs) == 4
-    for method, label in (("aux_loss", "aux_loss-a1e-3-micro"), ("loss_free", "loss_free-u1e-3-sign-add")):
+    for method, label in (("aux_loss", "aux_loss-a1e-3-micro"), ("loss_free", "loss_free-u1e-2-sign-add")):
         mine = [r for r in runs if r.data.params["balance.name"] == method]
         assert summary.at[label, "n_seeds"] == 2
         for key in ("val/ppl", "val/maxvio_global", "train/maxvio_batch_mean", "train/tokens_per_sec"):
@@ -41,11 +41,11 @@ def test_failed_runs_are_listed_not_averaged(swept):
     runs = pd.read_csv(folder / "runs.csv")
     assert list(runs["status"]).count("FINISHED") == 4
     failed = runs[runs["status"] == "FAILED"]
-    assert len(failed) == 1 and failed.iloc[0]["run_name"] == "loss_free-u1e-3-sign-add-tiny-s7"
+    assert len(failed) == 1 and failed.iloc[0]["run_name"] == "loss_free-u1e-2-sign-add-tiny-s7"
     assert "RuntimeError" in failed.iloc[0]["status_reason"]
     assert "7" not in pd.read_csv(folder / "summary.csv")["seeds"].astype(str).str.cat()
     markdown = (folder / "report.md").read_text()
-    assert "## Runs not counted" in markdown and "loss_free-u1e-3-sign-add-tiny-s7" in markdown
+    assert "## Runs not counted" in markdown and "loss_free-u1e-2-sign-add-tiny-s7" in markdown
     assert "not counted (did not finish)" in stdout
 
 

@@ -72,7 +72,7 @@ def test_ui_serves_the_sweep_through_the_rest_api_and_stops_cleanly(swept):
         assert len(children) == 4
         assert {t["mlflow.runName"] for _, t in children} == {
             "aux_loss-a1e-3-micro-tiny-s0", "aux_loss-a1e-3-micro-tiny-s1",
-            "loss_free-u1e-3-sign-add-tiny-s0", "loss_free-u1e-3-sign-add-tiny-s1"}
+            "loss_free-u1e-2-sign-add-tiny-s0", "loss_free-u1e-2-sign-add-tiny-s1"}
         for run, tag in children:
             metrics = {m["key"] for m in run["data"]["metrics"]}
             params = {p["key"]: p["value"] for p in run["data"]["params"]}

@@ -40,6 +40,10 @@ class BalancingTerm(nn.Module):
     def loss(self, routing: "Routing") -> torch.Tensor | None:
         return None
 
+    def bias_range(self) -> torch.Tensor | None:
+        """max - min of a selection bias (loss-free), else None: how far apart balance pushed the experts."""
+        return None
+
     def step_end(self, counts_E: torch.Tensor) -> None:
         pass
 
@@ -59,6 +63,9 @@ class Balancer(nn.Module):
     def loss(self, routing: "Routing") -> torch.Tensor | None:
         losses = [loss for term in self.terms if (loss := term.loss(routing)) is not None]
         return torch.stack(losses).sum() if losses else None
+
+    def bias_range(self) -> torch.Tensor | None:
+        return next((r for term in self.terms if (r := term.bias_range()) is not None), None)
 
     @torch.no_grad()
     def step_end(self, counts_E: torch.Tensor) -> None:

@@ -42,6 +42,9 @@ class LossFreeBias(BalancingTerm):
             return scores_TE * self.bias_E
         return scores_TE + self.bias_E
 
+    def bias_range(self) -> torch.Tensor:
+        return self.bias_E.max() - self.bias_E.min()
+
     def step_end(self, counts_E: torch.Tensor) -> None:
         load_E = counts_E.to(torch.float64)  # exact for any realistic token count
         error_E = load_E.mean() - load_E

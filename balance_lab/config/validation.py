@@ -94,6 +94,7 @@ def check_data(cfg: DictConfig) -> None:
 
     number(cfg, "data.batch_size", int, low=1)
     number(cfg, "data.val_sequences", int, low=1)
+    number(cfg, "data.order_seed", int, low=0, allow_null=True)
     number(cfg, "data.val_fraction", low=0, high=1, low_open=True)
     check_source(cfg.data)
     needed = vocab_size(cfg.data)

@@ -163,7 +163,7 @@ def _fmt(value: float) -> str:
 
 
 def run_name(cfg: Mapping[str, Any], swept: Mapping[str, str] | None = None) -> str:
-    """A name that says what the run is, e.g. `loss_free-u1e-3-sign-add-tiny-s0`; a sweep's other
+    """A name that says what the run is, e.g. `loss_free-u1e-2-sign-add-tiny-s0`; a sweep's other
     swept keys are appended (`...-s0-score_func=softmax`) so names stay unique within a grid."""
     balance, parts = cfg["balance"], [cfg["balance"]["name"]]
     if balance.get("update_rate", 0) > 0:

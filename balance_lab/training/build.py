@@ -32,7 +32,13 @@ def build_datamodule(cfg: DictConfig):
     weights = domain_weights(data)
     samples = cfg.trainer.max_steps * data.batch_size * cfg.trainer.get("accumulate_grad_batches", 1) * world_size(cfg.trainer)
     return LMDataModule(load_splits(data), weights, cfg.model.seq_len, data.batch_size,
-                        data.val_sequences, samples, cfg.seed, bytes_per_token(data))
+                        data.val_sequences, samples, order_seed(cfg), bytes_per_token(data))
+
+
+def order_seed(cfg: DictConfig) -> int:
+    """The seed of the training windows' order: data.order_seed, else the run's seed."""
+    seed = cfg.data.get("order_seed")
+    return cfg.seed if seed is None else seed
 
 
 def build_model(cfg: DictConfig):

@@ -99,11 +99,15 @@ class MoELMModule(L.LightningModule):
         last = self.trainer.max_steps > 0 and self.global_step >= self.trainer.max_steps
         if not every or (self.global_step % every and not self.trainer.should_stop and not last):
             return
-        values = torch.cat([losses_3.double(), vio_L, compute_vio.view(1)]).tolist()  # one host sync
-        (loss, lm_loss, aux_loss), vio, compute = values[:3], values[3:-1], values[-1]
+        ranges = [r for layer in self.model.moe_layers if (r := layer.balancer.bias_range()) is not None]
+        values = torch.cat([losses_3.double(), vio_L, compute_vio.view(1),
+                            torch.stack(ranges).to(vio_L) if ranges else vio_L[:0]]).tolist()  # one host sync
+        (loss, lm_loss, aux_loss), rest = values[:3], values[3:]
+        vio, compute, bias = rest[:len(vio_L)], rest[len(vio_L)], rest[len(vio_L) + 1:]
         self.log_dict({"train/loss": loss, "train/maxvio_batch": sum(vio) / len(vio)}, prog_bar=True)
         self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": aux_loss, "train/maxvio_compute_batch": compute}
-                      | {f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)})
+                      | {f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)}
+                      | ({"train/bias_range": sum(bias) / len(bias)} if bias else {}))
 
     def _log_initial_routing(self, vio_L: torch.Tensor) -> None:
         """`init/maxvio_batch` (+ per layer) at step 0, written once straight to the logger: through
