@@ -79,3 +79,20 @@ def test_data_order_seed_pins_the_windows_order_apart_from_the_seed(overrides, e
     from balance_lab.training.build import order_seed
 
     assert order_seed(compose_config(overrides)) == expected
+
+
+def test_every_batch_holds_the_domain_mix_whatever_the_seed():
+    """The domain of each window follows the mix evenly (not at random): a seed changes which windows
+    are read, not how much of each domain a stretch of training sees (docs/laptop-scale.md)."""
+    from balance_lab.data.datamodule import random_windows
+
+    lengths, weights = [50_000, 50_000, 50_000], [0.4, 0.4, 0.2]
+    ids_0, offsets_0 = random_windows(lengths, weights, 128, 4800, seed=0)
+    ids_1, offsets_1 = random_windows(lengths, weights, 128, 4800, seed=1)
+    assert (ids_0 == ids_1).all() and not (offsets_0 == offsets_1).all()
+    for size in (16, 160, 480):  # a batch, 10 steps, 30 steps: each domain within 2 windows of its share
+        for stretch in ids_0.reshape(-1, size):
+            counts = np.bincount(stretch, minlength=3)
+            assert all(abs(c - size * w) <= 2 for c, w in zip(counts, weights)), (size, counts)
+    head = random_windows(lengths, weights, 128, 100, seed=0)  # a longer run extends the same stream
+    assert (head[0] == ids_0[:100]).all() and (head[1] == offsets_0[:100]).all()

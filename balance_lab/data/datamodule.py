@@ -79,13 +79,23 @@ class Strided(Sampler[int]):
         return iter(self.indices)
 
 
+GOLDEN = (5 ** 0.5 - 1) / 2  # the Weyl sequence frac(i * GOLDEN) fills [0, 1) most evenly
+
+
 def random_windows(lengths: list[int], weights: list[float], seq_len: int, n: int, seed: int):
-    """Sample i depends on (seed, i) only, not on n: a longer run or more ranks extend the same stream."""
-    u_N2 = np.random.default_rng(seed).random((n, 2))  # row i: (domain draw, offset draw)
+    """Sample i depends on (seed, i) only, not on n: a longer run or more ranks extend the same stream.
+
+    The domain of sample i follows a low-discrepancy sequence, the same for every seed: every stretch
+    of training (every batch, the last steps before a validation) holds the domains in the mix's
+    proportions to within a window or two. Drawn at random per window, the mix of the last steps
+    varied from seed to seed and moved the final val ppl by several percent (docs/laptop-scale.md,
+    "Seed noise"). Which window of the domain is taken is random, from the seed."""
+    offsets_N = np.random.default_rng(seed).random((n, 2))[:, 1]  # column 0 was the domain draw (kept: same offsets)
+    positions_N = (np.arange(1, n + 1, dtype=np.float64) * GOLDEN) % 1.0
     cumulative = np.cumsum(np.asarray(weights, dtype=np.float64))
-    domain_ids = np.minimum(np.searchsorted(cumulative / cumulative[-1], u_N2[:, 0], side="right"), len(lengths) - 1)
+    domain_ids = np.minimum(np.searchsorted(cumulative / cumulative[-1], positions_N, side="right"), len(lengths) - 1)
     highs = np.asarray(lengths)[domain_ids] - seq_len - 1
-    return domain_ids, (u_N2[:, 1] * (highs + 1)).astype(np.int64)
+    return domain_ids, (offsets_N * (highs + 1)).astype(np.int64)
 
 
 def even_windows(lengths: list[int], counts: list[int], seq_len: int):
