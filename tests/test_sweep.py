@@ -5,13 +5,14 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from balance_lab.sweeping.grid import available_sweeps, expand
+from balance_lab.config.compose import compose_config
+from balance_lab.sweeping.grid import available_sweeps, expand, sweep_overrides
 from tests.conftest import all_runs, run_cli
 from tests.test_cli import CONTRACT_METRICS
 
 SHORT = ["trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4", "data.val_sequences=12"]
-EXPECTED_SIZES = {"paper_main": 6, "update_rate": 9, "update_rule": 6, "bias_type": 6, "aux_alpha": 12,
-                  "lbl_scope": 9, "gating": 12, "methods": 27}
+EXPECTED_SIZES = {"paper_main": 6, "update_rate": 12, "update_rule": 6, "bias_type": 6, "aux_alpha": 12,
+                  "lbl_scope": 9, "gating": 12, "methods": 27, "seed_noise": 6}
 
 
 def test_every_contracted_sweep_exists_expands_and_validates():
@@ -24,9 +25,16 @@ def test_every_contracted_sweep_exists_expands_and_validates():
         assert len({p.config_hash for p in grid.points}) == size, f"{name}: two points train the same config"
 
 
+def test_the_demo_compares_three_methods_on_one_seed_in_a_short_run():
+    grid = expand("demo", [])
+    assert grid.dimensions == {"balance": ["none", "aux_loss", "loss_free"], "seed": ["0"]}
+    cfg = compose_config([*sweep_overrides("demo"), "balance=loss_free"])
+    assert (cfg.trainer.max_steps, cfg.data.batch_size, cfg.balance.update_rate) == (120, 8, 1e-2)
+
+
 def test_seeds_and_model_are_overridable_and_plain_overrides_pin_a_dimension():
     grid = expand("update_rate", ["model=small", "seeds=[0,1]"])
-    assert len(grid.points) == 6 and grid.dimensions["seed"] == ["0", "1"]
+    assert len(grid.points) == 8 and grid.dimensions["seed"] == ["0", "1"]
     assert all("small" in p.run_name for p in grid.points)
     pinned = expand("paper_main", ["balance=loss_free", "balance.update_rate=1e-3,1e-2"])
     assert pinned.dimensions["balance"] == ["loss_free"] and len(pinned.points) == 2 * 3
@@ -39,7 +47,8 @@ def test_unknown_sweep_and_bad_point_fail_in_one_line(store):
     result = run_cli("sweep", "paper_mian")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: unknown sweep 'paper_mian': choose one of "
-                                     "aux_alpha, bias_type, gating, lbl_scope, methods, paper_main, update_rate, update_rule")
+                                     "aux_alpha, bias_type, demo, gating, lbl_scope, methods, paper_main, seed_noise, update_rate, "
+                                     "update_rule")
     result = run_cli("sweep", "update_rate", "balance.update_rate=-1,1e-3")
     assert result.returncode == 2 and "balance.update_rate=-1" in result.stderr and "must be >= 0" in result.stderr
     assert all_runs(store) == []
