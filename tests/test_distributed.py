@@ -8,10 +8,9 @@ first 2b samples of a step (the Trainer runs with use_distributed_sampler=False,
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from balance_lab.config.compose import compose_config
 
 from balance_lab.training.build import build
-from balance_lab.config.paths import conf_dir
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +32,7 @@ def train(corpus_cache, balance: list[str], devices: int, batch_size: int, accum
     overrides = ["model=tiny", "model.n_layers=3", "model.seq_len=32", "trainer.max_steps=%d" % steps,
                  f"trainer.devices={devices}", f"trainer.accumulate_grad_batches={accumulate}",
                  f"data.batch_size={batch_size}", "data.val_sequences=6", f"data.cache_dir={corpus_cache}", *balance]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     L.seed_everything(0, verbose=False)  # same initial model in every call
     parts = build(cfg)
     module = parts.module

@@ -4,11 +4,10 @@ over micro-batches; validation and no-grad forwards never touch counters or bias
 import lightning as L
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from balance_lab.config.compose import compose_config
 
 from balance_lab.training.build import build
 from balance_lab.metrics import maxvio_per_layer
-from balance_lab.config.paths import conf_dir
 
 
 @pytest.fixture
@@ -16,8 +15,7 @@ def built(corpus_cache):
     overrides = ["model=tiny", "model.n_layers=3", "balance=loss_free", "trainer.max_steps=3",
                  "trainer.accumulate_grad_batches=2", "data.batch_size=2", "data.val_sequences=6",
                  f"data.cache_dir={corpus_cache}"]
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     return cfg, build(cfg)
 
 
