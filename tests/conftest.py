@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -86,6 +87,18 @@ def new_store(folder: Path, empty_store: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+@contextlib.contextmanager
+def working_in_new_store(folder: Path, empty_store: Path, corpus_cache: Path):
+    """For a fixture broader than one test: `folder` as the working directory, with a new store there
+    (yields its URI) and the session's corpus cache, for every process started inside."""
+    uri = new_store(folder, empty_store)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))
+        patch.chdir(folder)
+        yield uri
+
+
 @pytest.fixture
 def store(tmp_path, corpus_cache, empty_store, monkeypatch) -> str:
     """A new SQLite MLflow store in a temporary working directory, used by subprocesses too."""
@@ -121,11 +134,7 @@ SWEPT_GROUP = pytest.mark.xdist_group("swept")
 def swept(tmp_path_factory, corpus_cache, empty_store):
     """paper_main with 2 seeds (4 runs, 2 configurations) and one FAILED run in the same experiment."""
     root = tmp_path_factory.mktemp("report")
-    uri = new_store(root, empty_store)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))
-        patch.chdir(root)
+    with working_in_new_store(root, empty_store, corpus_cache) as uri:
         result = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         failing = run_cli("run", "balance=loss_free", "seed=7", *SHORT_RUN, "fail_after_steps=2",

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from balance_lab.metrics import maxvio
-from tests.conftest import all_runs, new_store, run_cli
+from tests.conftest import all_runs, run_cli, working_in_new_store
 
 CONTRACT_METRICS = [
     "train/loss", "train/lm_loss", "train/aux_loss", "train/maxvio_batch", "train/maxvio_compute_batch",
@@ -61,12 +61,7 @@ ACCEPTANCE_GROUP = pytest.mark.xdist_group("acceptance")
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory, corpus_cache, empty_store):
     """(store URI, {method: finished CLI process}) of the acceptance pair, in one new store."""
-    folder = tmp_path_factory.mktemp("acceptance")
-    uri = new_store(folder, empty_store)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        patch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))
-        patch.chdir(folder)
+    with working_in_new_store(tmp_path_factory.mktemp("acceptance"), empty_store, corpus_cache) as uri:
         results = {method: run_cli("run", *ACCEPTANCE, *overrides) for method, overrides in PAIR.items()}
     for result in results.values():
         assert result.returncode == 0, result.stderr[-3000:]
