@@ -94,3 +94,14 @@ def test_an_ordering_not_resolved_by_the_seeds_is_called_noise():
     verdict = published.compare("paper_main", one_seed.finished, summary).verdicts[0]
     assert verdict == ("perplexity: the ordering matches the paper (1 of 1 pairs); 1 of 1 pairs within seed noise "
                        "(means less than 2 standard errors apart, or one seed)")
+
+
+def test_the_global_batch_sweep_pairs_domain_specialisation_too():
+    from balance_lab.report.make import paired_columns
+
+    runs = RUNS.assign(**{"metrics.val/top_expert_freq/code": 0.5, "metrics.val/top_expert_freq/math": 0.6})
+    columns = stats.columns_for(runs)
+    specialisation = {"val/top_expert_freq/code", "val/top_expert_freq/math"}
+    assert specialisation <= {c.key for c in paired_columns("lbl_scope", columns)}
+    assert not specialisation & {c.key for c in paired_columns("paper_main", columns)}
+    assert "val/ppl" in {c.key for c in paired_columns("paper_main", columns)}

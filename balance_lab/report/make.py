@@ -12,6 +12,16 @@ from balance_lab.report import collect, plots, published, render, stats
 from balance_lab.report.contents import Report
 
 PAIRED_KEYS = ("val/ppl", "val/bpb", "val/maxvio_global", "train/maxvio_batch_mean")
+# Sweeps whose paper claims more domain specialisation (Global-batch LBL): their reports pair it too.
+PAIRED_SPECIALISATION = ("lbl_scope",)
+
+
+def paired_columns(sweep: str, columns: list) -> list:
+    """The columns the paired comparison covers: perplexity and balance; specialisation where claimed."""
+    return [c for c in columns if c.key in PAIRED_KEYS or (
+        sweep in PAIRED_SPECIALISATION and c.key.startswith(stats.SPECIALISATION_PREFIX))]
+
+
 def make_report(tracking_uri: str, sweep: str, extra_metrics: list[str] = (), run_filter: str = "",
                 baseline: str | None = None) -> Report:
     """The numbers of one sweep's report (nothing written yet). Raises ConfigError on a bad argument."""
@@ -26,8 +36,7 @@ def make_report(tracking_uri: str, sweep: str, extra_metrics: list[str] = (), ru
     columns = stats.columns_for(runs.finished, list(extra_metrics))
     summary = stats.summarise(runs.finished, columns)
     chosen = _baseline(summary, baseline)
-    paired_columns = [c for c in columns if c.key in PAIRED_KEYS]
-    paired = stats.paired_differences(runs.finished, paired_columns, chosen) if chosen else []
+    paired = stats.paired_differences(runs.finished, paired_columns(sweep, columns), chosen) if chosen else []
     return Report(sweep, tracking_uri, runs, columns, summary, chosen, paired,
                   published.compare(sweep, runs.finished, summary), _commands(runs.parents),
                   sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())),
