@@ -45,7 +45,8 @@ def shared_corpus(tmp_path_factory) -> CorpusCache:
         load_builtin_corpus(cache)  # conf/data/builtin.yaml's corpus; a no-op once it is cached
         with contextlib.redirect_stderr(printed):
             ensure_token_dir(compose_config([f"data.cache_dir={cache}"]).data)
-        (root / "corpus-cache.built").open("a").write(printed.getvalue())
+        with open(root / "corpus-cache.built", "a") as built:
+            built.write(printed.getvalue())
     return CorpusCache(cache, (root / "corpus-cache.built").read_text())
 
 
