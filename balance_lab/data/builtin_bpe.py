@@ -1,4 +1,4 @@
-"""The built-in corpus as BPE tokens (`data.tokenizer=bpe`; bytes stay the default for now).
+"""The built-in corpus as BPE tokens: the default of the CPU presets (`data.tokenizer=bytes` for bytes).
 
 With 256 byte values, routing at initialisation follows the byte (every space goes to the same
 experts) and a short run is spent escaping that start; the papers' models read a 32K BPE
