@@ -7,6 +7,8 @@ one process, median of REPEATS timed iterations after WARMUP:
   matmul  one plain linear layer of the same FLOPs (the practical limit of this machine)
   naive   a per-expert mask implementation (torch.where over all tokens per expert, as many
           reference implementations do)
+  cap     the MoELayer with an expert capacity that drops nothing (capacity_factor = E/K: the same
+          FLOPs), so cap/moe is what the capacity machinery itself costs (target: <= 1.05)
 GFLOP/s counts the routed experts' FLOPs (3 projections, x3 for forward + backward).
 
     .venv/bin/python benchmarks/moe_layer.py [--quick] [--threads N]
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from balance_lab.balancing import build_balancer
+from balance_lab.model.args import RoutingArgs
 from balance_lab.model.experts import DenseFFN
 from balance_lab.model.moe import MoELayer
 
@@ -62,18 +65,24 @@ class NaiveMoE(nn.Module):
         return y_TD.view(B, S, D)
 
 
-def build(T: int, D: int, E: int, K: int, H: int) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+def moe_layer(D: int, E: int, K: int, H: int, routing: RoutingArgs = RoutingArgs()) -> MoELayer:
     torch.manual_seed(0)
     balancer = build_balancer({"name": "loss_free", "update_rate": 1e-3}, E)
-    layer = MoELayer(D, E, 0, K, H, "sigmoid", True, balancer)
+    layer = MoELayer(D, E, 0, K, H, "sigmoid", True, balancer, routing)
     for p in layer.experts.parameters():
         nn.init.normal_(p, std=0.02)
+    return layer
+
+
+def build(T: int, D: int, E: int, K: int, H: int) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+    layer = moe_layer(D, E, K, H)
     x = torch.randn(1, T, D)
     return {
         "moe": (layer, x),
         "dense": (DenseFFN(D, K * H), x),
         "matmul": (nn.Linear(D, 3 * K * H, bias=False), x),  # 2*T*D*(3KH) per forward = the MoE's FLOPs
         "naive": (NaiveMoE(layer), x),
+        "cap": (moe_layer(D, E, K, H, RoutingArgs(capacity_factor=E / K)), x),  # capacity T slots: none dropped
     }
 
 
@@ -107,7 +116,8 @@ def main() -> None:
     print(f"MoE layer forward+backward, {torch.get_num_threads()} threads, median of {repeats}, fp32 on "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'} (this script runs on the CPU)\n")
     header = (f"{'T':>6} {'D':>5} {'E':>3} {'K':>2} {'H':>4} | {'moe ms':>8} {'dense ms':>8} {'matmul ms':>9} "
-              f"{'naive ms':>8} | {'moe GF/s':>8} {'matmul GF/s':>11} | {'moe/matmul':>10} {'moe/dense':>9} {'naive/moe':>9}")
+              f"{'naive ms':>8} {'cap ms':>7} | {'moe GF/s':>8} {'matmul GF/s':>11} | {'moe/matmul':>10} {'moe/dense':>9} "
+              f"{'naive/moe':>9} {'cap/moe':>7}")
     print(header)
     print("-" * len(header))
     for T, D, E, K, H in (QUICK if args.quick else SHAPES):
@@ -116,10 +126,12 @@ def main() -> None:
         flops = moe_flops(T, D, K, H)
         gf = {name: flops / (t / 1e3) / 1e9 for name, t in ms.items()}
         print(f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>4} | {ms['moe']:>8.1f} {ms['dense']:>8.1f} {ms['matmul']:>9.1f} "
-              f"{ms['naive']:>8.1f} | {gf['moe']:>8.1f} {gf['matmul']:>11.1f} | {gf['moe'] / gf['matmul']:>10.2f} "
-              f"{ms['dense'] / ms['moe']:>9.2f} {ms['naive'] / ms['moe']:>9.2f}")
+              f"{ms['naive']:>8.1f} {ms['cap']:>7.1f} | {gf['moe']:>8.1f} {gf['matmul']:>11.1f} | "
+              f"{gf['moe'] / gf['matmul']:>10.2f} {ms['dense'] / ms['moe']:>9.2f} {ms['naive'] / ms['moe']:>9.2f} "
+              f"{ms['cap'] / ms['moe']:>7.2f}")
     print("\nmoe/matmul: achieved fraction of the plain matmul's GFLOP/s (target >= 0.7 at D >= 512); "
-          "moe/dense: dense time / MoE time (1 = as fast as dense); naive/moe: speed-up over the mask loop.")
+          "moe/dense: dense time / MoE time (1 = as fast as dense); naive/moe: speed-up over the mask loop;\n"
+          "cap/moe: time with an expert capacity that drops nothing / time without (the cost of counting and sorting).")
 
 
 if __name__ == "__main__":

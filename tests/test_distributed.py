@@ -84,6 +84,28 @@ def test_micro_batch_lbl_with_two_ranks_differs_from_the_global_batch(corpus_cac
     assert max(differences) > 1e-3, differences  # balanced per rank is not balanced per global batch
 
 
+def test_capacity_and_sinkhorn_act_per_rank_and_the_dropped_fraction_counts_every_rank(corpus_cache):
+    """Capacity is counted per micro-batch on one rank, and Sinkhorn balances one rank's micro-batch:
+    with 2 ranks x 2 sequences, the step's dropped fraction is what each rank's 2 sequences drop on
+    their own, summed over both ranks (one all-reduce), not what the 4 sequences would drop together."""
+    method = ["balance=sinkhorn", "balance.capacity_factor=1.0"]
+    two = train(corpus_cache, method, devices=2, batch_size=2, steps=1)
+
+    cfg = compose_config(["model=tiny", "model.n_layers=3", "model.seq_len=32", "trainer.max_steps=1",
+                          "data.batch_size=4", "data.val_sequences=6", f"data.cache_dir={corpus_cache}", *method])
+    L.seed_everything(0, verbose=False)  # the initial model of train()
+    parts = build(cfg)
+    parts.datamodule.setup("fit")
+    tokens_BS = next(iter(parts.datamodule.train_dataloader()))["tokens"][:, :-1]  # rank 0's 2, then rank 1's 2
+    model = parts.module.model.train()
+    slots = tokens_BS.numel() * cfg.model.top_k * len(model.moe_layers)
+    with torch.no_grad():
+        per_rank = sum(int(model(half).dropped_L.sum()) for half in tokens_BS.split(2))
+        together = int(model(tokens_BS).dropped_L.sum())
+    assert per_rank > 0 and per_rank != together
+    assert float(two.dropped_frac_sum) == pytest.approx(per_rank / slots, rel=1e-9)
+
+
 def test_gradient_accumulation_equals_one_step_of_the_whole_batch(corpus_cache):
     accumulated = train(corpus_cache, ["balance=loss_free", "balance.update_rate=1e-2"], devices=1, batch_size=2, accumulate=2)
     whole = train(corpus_cache, ["balance=loss_free", "balance.update_rate=1e-2"], devices=1, batch_size=4)

@@ -75,3 +75,30 @@ def test_run_averaged_maxvio_is_the_mean_over_every_optimizer_step(built):
     assert len(per_step) == 3 and int(module.vio_steps) == 3
     assert fit.callback_metrics["train/maxvio_batch_mean"].item() == pytest.approx(sum(per_step) / 3, rel=1e-5)
     assert "train/maxvio_compute_batch_mean" in fit.callback_metrics
+
+
+def test_dropped_fraction_per_step_run_mean_and_validation(corpus_cache):
+    """Capacity 0.5: each step's fraction of dropped slots, their run mean, and validation's own
+    (validation drops at the same capacity); the loads the balancer gets stay the router's choice."""
+    cfg = compose_config(["model=tiny", "model.n_layers=3", "balance=loss_free", "balance.capacity_factor=0.5",
+                          "trainer.max_steps=3", "trainer.accumulate_grad_batches=2", "data.batch_size=2",
+                          "data.val_sequences=6", f"data.cache_dir={corpus_cache}"])
+    module = build(cfg).module
+    datamodule = build(cfg).datamodule
+    per_step, slots = [], []
+    original = module.on_before_optimizer_step
+
+    def record(optimizer):
+        dropped, routed = module.step_dropped_2.tolist()
+        per_step.append(dropped / routed)
+        slots.append(int(module.step_counts_LE.sum()))
+        original(optimizer)
+
+    module.on_before_optimizer_step = record
+    fit = trainer(cfg)
+    fit.fit(module, datamodule=datamodule)
+    n_moe = len(module.model.moe_layers)
+    assert slots == [2 * 2 * cfg.model.seq_len * cfg.model.top_k * n_moe] * 3  # counted before dropping
+    assert all(f >= 0.5 for f in per_step)  # capacity for half the mean load drops at least half the slots
+    assert fit.callback_metrics["train/dropped_frac_mean"].item() == pytest.approx(sum(per_step) / 3, rel=1e-6)
+    assert fit.callback_metrics["val/dropped_frac"].item() >= 0.5

@@ -105,3 +105,28 @@ def test_the_global_batch_sweep_pairs_domain_specialisation_too():
     assert specialisation <= {c.key for c in paired_columns("lbl_scope", columns)}
     assert not specialisation & {c.key for c in paired_columns("paper_main", columns)}
     assert "val/ppl" in {c.key for c in paired_columns("paper_main", columns)}
+
+
+def test_runs_recorded_before_a_knob_existed_group_with_new_runs_that_leave_it_off():
+    """balance.center, capacity_factor, ... came later: an old run lacks their params, a new run
+    records them switched off; both trained the same thing, so they are one configuration."""
+    old_and_new = RUNS.iloc[:3].copy()
+    old_and_new.loc[old_and_new.index[1:], "params.balance.center"] = "False"
+    old_and_new.loc[old_and_new.index[1:], "params.balance.capacity_factor"] = "None"
+    runs = collect.split_runs("paper_main", old_and_new)
+    assert runs.finished["config"].nunique() == 1 and runs.varying == []
+    switched_on = old_and_new.copy()
+    switched_on.loc[switched_on.index[2], "params.balance.capacity_factor"] = "1.25"
+    assert collect.split_runs("paper_main", switched_on).varying == ["balance.capacity_factor"]
+
+
+def test_the_config_hash_of_a_run_leaving_the_new_knobs_off_is_the_hash_it_had_before_they_existed():
+    from balance_lab.store.tracking import config_hash
+
+    before = {"seed": 0, "balance": {"name": "loss_free", "update_rate": 0.01, "rule": "sign"}}
+    after = {"seed": 0, "balance": {**before["balance"], "center": False, "jitter": 0.0, "sinkhorn_iters": 0,
+                                    "n_groups": 1, "group_topk": 1, "capacity_factor": None, "drop_policy": "probs",
+                                    "renorm_kept": False}}
+    assert config_hash(after) == config_hash(before)
+    assert config_hash({**after, "balance": {**after["balance"], "capacity_factor": 1.25}}) != config_hash(before)
+    assert config_hash({**after, "balance": {**after["balance"], "center": True}}) != config_hash(before)

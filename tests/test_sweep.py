@@ -12,7 +12,7 @@ from tests.test_cli import CONTRACT_METRICS
 
 SHORT = ["trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4", "data.val_sequences=12"]
 EXPECTED_SIZES = {"paper_main": 6, "update_rate": 12, "update_rule": 6, "bias_type": 6, "aux_alpha": 12,
-                  "lbl_scope": 9, "gating": 12, "methods": 27, "seed_noise": 6}
+                  "lbl_scope": 9, "gating": 12, "methods": 36, "seed_noise": 6, "capacity": 36}
 
 
 def test_every_contracted_sweep_exists_expands_and_validates():
@@ -47,7 +47,7 @@ def test_unknown_sweep_and_bad_point_fail_in_one_line(store):
     result = run_cli("sweep", "paper_mian")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: unknown sweep 'paper_mian': choose one of "
-                                     "aux_alpha, bias_type, demo, gating, lbl_scope, methods, paper_main, seed_noise, update_rate, "
+                                     "aux_alpha, bias_type, capacity, demo, gating, lbl_scope, methods, paper_main, seed_noise, update_rate, "
                                      "update_rule")
     result = run_cli("sweep", "update_rate", "balance.update_rate=-1,1e-3")
     assert result.returncode == 2 and "balance.update_rate=-1" in result.stderr and "must be >= 0" in result.stderr

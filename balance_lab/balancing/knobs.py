@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-KNOBS = ("name", "update_rate", "rule", "bias", "alpha", "scope", "z_loss")
+from balance_lab.model.args import DROP_POLICIES
+
+KNOBS = ("name", "update_rate", "rule", "bias", "center", "alpha", "scope", "z_loss", "jitter", "sinkhorn_iters",
+         "n_groups", "group_topk", "capacity_factor", "drop_policy", "renorm_kept")
 RULES = ("sign", "raw")  # loss-free update: sign of the load error, or the error relative to the mean load
 BIAS_TYPES = ("additive", "multiplicative")  # loss-free bias: s + b, or s * b
 AUX_SCOPES = ("micro", "sequence", "global")  # where the aux loss counts tokens
+SWITCHES = ("center", "renorm_kept")  # true | false
 
 
 def check_balance(cfg: Mapping[str, Any]) -> None:
@@ -16,15 +20,62 @@ def check_balance(cfg: Mapping[str, Any]) -> None:
     unknown = sorted(set(cfg) - set(KNOBS))
     if unknown:
         raise ValueError(f"unknown balance key(s) {', '.join(unknown)}: valid keys are {', '.join(KNOBS)}")
-    for knob, choices in (("rule", RULES), ("bias", BIAS_TYPES), ("scope", AUX_SCOPES)):
+    for knob, choices in (("rule", RULES), ("bias", BIAS_TYPES), ("scope", AUX_SCOPES), ("drop_policy", DROP_POLICIES)):
         if knob in cfg and cfg[knob] not in choices:
             raise ValueError(f"balance.{knob}={cfg[knob]!r}: choose one of {', '.join(choices)}")
-    for knob in ("update_rate", "alpha", "z_loss"):
-        value = cfg.get(knob, 0.0)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"balance.{knob}={value!r}: must be a number >= 0 (0 switches it off)")
-        if value < 0:
-            raise ValueError(f"balance.{knob}={value}: must be >= 0 (0 switches it off)")
+    for knob in SWITCHES:
+        if knob in cfg and not isinstance(cfg[knob], bool):
+            raise ValueError(f"balance.{knob}={cfg[knob]!r}: choose one of true, false")
+    for knob in ("update_rate", "alpha", "z_loss", "jitter"):
+        _check_number(knob, cfg.get(knob, 0.0), "a number >= 0 (0 switches it off)")
+    for knob, what in (("sinkhorn_iters", "an integer >= 0 (0 switches Sinkhorn selection off)"),
+                       ("n_groups", "an integer >= 1 (1 = no groups)"), ("group_topk", "an integer >= 1")):
+        _check_number(knob, cfg.get(knob, 1), what, integer=True, low=0 if knob == "sinkhorn_iters" else 1)
+    if cfg.get("jitter", 0.0) >= 1:
+        raise ValueError(f"balance.jitter={cfg['jitter']}: must be below 1 (the noise is U(1 - eps, 1 + eps))")
+    capacity = cfg.get("capacity_factor")
+    if capacity is not None:
+        _check_number("capacity_factor", capacity, "a number > 0, or null for no dropping", low=0, low_open=True)
     if cfg.get("name") and str(cfg["name"]).startswith("loss_free") and cfg.get("update_rate", 0) <= 0:
         raise ValueError(f"balance.update_rate={cfg.get('update_rate')}: {cfg['name']} needs an update rate u > 0 "
                          "(u = 0 is balance=none)")
+    if cfg.get("sinkhorn_iters", 0) > 0:
+        for knob in ("update_rate", "alpha"):  # Megatron-Core refuses the aux loss with Sinkhorn too
+            if cfg.get(knob, 0) > 0:
+                raise ValueError(f"balance.{knob}={cfg[knob]} with balance.sinkhorn_iters={cfg['sinkhorn_iters']}: "
+                                 f"Sinkhorn selection balances by itself; set balance.{knob}=0")
+
+
+def _check_number(knob: str, value: Any, what: str, integer: bool = False, low: float = 0.0,
+                  low_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise ValueError(f"balance.{knob}={value!r}: must be {what}")
+    if value < low or (low_open and value == low):
+        raise ValueError(f"balance.{knob}={value}: must be {what.removeprefix('a number ').removeprefix('an integer ')}")
+
+
+# Knobs added after runs were first recorded, at the value that switches each off. A run recorded
+# before a knob existed trained as if the knob had this value, so a run's identity (its config
+# hash, the report's configurations) leaves such a knob out at this value: re-running an old
+# sweep still finds its finished runs, and old and new runs of one configuration stay together.
+ADDED_OFF: dict[str, Any] = {"center": False, "jitter": 0.0, "sinkhorn_iters": 0, "n_groups": 1, "group_topk": 1,
+                             "capacity_factor": None, "drop_policy": "probs", "renorm_kept": False}
+
+
+def is_added_off(knob: str, value: Any) -> bool:
+    """True where `knob` is an ADDED_OFF knob at its off value (as configured, or as an MLflow param string)."""
+    if knob not in ADDED_OFF:
+        return False
+    off = ADDED_OFF[knob]
+    if isinstance(value, str):  # an MLflow param: "None", "False", "0.0", "1", "probs"
+        return value == str(off) or (isinstance(off, float) and _as_float(value) == off)
+    if off is None or isinstance(off, bool):
+        return value is off
+    return value == off and not isinstance(value, bool)
+
+
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -5,6 +5,11 @@ After each optimizer step, with c_i the tokens expert i received in that step (a
 all data-parallel ranks), e_i = mean(c) - c_i and b_i += u * sign(e_i) (rule=sign) or
 b_i += u * e_i / mean(c) (rule=raw, the error relative to the mean load so u is free of the
 batch size). An under-used expert's bias rises.
+
+center=true subtracts the mean of each step's update (torchtitan does), so the biases keep a
+zero mean. Top-K of s + b does not change when every b moves by the same amount, so for the
+additive bias this changes only the biases' drift, not one routing decision (up to rounding);
+for the multiplicative bias it changes the scale the bias acts on.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from balance_lab.balancing.knobs import BIAS_TYPES, RULES
 
 
 class LossFreeBias(BalancingTerm):
-    def __init__(self, n_experts: int, update_rate: float, rule: str = "sign", bias: str = "additive"):
+    def __init__(self, n_experts: int, update_rate: float, rule: str = "sign", bias: str = "additive",
+                 center: bool = False):
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"balance.rule={rule!r}: choose one of {', '.join(RULES)}")
@@ -26,6 +32,7 @@ class LossFreeBias(BalancingTerm):
             raise ValueError(f"balance.update_rate={update_rate}: must be > 0")
         self.update_rate = update_rate
         self.rule = rule
+        self.center = center
         self.multiplicative = bias == "multiplicative"
         # fp32 always: bias steps of u=1e-3 vanish in bf16 (8 bits of mantissa) once |b| > ~0.25.
         self.register_buffer("bias_E", torch.full((n_experts,), 1.0 if self.multiplicative else 0.0))
@@ -52,4 +59,6 @@ class LossFreeBias(BalancingTerm):
             delta_E = error_E.sign()
         else:
             delta_E = error_E / load_E.mean().clamp_min(1.0)
+        if self.center:
+            delta_E = delta_E - delta_E.mean()
         self.bias_E += (self.update_rate * delta_E).to(self.bias_E.dtype)

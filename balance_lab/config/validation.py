@@ -65,7 +65,7 @@ def check_trainer(cfg: DictConfig) -> None:
 
 def check_model_and_balance(cfg: DictConfig) -> None:
     from balance_lab.balancing.knobs import check_balance
-    from balance_lab.model.args import ModelArgs
+    from balance_lab.model.args import ModelArgs, RoutingArgs
 
     for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "n_routed_experts", "top_k",
                 "expert_hidden", "dense_hidden"):
@@ -73,8 +73,10 @@ def check_model_and_balance(cfg: DictConfig) -> None:
     number(cfg, "model.n_shared_experts", int, low=0)
     number(cfg, "model.init_std", low=0, low_open=True)
     try:
-        ModelArgs.from_config(cfg.model)
-        check_balance(OmegaConf.to_container(cfg.balance, resolve=True))
+        args = ModelArgs.from_config(cfg.model)
+        balance = OmegaConf.to_container(cfg.balance, resolve=True)
+        check_balance(balance)
+        RoutingArgs.from_config(balance).check(args.n_routed_experts, args.top_k)
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from exc
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 SCORE_FUNCS = ("sigmoid", "softmax")
+DROP_POLICIES = ("probs", "position")  # which slots an over-capacity expert keeps (model/capacity.py)
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,39 @@ class ModelArgs:
     def moe_layer_ids(self) -> list[int]:
         """Block indices of the MoE layers (the `<i>` of the per-layer metric names)."""
         return list(range(self.n_dense_layers, self.n_layers))
+
+
+@dataclass(frozen=True)
+class RoutingArgs:
+    """How the routers choose and drop, beyond top-K (model/selection.py, model/capacity.py).
+    Filled from the `balance` config group, where each is one knob; the defaults switch all off."""
+
+    jitter: float = 0.0  # router input noise x * U(1 - eps, 1 + eps) in training; 0 = off
+    sinkhorn_iters: int = 0  # > 0: Sinkhorn selection in training, at most this many passes
+    n_groups: int = 1  # expert groups for group-limited routing; 1 = plain top-K
+    group_topk: int = 1  # groups each token may route into
+    capacity_factor: float | None = None  # expert capacity C = ceil(f * T * K / E) per forward; None = no dropping
+    drop_policy: str = "probs"  # probs (keep the highest gates) | position (keep the earliest tokens)
+    renorm_kept: bool = False  # rescale a token's kept gates to the sum of all K after dropping
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "RoutingArgs":
+        """Build from the `balance` config group, ignoring its other knobs."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(cfg).items() if k in known})
+
+    def check(self, n_experts: int, top_k: int) -> None:
+        """Raises ValueError naming the knob the model's shape rules out."""
+        if self.n_groups < 1 or n_experts % self.n_groups:
+            raise ValueError(f"balance.n_groups={self.n_groups}: must divide model.n_routed_experts={n_experts} "
+                             "(1 = no groups)")
+        per_group = n_experts // self.n_groups
+        if not 1 <= self.group_topk <= self.n_groups:
+            raise ValueError(f"balance.group_topk={self.group_topk}: must be between 1 and balance.n_groups={self.n_groups}")
+        if self.n_groups > 1 and self.group_topk * per_group < top_k:
+            raise ValueError(f"balance.group_topk={self.group_topk}: {self.group_topk} group(s) of {per_group} experts "
+                             f"hold fewer than model.top_k={top_k}")
+
+    @property
+    def grouped(self) -> bool:
+        return self.n_groups > 1 and self.group_topk < self.n_groups

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from balance_lab.model.args import ModelArgs
+from balance_lab.model.args import ModelArgs, RoutingArgs
 from balance_lab.model.attention import CausalSelfAttention
 from balance_lab.model.experts import DenseFFN
 from balance_lab.model.moe import MoELayer
@@ -25,17 +25,18 @@ class LMOutput:
     logits_BSV: torch.Tensor
     aux_loss: torch.Tensor  # sum of the MoE layers' balancing losses (0 in eval)
     counts_LBE: torch.Tensor  # routed slots per MoE layer, sequence and expert (int64)
+    dropped_L: torch.Tensor  # slots dropped at expert capacity per MoE layer (int64; zeros without a capacity)
 
 
 class Block(nn.Module):
-    def __init__(self, args: ModelArgs, moe: bool, make_balancer: Callable[[], nn.Module]):
+    def __init__(self, args: ModelArgs, moe: bool, make_balancer: Callable[[], nn.Module], routing: RoutingArgs):
         super().__init__()
         self.attn_norm = nn.RMSNorm(args.d_model)
         self.attn = CausalSelfAttention(args.d_model, args.n_heads, args.seq_len, args.rope_theta)
         self.ffn_norm = nn.RMSNorm(args.d_model)
         if moe:
             self.ffn = MoELayer(args.d_model, args.n_routed_experts, args.n_shared_experts, args.top_k,
-                                args.expert_hidden, args.score_func, args.norm_gates, make_balancer())
+                                args.expert_hidden, args.score_func, args.norm_gates, make_balancer(), routing)
         else:
             self.ffn = DenseFFN(args.d_model, args.dense_hidden)
 
@@ -52,12 +53,13 @@ class Block(nn.Module):
 
 
 class MoELM(nn.Module):
-    def __init__(self, args: ModelArgs, make_balancer: Callable[[], nn.Module]):
+    def __init__(self, args: ModelArgs, make_balancer: Callable[[], nn.Module], routing: RoutingArgs = RoutingArgs()):
         super().__init__()
-        self.args = args
+        routing.check(args.n_routed_experts, args.top_k)
+        self.args, self.routing = args, routing
         self.embed = nn.Embedding(args.vocab_size, args.d_model)
         self.blocks = nn.ModuleList(
-            Block(args, moe=i >= args.n_dense_layers, make_balancer=make_balancer) for i in range(args.n_layers)
+            Block(args, moe=i >= args.n_dense_layers, make_balancer=make_balancer, routing=routing) for i in range(args.n_layers)
         )
         self.norm = nn.RMSNorm(args.d_model)
         self.head = nn.Linear(args.d_model, args.vocab_size, bias=False)
@@ -76,16 +78,17 @@ class MoELM(nn.Module):
 
     def forward(self, tokens_BS: torch.Tensor) -> LMOutput:
         x_BSD = self.embed(tokens_BS)
-        aux_losses, counts = [], []
+        aux_losses, counts, dropped = [], [], []
         for block in self.blocks:
             x_BSD, moe_out = self._run_block(block, x_BSD)
             if moe_out is not None:
                 counts.append(moe_out.counts_BE)
+                dropped.append(moe_out.dropped)
                 if moe_out.aux_loss is not None:
                     aux_losses.append(moe_out.aux_loss)
         logits_BSV = self.head(self.norm(x_BSD))
         aux_loss = torch.stack(aux_losses).sum() if aux_losses else logits_BSV.new_zeros(())
-        return LMOutput(logits_BSV, aux_loss, torch.stack(counts))
+        return LMOutput(logits_BSV, aux_loss, torch.stack(counts), torch.stack(dropped))
 
     def _run_block(self, block: Block, x_BSD: torch.Tensor):
         if not (self.args.activation_checkpointing and self.training and torch.is_grad_enabled()):

@@ -1,7 +1,9 @@
-"""The router: token-to-expert affinities, top-K choice, gate weights.
+"""The router: token-to-expert affinities, top-K choice, gate weights, capacity.
 
 The balancer decides *who is chosen* (it may bias the scores used for top-K); the gate weights
-that scale the chosen experts' outputs always come from the unbiased affinities.
+that scale the chosen experts' outputs always come from the unbiased affinities. RoutingArgs
+adds the choices other frameworks make (selection.py: jitter, Sinkhorn, group-limited routing)
+and expert capacity (capacity.py: which chosen slots are dropped).
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from balance_lab.model.args import RoutingArgs
+from balance_lab.model.capacity import expert_capacity, kept_slots, renormalised
+from balance_lab.model.selection import group_limited, jitter, sinkhorn
+
 
 @dataclass
 class Routing:
@@ -23,6 +29,7 @@ class Routing:
     experts_TK: torch.Tensor  # chosen expert ids (int64)
     gates_TK: torch.Tensor  # weights of the chosen experts' outputs, from the unbiased scores
     batch_size: int  # B: tokens are laid out sequence after sequence, S = T // B each
+    kept_TK: torch.Tensor | None = None  # bool, slots within their expert's capacity; None: nothing dropped
 
     @property
     def num_experts(self) -> int:
@@ -47,6 +54,28 @@ class Routing:
         slot_ids = (seq_T[:, None] * E + self.experts_TK).reshape(-1)  # (T*K,)
         return count_ids(slot_ids, B * E).view(B, E)
 
+    @cached_property
+    def kept_counts_E(self) -> torch.Tensor:
+        """Slots per expert that the experts compute (after dropping), int64."""
+        if self.kept_TK is None:
+            return self.counts_E
+        E = self.num_experts
+        return count_ids(self.dispatch_experts_TK.reshape(-1), E + 1)[:E]
+
+    @property
+    def dispatch_experts_TK(self) -> torch.Tensor:
+        """Chosen expert per slot, with dropped slots given id E: sorted by id they fall behind every expert."""
+        if self.kept_TK is None:
+            return self.experts_TK
+        return self.experts_TK.masked_fill(~self.kept_TK, self.num_experts)
+
+    @cached_property
+    def dropped(self) -> torch.Tensor:
+        """() int64: slots dropped at capacity in this forward."""
+        if self.kept_TK is None:
+            return self.counts_E.new_zeros(())
+        return (~self.kept_TK).sum()
+
 
 def count_ids(ids_N: torch.Tensor, n: int) -> torch.Tensor:
     """(n,) int64 occurrences of each id in [0, n). Not torch.bincount: on a GPU it reads the
@@ -55,15 +84,20 @@ def count_ids(ids_N: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class Router(nn.Module):
-    def __init__(self, d_model: int, n_experts: int, top_k: int, score_func: str, norm_gates: bool, balancer: nn.Module):
+    def __init__(self, d_model: int, n_experts: int, top_k: int, score_func: str, norm_gates: bool, balancer: nn.Module,
+                 options: RoutingArgs = RoutingArgs()):
         super().__init__()
         self.proj = nn.Linear(d_model, n_experts, bias=False)
         self.top_k = top_k
         self.score_func = score_func
         self.norm_gates = norm_gates
         self.balancer = balancer  # consulted for selection; owns its state (e.g. loss-free biases)
+        self.options = options
 
     def forward(self, x_TD: torch.Tensor, batch_size: int) -> Routing:
+        opts = self.options
+        if opts.jitter > 0 and self.training:
+            x_TD = jitter(x_TD, opts.jitter)
         # Routing runs in fp32 or wider whatever the autocast dtype: bf16 affinities tie and flip top-K choices.
         dtype = torch.promote_types(x_TD.dtype, torch.float32)
         with torch.autocast(device_type=x_TD.device.type, enabled=False):
@@ -72,9 +106,26 @@ class Router(nn.Module):
             scores_TE = torch.sigmoid(logits_TE)
         else:
             scores_TE = torch.softmax(logits_TE, dim=-1)
-        selection_TE = self.balancer.selection_scores(scores_TE.detach())
-        experts_TK = selection_TE.topk(self.top_k, dim=-1).indices
+        experts_TK = self._choose(logits_TE.detach(), scores_TE.detach())
         gates_TK = scores_TE.gather(-1, experts_TK)
         if self.norm_gates:
             gates_TK = gates_TK / gates_TK.sum(dim=-1, keepdim=True)
-        return Routing(logits_TE, scores_TE, experts_TK, gates_TK, batch_size)
+        kept_TK = None
+        if opts.capacity_factor is not None:
+            T, E = scores_TE.shape
+            capacity = expert_capacity(T, self.top_k, E, opts.capacity_factor)
+            kept_TK = kept_slots(experts_TK, gates_TK, E, capacity, opts.drop_policy)
+            if opts.renorm_kept:
+                gates_TK = renormalised(gates_TK, kept_TK)
+        return Routing(logits_TE, scores_TE, experts_TK, gates_TK, batch_size, kept_TK)
+
+    def _choose(self, logits_TE: torch.Tensor, scores_TE: torch.Tensor) -> torch.Tensor:
+        """(T, K) chosen experts: top-K of the selection scores (biased, Sinkhorn-balanced, group-limited)."""
+        opts = self.options
+        if opts.sinkhorn_iters > 0 and self.training:  # evaluation: plain top-K of the scores
+            selection_TE = sinkhorn(logits_TE, opts.sinkhorn_iters)
+        else:
+            selection_TE = self.balancer.selection_scores(scores_TE)
+        if opts.grouped:
+            selection_TE = group_limited(selection_TE, opts.n_groups, opts.group_topk)
+        return selection_TE.topk(self.top_k, dim=-1).indices

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from balance_lab.balancing.knobs import ADDED_OFF, is_added_off
 from balance_lab.store import tracking
 
 # Params that say where or how a run was recorded or scheduled, not what it trained.
@@ -95,6 +96,10 @@ def _configurations(finished: pd.DataFrame, grid: dict[str, list[str]]) -> tuple
         return finished.assign(config=[], label=[], seed=[], order=[]), [], ""
     trained = sorted(c for c in finished.columns if _what_was_trained(c))
     identity = finished[trained].map(lambda v: "" if v is None or v != v else str(v))  # NaN: a param a run lacks
+    for column in trained:  # a knob added later, at its off value, is what a run recorded before it had
+        knob = column.removeprefix("params.balance.")
+        if knob != column and knob in ADDED_OFF:
+            identity[column] = identity[column].map(lambda v, k=knob: "" if is_added_off(k, v) else v)
     finished["config"] = identity.agg("|".join, axis=1)
     varying = [c.removeprefix("params.") for c in trained if identity[c].nunique() > 1]
     finished["seed"] = pd.to_numeric(finished.get("params.seed"), errors="coerce")

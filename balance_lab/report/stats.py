@@ -25,6 +25,9 @@ BASE_COLUMNS = [
     Column("train/maxvio_compute_batch_mean", "MaxVio compute", "min", fallback="train/maxvio_compute_batch", digits=3),
 ]
 THROUGHPUT = Column("train/tokens_per_sec", "tokens/s", "max", digits=0)
+# Slots dropped at expert capacity (model/capacity.py): shown where some run dropped any.
+DROPPED = [Column("train/dropped_frac_mean", "dropped train", "min", digits=4),
+           Column("val/dropped_frac", "dropped val", "min", digits=4)]
 SPECIALISATION_PREFIX = "val/top_expert_freq/"
 
 
@@ -34,6 +37,9 @@ def columns_for(runs: pd.DataFrame, extra: list[str] = ()) -> list[Column]:
     domains = sorted(c.removeprefix(f"metrics.{SPECIALISATION_PREFIX}") for c in runs.columns
                      if c.startswith(f"metrics.{SPECIALISATION_PREFIX}"))
     columns = BASE_COLUMNS + [Column(SPECIALISATION_PREFIX + d, f"top expert {d}", None) for d in domains] + [THROUGHPUT]
+    dropped = runs.get(f"metrics.{DROPPED[0].key}", pd.Series(dtype=float))
+    if (pd.to_numeric(dropped, errors="coerce") > 0).any():
+        columns += DROPPED
     for spec in extra:
         key, _, better = spec.partition(":")
         columns.append(Column(key, key, better or None, digits=4))

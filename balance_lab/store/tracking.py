@@ -15,6 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from balance_lab.balancing.knobs import is_added_off
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_SWEEP = "balance_lab.sweep"
 TAG_GIT_SHA = "balance_lab.git_sha"
@@ -91,6 +93,8 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_hash(resolved: Mapping[str, Any]) -> str:
     """Identity of what a run trains: two runs with the same hash train the same thing."""
     what = {k: v for k, v in resolved.items() if k not in _NOT_IN_HASH}
+    if isinstance(what.get("balance"), Mapping):  # knobs added later, switched off: as before they existed
+        what["balance"] = {k: v for k, v in what["balance"].items() if not is_added_off(k, v)}
     if isinstance(what.get("trainer"), Mapping):
         what["trainer"] = {k: v for k, v in what["trainer"].items() if k != "enable_progress_bar"}
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -168,15 +172,32 @@ def run_name(cfg: Mapping[str, Any], swept: Mapping[str, str] | None = None) -> 
     balance, parts = cfg["balance"], [cfg["balance"]["name"]]
     if balance.get("update_rate", 0) > 0:
         parts += [f"u{_fmt(balance['update_rate'])}", balance.get("rule", "sign"), balance.get("bias", "additive")[:3]]
+        parts += ["centred"] if balance.get("center") else []
     if balance.get("alpha", 0) > 0:
         parts += [f"a{_fmt(balance['alpha'])}", balance.get("scope", "micro")]
     if balance.get("z_loss", 0) > 0:
         parts.append(f"z{_fmt(balance['z_loss'])}")
+    parts += _routing_parts(balance)
     parts += [cfg["model"]["name"], f"s{cfg['seed']}"]
     for key, value in (swept or {}).items():
         if key not in ("balance", "model", "seed") and not key.startswith("balance."):  # those are in the name
             parts.append(f"{key.split('.')[-1]}={value}")
     return "-".join(str(p) for p in parts)
+
+
+def _routing_parts(balance: Mapping[str, Any]) -> list[str]:
+    """Name parts of the routing knobs that are switched on (model/selection.py, model/capacity.py)."""
+    parts = []
+    if balance.get("sinkhorn_iters", 0) > 0:
+        parts.append(f"sinkhorn{balance['sinkhorn_iters']}")
+    if balance.get("n_groups", 1) > 1:
+        parts.append(f"groups{balance.get('group_topk', 1)}of{balance['n_groups']}")
+    if balance.get("jitter", 0) > 0:
+        parts.append(f"jitter{_fmt(balance['jitter'])}")
+    if balance.get("capacity_factor") is not None:
+        parts.append(f"cap{balance['capacity_factor']:g}-{balance.get('drop_policy', 'probs')}")
+        parts += ["renorm"] if balance.get("renorm_kept") else []
+    return parts
 
 
 class TrackedRun:

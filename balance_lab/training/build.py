@@ -43,11 +43,12 @@ def order_seed(cfg: DictConfig) -> int:
 
 def build_model(cfg: DictConfig):
     from balance_lab.balancing import build_balancer
-    from balance_lab.model import ModelArgs, MoELM
+    from balance_lab.model import ModelArgs, MoELM, RoutingArgs
 
     args = ModelArgs.from_config(cfg.model)
     balance = OmegaConf.to_container(cfg.balance, resolve=True)
-    return MoELM(args, make_balancer=lambda: build_balancer(balance, args.n_routed_experts))
+    return MoELM(args, make_balancer=lambda: build_balancer(balance, args.n_routed_experts),
+                 routing=RoutingArgs.from_config(balance))
 
 
 def build(cfg: DictConfig) -> Built:

@@ -54,6 +54,9 @@ class MoELMModule(L.LightningModule):
         # the papers' MaxVio_batch is averaged over training steps, not sampled every log_every_n_steps.
         self.register_buffer("vio_sums_2", torch.zeros(2, dtype=torch.float64))
         self.register_buffer("vio_steps", torch.zeros((), dtype=torch.int64))
+        # Slots dropped at expert capacity: (dropped, routed) this step; the sum of the steps' fractions so far.
+        self.register_buffer("step_dropped_2", torch.zeros(2, dtype=torch.int64), persistent=False)
+        self.register_buffer("dropped_frac_sum", torch.zeros((), dtype=torch.float64))
         self.val_loads: dict[str, Any] | None = None  # filled by each validation epoch
         self.val_step: int | None = None  # global step of the last validation
 
@@ -66,6 +69,7 @@ class MoELMModule(L.LightningModule):
         self._micro_losses.append(torch.stack([loss, lm_loss, out.aux_loss]).detach())
         counts_LE = out.counts_LBE.sum(dim=1)
         self.step_counts_LE += counts_LE
+        self.step_dropped_2 += torch.stack([out.dropped_L.sum(), counts_LE.sum()])
         # one micro-batch on one rank: the load an expert-parallel group actually computes
         self._micro_vio.append(maxvio_per_layer(counts_LE).mean())
         return loss
@@ -75,23 +79,28 @@ class MoELMModule(L.LightningModule):
         self._micro_losses.clear()
         self.loss_watch.record(self.global_step, losses_M3)  # raises for the previous step's NaN/inf
         # Every micro-batch of this step has run forward and backward: the step's loads are complete.
-        counts_LE = all_reduce_sum(self.step_counts_LE.clone())
+        # One all-reduce for the loads and the dropped slots of every rank.
+        reduced = all_reduce_sum(torch.cat([self.step_counts_LE.flatten(), self.step_dropped_2]))
+        counts_LE, dropped_2 = reduced[:-2].view_as(self.step_counts_LE), reduced[-2:]
         for layer, counts_E in zip(self.model.moe_layers, counts_LE):
             layer.balancer.step_end(counts_E)
         vio_L = maxvio_per_layer(counts_LE)
         compute_vio = torch.stack(self._micro_vio).mean()
         self.vio_sums_2 += torch.stack([vio_L.mean(), compute_vio])
         self.vio_steps += 1
+        dropped_frac = dropped_2[0].double() / dropped_2[1].clamp_min(1)
+        self.dropped_frac_sum += dropped_frac
         self.step_counts_LE.zero_()
+        self.step_dropped_2.zero_()
         self._micro_vio.clear()
-        self._step_metrics = (losses_M3.mean(dim=0), vio_L, compute_vio)  # device tensors, logged below
+        self._step_metrics = (losses_M3.mean(dim=0), vio_L, compute_vio, dropped_frac)  # device tensors, logged below
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         """The step's metrics, on the steps Lightning writes to the logger only: each self.log costs
         about half a millisecond of Python, which a GPU step of tens of milliseconds cannot hide."""
         if self._step_metrics is None:  # inside a gradient-accumulation window
             return
-        losses_3, vio_L, compute_vio = self._step_metrics
+        losses_3, vio_L, compute_vio, dropped_frac = self._step_metrics
         self._step_metrics = None
         if self.global_step == 1:  # the first step's loads came from the initial weights and zero biases
             self._log_initial_routing(vio_L)
@@ -100,14 +109,15 @@ class MoELMModule(L.LightningModule):
         if not every or (self.global_step % every and not self.trainer.should_stop and not last):
             return
         ranges = [r for layer in self.model.moe_layers if (r := layer.balancer.bias_range()) is not None]
-        values = torch.cat([losses_3.double(), vio_L, compute_vio.view(1),
+        values = torch.cat([losses_3.double(), vio_L, compute_vio.view(1), dropped_frac.view(1),
                             torch.stack(ranges).to(vio_L) if ranges else vio_L[:0]]).tolist()  # one host sync
         (loss, lm_loss, aux_loss), rest = values[:3], values[3:]
-        vio, compute, bias = rest[:len(vio_L)], rest[len(vio_L)], rest[len(vio_L) + 1:]
+        vio, (compute, dropped), bias = rest[:len(vio_L)], rest[len(vio_L):len(vio_L) + 2], rest[len(vio_L) + 2:]
         self.log_dict({"train/loss": loss, "train/maxvio_batch": sum(vio) / len(vio)}, prog_bar=True)
         self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": aux_loss, "train/maxvio_compute_batch": compute}
                       | {f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)}
-                      | ({"train/bias_range": sum(bias) / len(bias)} if bias else {}))
+                      | ({"train/bias_range": sum(bias) / len(bias)} if bias else {})
+                      | ({"train/dropped_frac": dropped} if self.model.routing.capacity_factor is not None else {}))
 
     def _log_initial_routing(self, vio_L: torch.Tensor) -> None:
         """`init/maxvio_batch` (+ per layer) at step 0, written once straight to the logger: through
@@ -117,6 +127,11 @@ class MoELMModule(L.LightningModule):
         vio = vio_L.tolist()
         self.logger.log_metrics({"init/maxvio_batch": sum(vio) / len(vio)}
                                 | {f"init/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)}, step=0)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint written before a counter existed resumes with it at zero (its run had no capacity).
+        state = checkpoint["state_dict"]
+        state.setdefault("dropped_frac_sum", torch.zeros((), dtype=torch.float64))
 
     def on_train_end(self) -> None:
         self.loss_watch.check_now()
@@ -139,6 +154,7 @@ class MoELMModule(L.LightningModule):
         self._val_nll = torch.zeros((), dtype=torch.float64, device=self.device)
         self._val_tokens_D = torch.zeros(n_domains, dtype=torch.int64, device=self.device)
         self._val_counts_DLE = torch.zeros(n_domains, n_layers, n_experts, dtype=torch.int64, device=self.device)
+        self._val_dropped = torch.zeros((), dtype=torch.int64, device=self.device)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         inputs_BS, targets_BS = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
@@ -148,23 +164,27 @@ class MoELMModule(L.LightningModule):
         domain_B = batch["domain"]
         self._val_tokens_D.index_add_(0, domain_B, torch.full_like(domain_B, targets_BS.shape[1]))
         self._val_counts_DLE.index_add_(0, domain_B, out.counts_LBE.transpose(0, 1))
+        self._val_dropped += out.dropped_L.sum()
 
     def on_validation_epoch_end(self) -> None:
         reduce = lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")  # noqa: E731
         nll, tokens_D, counts_DLE = reduce(self._val_nll), reduce(self._val_tokens_D), reduce(self._val_counts_DLE)
+        dropped = int(reduce(self._val_dropped))
         loss = float(nll) / max(int(tokens_D.sum()), 1)
         counts_LE = counts_DLE.sum(dim=0)
         vio_L = maxvio_per_layer(counts_LE)
         metrics = {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0)),
                    "val/bpb": loss / math.log(2) / self.bytes_per_token, "val/maxvio_global": float(vio_L.mean()),
-                   "val/dead_experts": float((counts_LE == 0).sum())}  # (layer, expert) pairs no token reached
+                   "val/dead_experts": float((counts_LE == 0).sum()),  # (layer, expert) pairs no token reached
+                   "val/dropped_frac": dropped / max(int(counts_LE.sum()), 1)}  # slots dropped at capacity (0 without)
         metrics |= {f"val/maxvio_global/layer_{i}": float(v) for i, v in zip(self.layer_ids, vio_L)}
         for d, name in enumerate(self.domains):
             freq_L = top_expert_frequency(counts_DLE[d], int(tokens_D[d]))
             metrics[f"val/top_expert_freq/{name}"] = float(freq_L.mean())
         if self.vio_steps > 0:  # averages over all training steps so far (the final validation: the whole run)
             mean_2 = (self.vio_sums_2 / self.vio_steps).tolist()
-            metrics |= {"train/maxvio_batch_mean": mean_2[0], "train/maxvio_compute_batch_mean": mean_2[1]}
+            metrics |= {"train/maxvio_batch_mean": mean_2[0], "train/maxvio_compute_batch_mean": mean_2[1],
+                        "train/dropped_frac_mean": float(self.dropped_frac_sum / self.vio_steps)}
         self.log_dict(metrics, sync_dist=False)
         self.val_step = self.global_step
         self.val_loads = {"layers": counts_LE.tolist(), "layer_ids": self.layer_ids,
