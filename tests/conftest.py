@@ -115,6 +115,17 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([BALANCE_LAB, *args], capture_output=True, text=True, timeout=timeout)
 
 
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """`balance-lab ARGS...` through the CLI's own code in this process (no interpreter to start):
+    for commands that neither exec nor train, where what is tested is the command, not the process."""
+    from typer.testing import CliRunner
+
+    from balance_lab.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
 def all_runs(uri: str):
     from mlflow.tracking import MlflowClient
 
