@@ -158,7 +158,9 @@ def test_routing_collapse_is_tagged_and_summarised(store):
 def test_two_sweeps_on_one_sqlite_store_at_once_lose_no_run_and_no_metric(store):
     short = ["trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1", "data.batch_size=4",
              "data.val_sequences=12"]
-    sweeps = [subprocess.Popen([BALANCE_LAB, "sweep", "paper_main", f"seeds=[{s}]", *short, "--jobs", "2"],
+    # --jobs 1: each sweep trains its runs one after the other in its own process; the two sweeps
+    # (one run each at any moment) write to the store at once
+    sweeps = [subprocess.Popen([BALANCE_LAB, "sweep", "paper_main", f"seeds=[{s}]", *short, "--jobs", "1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in (0, 1)]
     for process in sweeps:
         out, err = process.communicate(timeout=600)
