@@ -16,13 +16,22 @@ EXPECTED_SIZES = {"paper_main": 6, "update_rate": 12, "update_rule": 6, "bias_ty
 
 
 def test_every_contracted_sweep_exists_expands_and_validates():
+    """Every point of every sweep composes and validates, with unique names and configs. Seeds only
+    multiply the grid: each sweep is expanded for seed 0 (a third of the compositions), after one
+    full expansion shows the default seeds."""
+    from omegaconf import OmegaConf
+
+    from balance_lab.config.paths import sweeps_dir
+
     assert set(EXPECTED_SIZES) <= set(available_sweeps())
+    assert expand("paper_main", []).dimensions["seed"] == ["0", "1", "2"]
     for name, size in EXPECTED_SIZES.items():
-        grid = expand(name, [])
-        assert len(grid.points) == size, name
-        assert "seed" in grid.swept_keys and grid.dimensions["seed"] == ["0", "1", "2"]
-        assert len({p.run_name for p in grid.points}) == size, f"{name}: run names are not unique"
-        assert len({p.config_hash for p in grid.points}) == size, f"{name}: two points train the same config"
+        assert list(OmegaConf.load(sweeps_dir() / f"{name}.yaml").seeds) == [0, 1, 2], name
+        grid = expand(name, ["seeds=[0]"])
+        assert len(grid.points) == size // 3, name
+        assert "seed" in grid.swept_keys and grid.dimensions["seed"] == ["0"]
+        assert len({p.run_name for p in grid.points}) == size // 3, f"{name}: run names are not unique"
+        assert len({p.config_hash for p in grid.points}) == size // 3, f"{name}: two points train the same config"
 
 
 def test_the_demo_compares_three_methods_on_one_seed_in_a_short_run():
