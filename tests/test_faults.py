@@ -1,6 +1,7 @@
 """Faults, for real: signals sent to a real training process, kill -9, a NaN loss, two sweeps on
 one SQLite store at once, and an MLflow server that goes away in the middle of a run."""
 
+import os
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import BALANCE_LAB, all_runs, run_cli
+from tests.conftest import BALANCE_LAB, all_runs, cli_in_process, run_cli
 
 LONG = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1", "data.batch_size=4",
         "data.val_sequences=12", "trainer.enable_progress_bar=false"]
@@ -201,8 +202,6 @@ def start_server(backend: str, port: int, log: Path) -> subprocess.Popen:
 
 
 def stop_server(server: subprocess.Popen) -> None:
-    import os
-
     os.killpg(server.pid, signal.SIGKILL)
     server.wait()
 
@@ -269,8 +268,6 @@ def test_what_a_store_never_took_is_written_down_and_replayed(store, tmp_path, m
 
 @pytest.mark.slow
 def test_an_interrupted_sweep_continues_its_stopped_run_from_the_checkpoint(store, tmp_path):
-    import os
-
     args = ["sweep", "paper_main", "seeds=[0]", *LONG, *SMALL, "trainer.max_steps=20", "checkpoint.every_n_steps=2"]
     sweep = subprocess.Popen([BALANCE_LAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)  # its own process group, as a terminal's foreground job
@@ -301,8 +298,6 @@ def test_an_interrupted_sweep_continues_its_stopped_run_from_the_checkpoint(stor
 
 @pytest.mark.slow
 def test_kill_9_of_a_sweep_leaves_nothing_running_after_runs_stale_and_the_rerun_counts_it(store, tmp_path):
-    import os
-
     # one point (loss-free, seed 0): the interrupted-sweep test above covers a point never started
     args = ["sweep", "paper_main", "seeds=[0]", "balance=loss_free", *LONG, *SMALL, "trainer.max_steps=20",
             "checkpoint.every_n_steps=2"]
@@ -320,11 +315,11 @@ def test_kill_9_of_a_sweep_leaves_nothing_running_after_runs_stale_and_the_rerun
     running = [r for r in all_runs(store) if r.info.status == "RUNNING"]
     assert len(running) == 2, [(r.info.run_name, r.info.status) for r in all_runs(store)]  # parent + first child
 
-    listed = run_cli("runs", "--stale", "--dry-run")  # look first: nothing changes
+    listed = cli_in_process("runs", "--stale", "--dry-run")  # look first: nothing changes
     assert listed.returncode == 0 and listed.stdout.count("would mark KILLED") == 2, listed.stdout + listed.stderr
     assert all(r.info.run_id in listed.stdout for r in running)
     assert len([r for r in all_runs(store) if r.info.status == "RUNNING"]) == 2
-    marked = run_cli("runs", "--stale")
+    marked = cli_in_process("runs", "--stale")
     assert marked.returncode == 0 and "2 stale run(s)" in marked.stdout, marked.stdout + marked.stderr
     assert "run the same sweep again to continue its stopped runs: balance-lab sweep paper_main" in marked.stdout
     assert not [r for r in all_runs(store) if r.info.status == "RUNNING"]
@@ -340,7 +335,28 @@ def test_kill_9_of_a_sweep_leaves_nothing_running_after_runs_stale_and_the_rerun
     children = [r for r in all_runs(store) if "mlflow.parentRunId" in r.data.tags]
     assert [r.info.status for r in children] == ["FINISHED"], [(r.info.run_name, r.info.status) for r in children]
     assert children[0].info.run_id == child.info.run_id  # the killed run continued, in the same MLflow run
-    report = run_cli("report", "paper_main", "--format", "md", "--no-write")
+    report = cli_in_process("report", "paper_main", "--format", "md", "--no-write")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "Sweep invocations: 2 (1 FINISHED, 1 KILLED)" in report.stdout
     assert "## Runs not counted" not in report.stdout  # the killed run continued and finished: counted once
+
+
+def test_a_killed_process_its_parent_has_not_reaped_yet_is_gone():
+    """A zombie still has a /proc entry (and kill(pid, 0) succeeds): `runs --stale` run right after a
+    kill -9 must not take it for the run's living owner."""
+    from balance_lab.store.liveness import TAG_HOST, TAG_PID, TAG_PID_START, _start_ticks, owner_of
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        tags = {TAG_HOST: socket.gethostname(), TAG_PID: str(child.pid), TAG_PID_START: _start_ticks(child.pid)}
+        assert owner_of(tags).state == "alive"
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # not reaped: we are its parent
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        owner = owner_of(tags)
+        assert owner.state == "gone" and "has not reaped it" in owner.detail, owner
+    finally:
+        child.kill()
+        child.wait()

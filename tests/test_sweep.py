@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from balance_lab.config.compose import compose_config
 from balance_lab.sweeping.grid import available_sweeps, expand, sweep_overrides
-from tests.conftest import all_runs, run_cli
+from tests.conftest import all_runs, cli_in_process, run_cli
 from tests.test_cli import CONTRACT_METRICS
 
 SHORT = ["trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4", "data.val_sequences=12"]
@@ -53,18 +53,18 @@ def test_seeds_and_model_are_overridable_and_plain_overrides_pin_a_dimension():
 
 
 def test_unknown_sweep_and_bad_point_fail_in_one_line(store):
-    result = run_cli("sweep", "paper_mian")
+    result = cli_in_process("sweep", "paper_mian")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: unknown sweep 'paper_mian': choose one of "
                                      "aux_alpha, bias_type, capacity, demo, gating, lbl_scope, methods, paper_main, seed_noise, update_rate, "
                                      "update_rule")
-    result = run_cli("sweep", "update_rate", "balance.update_rate=-1,1e-3")
+    result = cli_in_process("sweep", "update_rate", "balance.update_rate=-1,1e-3")
     assert result.returncode == 2 and "balance.update_rate=-1" in result.stderr and "must be >= 0" in result.stderr
     assert all_runs(store) == []
 
 
 def test_an_unknown_launcher_fails_before_anything_is_recorded(store):
-    result = run_cli("sweep", "paper_main", "hydra/launcher=slurm")
+    result = cli_in_process("sweep", "paper_main", "hydra/launcher=slurm")
     assert result.returncode == 2
     assert result.stderr.strip() == ("error: unknown launcher hydra/launcher=slurm; "
                                      "choose one of basic, joblib, submitit_local, submitit_slurm")
@@ -73,7 +73,7 @@ def test_an_unknown_launcher_fails_before_anything_is_recorded(store):
 
 def test_dry_run_prints_the_grid_and_records_nothing(store, tmp_path):
     before = (tmp_path / "mlflow.db").read_bytes()
-    result = run_cli("sweep", "gating", "seeds=[0]", "--dry-run")
+    result = cli_in_process("sweep", "gating", "seeds=[0]", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "sweep gating: 4 runs" in result.stdout and "softmax" in result.stdout
     assert (tmp_path / "mlflow.db").read_bytes() == before and not (tmp_path / "multirun").exists()

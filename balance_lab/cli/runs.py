@@ -60,7 +60,7 @@ def runs(
             if not dry_run:
                 listing.mark_killed(client, row)
             console.print(f"{'would mark' if dry_run else 'marked'} KILLED: {row.name} ({row.run_id}, {row.experiment}): "
-                          f"{row.note}; {row.next_step}")
+                          f"{row.note}; {row.next_step}", soft_wrap=True)  # one line per run: the command copies whole
         console.print(f"{len(found)} stale run(s)" + (" (nothing changed: --dry-run)" if dry_run and found else ""))
         return
     table = Table(header_style="bold")

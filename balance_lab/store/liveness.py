@@ -21,13 +21,25 @@ TAG_HEARTBEAT = "balance_lab.heartbeat"  # unix time of the owner's latest sign 
 HEARTBEAT_SECONDS = 60.0
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), or None where /proc is absent."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 (the state) on (Linux), or None where there is no such entry."""
     try:
         stat = open(f"/proc/{pid}/stat").read()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name may hold spaces
+    return stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+
+
+def _start_ticks(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), or None where /proc is absent."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None  # field 22
+
+
+def _is_zombie(pid: int) -> bool:
+    """Killed, but not yet reaped by its parent: nothing runs there any more (kill(pid, 0) still succeeds)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] in ("Z", "X")
 
 
 def owner_tags() -> dict[str, str]:
@@ -52,6 +64,8 @@ def owner_of(tags: dict[str, str], now: float | None = None, older_than: float =
             return Owner("gone", f"process {pid} on {host} is gone")
         if ticks is not None and start and ticks != start:
             return Owner("gone", f"process {pid} on {host} is gone (the pid now belongs to another process)")
+        if _is_zombie(int(pid)):
+            return Owner("gone", f"process {pid} on {host} is gone (it died; its parent has not reaped it yet)")
         return Owner("alive", f"process {pid} on {host} is running")
     if age is not None and age > older_than:
         return Owner("gone", f"no heartbeat for {age / 60:.0f} min (owner: process {pid} on {host})")
