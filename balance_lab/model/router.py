@@ -62,7 +62,7 @@ class Routing:
         E = self.num_experts
         return count_ids(self.dispatch_experts_TK.reshape(-1), E + 1)[:E]
 
-    @property
+    @cached_property
     def dispatch_experts_TK(self) -> torch.Tensor:
         """Chosen expert per slot, with dropped slots given id E: sorted by id they fall behind every expert."""
         if self.kept_TK is None:
