@@ -102,3 +102,15 @@ def test_dropped_fraction_per_step_run_mean_and_validation(corpus_cache):
     assert all(f >= 0.5 for f in per_step)  # capacity for half the mean load drops at least half the slots
     assert fit.callback_metrics["train/dropped_frac_mean"].item() == pytest.approx(sum(per_step) / 3, rel=1e-6)
     assert fit.callback_metrics["val/dropped_frac"].item() >= 0.5
+
+
+def test_a_checkpoint_from_before_the_dropped_counter_still_loads(built):
+    """Checkpoints written before `dropped_frac_sum` existed lack it; resuming them must not fail
+    Lightning's strict state-dict load (the counter starts at zero: those runs had no capacity)."""
+    cfg, parts = built
+    old = {"state_dict": {k: v for k, v in parts.module.state_dict().items() if k != "dropped_frac_sum"}}
+    with pytest.raises(RuntimeError, match="dropped_frac_sum"):
+        parts.module.load_state_dict(old["state_dict"])  # what a strict load says without the hook
+    parts.module.on_load_checkpoint(old)
+    parts.module.load_state_dict(old["state_dict"])
+    assert float(parts.module.dropped_frac_sum) == 0.0
