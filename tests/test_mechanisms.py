@@ -97,9 +97,9 @@ def test_a_dropped_slot_contributes_nothing_and_its_token_keeps_the_shared_exper
     # counts stay the router's choice (before dropping): what MaxVio and the balancers see
     assert int(routing.counts_E.sum()) == 20 and int(routing.kept_counts_E.sum()) == 20 - int(routing.dropped)
     fully_dropped = (~routing.kept_TK).all(dim=-1)
-    if fully_dropped.any():
-        t = int(fully_dropped.nonzero()[0])
-        torch.testing.assert_close(y_capped.y_BSD.reshape(10, 8)[t], capped.shared(x_BSD.reshape(10, 8)[t]))
+    assert fully_dropped.any()  # this input has one (token 2): every one of its slots over capacity
+    t = int(fully_dropped.nonzero()[0])
+    torch.testing.assert_close(y_capped.y_BSD.reshape(10, 8)[t], capped.shared(x_BSD.reshape(10, 8)[t]))
 
 
 def test_evaluation_drops_at_the_same_capacity():
