@@ -75,6 +75,20 @@ def compose(overrides: list[str]):
         fail(str(exc))
 
 
+def prepare_data(data_configs) -> None:
+    """Tokenise data=hf corpora (once, cached) here, with progress, before any run exists."""
+    if not any(data.get("source") == "hf" for data in data_configs):
+        return
+    from balance_lab.cli.tokenizing import prepare_hf
+    from balance_lab.console import console
+    from balance_lab.errors import ConfigError
+
+    try:
+        prepare_hf(data_configs, console())
+    except ConfigError as exc:
+        fail(str(exc))
+
+
 def check(cfg) -> None:
     """Every value and the store, before a run exists (the training process checks again)."""
     from balance_lab.store import tracking

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from balance_lab.cli.app import OverridesArg, PASSTHROUGH, app, check, compose, fail, set_verbose
+from balance_lab.cli.app import OverridesArg, PASSTHROUGH, app, check, compose, fail, prepare_data, set_verbose
 
 
 @app.command(context_settings=PASSTHROUGH)
@@ -48,6 +48,7 @@ def run(
     else:
         cfg = compose(overrides)  # a typo fails here, in one line, before torch is imported
         check(cfg)
+        prepare_data([cfg.data])
         argv = [sys.executable, "-m", "balance_lab.train", *overrides]
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # the training process takes over: signals and exit status are its own

@@ -6,13 +6,13 @@ from typing import List, Optional
 
 import typer
 
-from balance_lab.cli.app import OverridesArg, PASSTHROUGH, app, fail
+from balance_lab.cli.app import OverridesArg, PASSTHROUGH, app, fail, prepare_data
 
 
 @app.command(context_settings=PASSTHROUGH)
 def sweep(
     name: str = typer.Argument(..., help="A sweep file of sweeps/: paper_main, update_rate, update_rule, bias_type, "
-                                         "aux_alpha, lbl_scope, gating, methods."),
+                                         "aux_alpha, lbl_scope, gating, methods, capacity."),
     overrides: Optional[List[str]] = OverridesArg,
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at a time on this machine (Hydra's joblib launcher)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and exit; nothing is trained or recorded."),
@@ -71,6 +71,7 @@ def sweep(
         check_launcher([*launcher_overrides(jobs, extra), *extra])
     except ConfigError as exc:
         fail(str(exc))
+    prepare_data([point.data for point in grid.points])
     client = _mark_finished(grid, uri, create_store=True)
 
     command = "balance-lab sweep " + shlex.join([name, *overrides] + (["--jobs", str(jobs)] if jobs > 1 else []))

@@ -9,13 +9,11 @@ the first time it is needed and cached beside the byte-level corpus:
 
     <cache_dir>/builtin-<corpus key>-bpe<V>/{tokenizer.json, meta.json, <domain>.<split>.bin}
 
-Nothing is downloaded. Concurrent runs (a sweep's jobs) wait on a file lock while the first one
-builds it; the folder appears whole (written under a temporary name, then renamed).
+Nothing is downloaded. Built once under a lock, the folder appearing whole (data/cache.py).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -38,35 +36,22 @@ def builtin_makers(data: DictConfig) -> dict:
 
 def ensure_token_dir(data: DictConfig) -> Path:
     """The cached token files of the built-in corpus at `data.vocab_size`, built on first use."""
-    import fcntl
+    from balance_lab.data.cache import ensure_built
 
-    out = token_dir(data)
-    if (out / "meta.json").is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.with_name(out.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (out / "meta.json").is_file():  # another process built it while we waited
-            return out
-        _build(data, out)
-    return out
+    return ensure_built(token_dir(data), lambda tmp: _build(data, tmp))
 
 
-def _build(data: DictConfig, out: Path) -> None:
-    import shutil
+def _build(data: DictConfig, tmp: Path) -> None:
     import time
 
     from balance_lab.data.builtin import is_validation
     from balance_lab.data.tokens import tokenize_corpus
 
-    print(f"balance-lab: training a {data.vocab_size}-token BPE on the built-in corpus (once; cached in {out}) ...",
-          file=sys.stderr, flush=True)
+    print(f"balance-lab: training a {data.vocab_size}-token BPE on the built-in corpus (once; cached in "
+          f"{token_dir(data)}) ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     # Read once (parsing the standard library is most of the time): training and encoding both walk it.
     documents = {domain: list(make()) for domain, make in builtin_makers(data).items()}  # ~15 MB of text
     tokenize_corpus({domain: (lambda docs=docs: iter(docs)) for domain, docs in documents.items()},
                     lambda doc_id: is_validation(doc_id, data.val_fraction), tmp, int(data.vocab_size))
-    tmp.rename(out)
     print(f"balance-lab: built-in corpus tokenised in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)

@@ -4,7 +4,9 @@
             tokens trained locally and cached (data.tokenizer=bpe, data/builtin_bpe.py) or bytes;
 - text_dir: a folder of the user's text, one subfolder per domain, every text file below it a
             document (split by a hash of its path, as the built-in corpus is);
-- tokens:   token files written by `balance-lab data tokenize` (BPE), memory-mapped (data/tokens.py).
+- tokens:   token files written by `balance-lab data tokenize` (BPE), memory-mapped (data/tokens.py);
+- hf:       anything Hugging Face `datasets` reads (parquet, jsonl, arrow, ..., a hub dataset online),
+            tokenised once into cached token files, then memory-mapped (data/hf.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from omegaconf import DictConfig
 
 from balance_lab.errors import ConfigError
 
-SOURCES = ("builtin", "text_dir", "tokens")
+SOURCES = ("builtin", "text_dir", "tokens", "hf")
 TOKENIZERS = ("bpe", "bytes")  # for the built-in corpus
 TEXT_EXTENSIONS = (".txt", ".md", ".rst", ".py", ".tex")  # conf/data/text_dir.yaml's default
 
@@ -78,6 +80,12 @@ def token_meta(data: DictConfig) -> dict:
 def domain_weights(data: DictConfig) -> dict[str, float]:
     """The training mix (domain -> weight): the config's, or every domain of the folder equally."""
     source = _source(data)
+    if source == "hf":
+        from balance_lab.data import hf
+        from balance_lab.data.tokens import read_meta
+
+        weights = hf.spec_of(data).weights  # null: every domain the corpus has, equally (read once it is tokenised)
+        return weights or {d: 1.0 for d in read_meta(hf.ensure_token_dir(data))["domains"]}
     if not data.get("domains"):
         if source == "text_dir":
             return {d: 1.0 for d in text_dir_domains(data)}
@@ -87,7 +95,12 @@ def domain_weights(data: DictConfig) -> dict[str, float]:
 
 
 def vocab_size(data: DictConfig) -> int:
-    """The tokenizer's vocabulary: 256 (bytes), the built-in BPE's (data.vocab_size) or the token files'."""
+    """The tokenizer's vocabulary: 256 (bytes), the built-in BPE's (data.vocab_size), the token files' or,
+    for data=hf, data.vocab_size (a BPE trained on the corpus) or that of the tokenizer.json given."""
+    if _source(data) == "hf":
+        from balance_lab.data import hf
+
+        return hf.vocab_size(data)
     if builtin_bpe(data):
         return int(data.vocab_size)
     return token_meta(data)["vocab_size"] if _source(data) == "tokens" else 256
@@ -97,6 +110,12 @@ def check_source(data: DictConfig) -> None:
     from balance_lab.data.builtin import DOMAINS
 
     source = _source(data)
+    if source == "hf":
+        from balance_lab.data import hf
+
+        hf.check_reachable(hf.spec_of(data))  # fields, weights and paths; the datasets are opened when tokenising
+        hf.tokenizer_spec(data)
+        return
     weights = domain_weights(data)
     if source == "text_dir":
         text_dir_domains(data)  # the configured domains exist (the folder is scanned once)
@@ -133,18 +152,14 @@ def load_splits(data: DictConfig) -> dict:
     from balance_lab.data.tokenizer import ByteTokenizer
 
     weights = domain_weights(data)
-    if builtin_bpe(data):
-        from balance_lab.data.builtin_bpe import ensure_token_dir
+    folder = token_folder(data)
+    if folder is not None:
         from balance_lab.data.tokens import load_token_splits
 
-        return load_token_splits(ensure_token_dir(data), list(weights))
+        return load_token_splits(folder, list(weights))
     if _source(data) == "builtin":
         splits = load_builtin_corpus(data.cache_dir, data.val_fraction, data.math_documents, data.corpus_seed)
         return {d: splits[d] for d in weights}
-    if _source(data) == "tokens":
-        from balance_lab.data.tokens import load_token_splits
-
-        return load_token_splits(Path(str(data.path)).expanduser(), list(weights))
     root = Path(str(data.path)).expanduser()
     tokenizer = ByteTokenizer()
     files = text_dir_domains(data)
@@ -155,13 +170,21 @@ def bytes_per_token(data: DictConfig) -> float:
     """UTF-8 bytes per token of the validation text, for bits per byte (1 for bytes)."""
     from balance_lab.data.tokens import bytes_per_token as measured
 
+    folder = token_folder(data)
+    return 1.0 if folder is None else measured(folder, list(domain_weights(data)))
+
+
+def token_folder(data: DictConfig) -> Path | None:
+    """Where the run's token files are (built first where they are a cache), or None for bytes."""
     if builtin_bpe(data):
         from balance_lab.data.builtin_bpe import ensure_token_dir
 
-        return measured(ensure_token_dir(data), list(domain_weights(data)))
-    if _source(data) != "tokens":
-        return 1.0
-    return measured(Path(str(data.path)).expanduser(), list(domain_weights(data)))
+        return ensure_token_dir(data)
+    if _source(data) == "hf":
+        from balance_lab.data import hf
+
+        return hf.ensure_token_dir(data)
+    return Path(str(data.path)).expanduser() if _source(data) == "tokens" else None
 
 
 def corpus_documents(source: str, path: Path | None, max_documents: int | None = None) -> dict:

@@ -55,6 +55,7 @@ class GridPoint:
     run_name: str
     config_hash: str
     finished_run_id: str | None = None  # a FINISHED run with the same config, if any
+    data: object = field(default=None, repr=False)  # its composed `data` config (data=hf is tokenised before launch)
 
     @property
     def overrides(self) -> list[str]:
@@ -126,5 +127,6 @@ def expand(name: str, overrides: list[str]) -> Grid:
         except ConfigError as exc:
             raise ConfigError(f"run {index} ({', '.join(f'{k}={v}' for k, v in values.items())}): {exc}") from exc
         resolved = OmegaConf.to_container(point_cfg, resolve=True)
-        grid.points.append(GridPoint(index, values, run_name(resolved, values), config_hash(resolved)))
+        grid.points.append(GridPoint(index, values, run_name(resolved, values), config_hash(resolved),
+                                     data=point_cfg.data))
     return grid
