@@ -237,3 +237,21 @@ def test_a_run_on_a_hf_corpus_tokenises_it_once_before_the_run_and_trains(store,
     bad = run_cli(*args, "data.text_field=body")  # caught before any run exists: no ghost in the store
     assert bad.returncode == 2 and "data.text_field='body'" in bad.stderr
     assert len(all_runs(store)) == 1
+
+
+@pytest.mark.slow
+def test_the_example_layouts_read_as_the_public_corpora_do(tmp_path):
+    """`data example`: FineWeb-, The Stack- and SlimPajama-like files that data=hf reads with their own columns."""
+    result = cli_in_process("data", "example", str(tmp_path / "ex"))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "tok"
+    pajama = _tokenize(out, "--path", str(tmp_path / "ex" / "slimpajama"), "--domain-field", "meta.redpajama_set_name",
+                       "--max-documents", "40")
+    assert pajama.returncode == 0, pajama.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["domains"]) == {"RedPajamaGithub", "RedPajamaWikipedia", "RedPajamaArXiv"}
+    assert all(info["val"]["documents"] > 0 for info in meta["domains"].values())  # its validation/ folder
+    mix = (f"data.domains={{web: {{path: '{tmp_path / 'ex' / 'fineweb'}'}}, code: {{path: "
+           f"'{tmp_path / 'ex' / 'the-stack'}', text_field: content}}}}")
+    assert _tokenize(tmp_path / "mix", mix, "--max-documents", "20", "--tokenizer", str(out / "tokenizer.json")).returncode == 0
+    assert cli_in_process("data", "example", str(tmp_path / "ex")).returncode == 2  # not over a full folder

@@ -323,7 +323,7 @@ def plan(spec: HFSpec) -> Plan:
 
 def chunks(spec: HFSpec, the_plan: Plan) -> Iterator[tuple[str, str, list[str]]]:
     """(domain, split, texts) in the datasets' order; raises for a domain asked for and never seen."""
-    counts: dict[str, int] = {}  # documents kept per domain
+    counts: dict = {}  # documents kept per domain, and per (domain, read) for data.max_documents
     seen: set[str] = set()  # every value of domain_field met, kept or not (for the error below)
     for domain, side, dataset, corpus in the_plan.reads:
         for batch in dataset.iter(batch_size=CHUNK):
@@ -347,8 +347,9 @@ def _batch_chunks(spec: HFSpec, domain: str, side: str, corpus: Corpus, batch: d
     for text, name in zip(texts_B, domains_B):
         if not text or (spec.values is not None and name not in spec.values):
             continue
-        if spec.max_documents and counts.get(name, 0) >= spec.max_documents:
-            continue
+        if spec.max_documents and counts.get((name, side), 0) >= spec.max_documents:
+            continue  # the limit holds per read: a dataset's own validation split gets its N as well
+        counts[(name, side)] = counts.get((name, side), 0) + 1
         counts[name] = counts.get(name, 0) + 1
         split = ("val" if is_held_out(text, spec.val_fraction) else "train") if side == "hash" else side
         grouped.setdefault((name, split), []).append(text)
