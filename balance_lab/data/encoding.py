@@ -16,15 +16,30 @@ import numpy as np
 Encoded = tuple[str, str, np.ndarray, int, int]  # domain, split, ids (EOT after each document), documents, bytes
 
 
+MAX_BATCH_CHARS = 1 << 20  # text per encode_batch call: its Encoding objects cost ~100 bytes per token
+
+
 def encode_texts(tokenizer, texts: list[str], eot_id: int, dtype: np.dtype) -> tuple[np.ndarray, int]:
     """The documents' ids, each followed by EOT, and their UTF-8 size (+1 per EOT: it stands for a separator)."""
-    ids: list[int] = []
-    # add_special_tokens=False: a pretrained tokenizer's post-processor would add BOS/EOS of its own.
-    for encoding in tokenizer.encode_batch(texts, add_special_tokens=False) if texts else ():
-        ids += encoding.ids
-        ids.append(eot_id)
+    eot = np.array([eot_id], dtype=dtype)
+    parts: list[np.ndarray] = []
+    for batch in _by_size(texts):
+        # add_special_tokens=False: a pretrained tokenizer's post-processor would add BOS/EOS of its own.
+        for encoding in tokenizer.encode_batch(batch, add_special_tokens=False):
+            parts += [np.asarray(encoding.ids, dtype=dtype), eot]
     n_bytes = sum(len(t.encode("utf-8")) + 1 for t in texts)
-    return np.asarray(ids, dtype=dtype), n_bytes
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)), n_bytes
+
+
+def _by_size(texts: list[str]) -> Iterator[list[str]]:
+    start, size = 0, 0
+    for i, text in enumerate(texts):
+        size += len(text)
+        if size >= MAX_BATCH_CHARS:
+            yield texts[start : i + 1]
+            start, size = i + 1, 0
+    if start < len(texts):
+        yield texts[start:]
 
 
 def encoded(chunks: Iterable[tuple[str, str, list[str]]], tokenizer, eot_id: int, dtype: np.dtype,

@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -63,15 +63,14 @@ class HFSpec:
     max_documents: int | None = None  # per domain
     streaming: bool = False
     hf_cache_dir: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def spec_of(data: DictConfig) -> HFSpec:
     """The config's `data` (source hf) as a spec; every value checked (no dataset is opened)."""
-    text_field = _name(data, "text_field", data.get("text_field", "text"))
+    text_field = _column_name("data.text_field", data.get("text_field", "text"))
     domain_field = data.get("domain_field")
     if domain_field is not None:
-        domain_field = _name(data, "domain_field", domain_field)
+        domain_field = _column_name("data.domain_field", domain_field)
     domains = OmegaConf.to_container(data.domains, resolve=True) if data.get("domains") is not None else None
     if domains is not None and (not isinstance(domains, dict) or not domains):
         raise ConfigError(f"data.domains={domains!r}: a mapping (value -> weight with data.domain_field, or "
@@ -93,7 +92,7 @@ def spec_of(data: DictConfig) -> HFSpec:
         weights = _value_weights(domains, domain_field)
         values = tuple(weights) if weights else None
     for corpus in corpora.values():
-        if corpus.val_split == "" or not isinstance(corpus.val_split, str):
+        if not corpus.val_split:
             raise ConfigError(f"data.val_split={corpus.val_split!r}: choose {VAL_SPLIT_CHOICES}")
     max_documents = data.get("max_documents")
     if max_documents is not None and (isinstance(max_documents, bool) or not isinstance(max_documents, int)
@@ -103,9 +102,9 @@ def spec_of(data: DictConfig) -> HFSpec:
                   bool(data.get("streaming", False)), data.get("hf_cache_dir"))
 
 
-def _name(data, key: str, value) -> str:
+def _column_name(key: str, value) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"data.{key}={value!r}: a column name")
+        raise ConfigError(f"{key}={value!r}: a column name")
     return value
 
 
@@ -117,7 +116,8 @@ def _corpus_entry(domain: str, entry, text_field: str, common: dict) -> tuple[Co
     if unknown:
         raise ConfigError(f"data.domains.{domain}.{unknown[0]}: unknown key; a domain's dataset has {', '.join(sorted(known))}")
     weight = _weight(f"data.domains.{domain}.weight", entry.get("weight", 1.0))
-    corpus = Corpus(str(entry["path"]), entry.get("text_field", text_field), entry.get("subset"),
+    text_field = _column_name(f"data.domains.{domain}.text_field", entry.get("text_field", text_field))
+    corpus = Corpus(str(entry["path"]), text_field, entry.get("subset"),
                     str(entry.get("split", common["split"])), str(entry.get("val_split", common["val_split"])))
     return corpus, weight
 
@@ -294,14 +294,15 @@ def _read_plan(corpus: Corpus, splits: dict, where: str) -> list[tuple[str, obje
 
 def is_held_out(text: str, val_fraction: float) -> bool:
     """A hash of the text: the same document is on the same side in any order, shard or stream."""
-    bucket = int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()[:4],
+    bucket = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()[:4],
                             "big") % 10_000
     return bucket < val_fraction * 10_000
 
 
 @dataclass
 class Plan:
-    """Everything opened and checked before a token is written: [(domain or "", side, dataset)]."""
+    """Everything opened and checked before a token is written: (domain, or "" when a column names it;
+    side: train | val | hash; the dataset; its Corpus) per read, in order."""
 
     reads: list[tuple[str, str, object, Corpus]]
     total_documents: int | None  # known without reading (not streaming), else None
@@ -318,7 +319,7 @@ def plan(spec: HFSpec) -> Plan:
             keep = sorted({c.split(".")[0] for c in (corpus.text_field, spec.domain_field) if c})
             reads.append((domain, side, dataset.select_columns(keep), corpus))
             total = total + len(dataset) if total is not None and hasattr(dataset, "__len__") else None
-    return Plan(reads, total if not spec.max_documents else None)
+    return Plan(reads, None if spec.max_documents or spec.values else total)  # a bar to 100% or none
 
 
 def chunks(spec: HFSpec, the_plan: Plan) -> Iterator[tuple[str, str, list[str]]]:
