@@ -195,6 +195,14 @@ def test_a_vocabulary_larger_than_the_token_dtype_is_refused(corpora, tmp_path):
     assert _tokenize(out, "--path", str(corpora / "splits"), "--tokenizer", str(tmp_path / "big.json")).returncode == 0
     assert json.loads((out / "meta.json").read_text())["dtype"] == "uint32"  # auto
 
+    from balance_lab.config.compose import compose_config
+    from balance_lab.config.validation import check_data
+    from balance_lab.errors import ConfigError
+
+    cfg = compose_config(["data=hf", f"data.path={corpora / 'splits'}", f"data.tokenizer={tmp_path / 'big.json'}"])
+    with pytest.raises(ConfigError, match="big.json has 70001 tokens; add model.vocab_size=70001"):
+        check_data(cfg)  # a run whose embedding would not cover the tokenizer's ids
+
 
 def test_run_config_checks_are_one_line(corpora):
     from balance_lab.config.compose import compose_config

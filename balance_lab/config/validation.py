@@ -105,7 +105,9 @@ def check_data(cfg: DictConfig) -> None:
         raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {what} reads 256 byte values; "
                           "add model.vocab_size=256")
     if cfg.model.vocab_size < needed:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: the tokenizer of {cfg.data.path} has {needed} tokens")
+        tokenizer = cfg.data.tokenizer if cfg.data.source == "hf" else f"the tokenizer of {cfg.data.path}"
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {tokenizer} has {needed} tokens; "
+                          f"add model.vocab_size={needed}")
 
 
 def check_run(cfg: DictConfig) -> None:
