@@ -7,7 +7,7 @@ types, `balance-lab data tokenize OUT --source hf --path corpus/slimpajama --dom
 meta.redpajama_set_name --tokenizer tok.json ...`, in a fresh process; memory is the peak resident set
 of its whole process tree (workers included), sampled every 0.1 s.
 
-    .venv/bin/python benchmarks/tokenize.py [--copies 6] [--repeats 1]
+    .venv/bin/python benchmarks/tokenize.py [--copies 6] [--repeats 1] [--only-stream]
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=6, help="copies of the built-in corpus (~15.7 MB of text each)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per variant (median reported)")
+    parser.add_argument("--only-stream", action="store_true", help="only the streamed 1-process variant (memory "
+                        "against size at several --copies)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
     wall, _ = timed([BALANCE_LAB, "data", "example", "corpus", "--copies", str(args.copies)], folder)
@@ -87,7 +89,8 @@ def main() -> None:
     timed([BALANCE_LAB, "data", "tokenize", "tok0", *common, "--vocab-size", "8192", "--max-documents", "3000"], folder)
     tokenizer = str(folder / "tok0" / "tokenizer.json")
     rows = {}
-    for name, extra in VARIANTS.items():
+    variants = {k: v for k, v in VARIANTS.items() if k == "stream, 1 process" or not args.only_stream}
+    for name, extra in variants.items():
         walls, peaks = [], []
         for r in range(args.repeats):
             out = folder / f"out-{len(rows)}-{r}"
@@ -104,6 +107,8 @@ def main() -> None:
     for name, (wall, peak, text_mb, tokens) in rows.items():
         print(f"{name:24s}{wall:>9.1f}{text_mb / wall:>8.2f}{tokens / wall / 1e6:>8.2f}{peak:>13.0f}")
     base = rows["stream, 1 process"][0]
+    if args.only_stream:
+        return
     print(f"\ntext {rows['stream, 1 process'][2]:.0f} MB; 2 processes / 1: {base / rows['stream, 2 processes'][0]:.2f}x "
           f"the speed; arrow copy / stream: {base / rows['arrow copy, 1 process'][0]:.2f}x the speed")
 
