@@ -45,13 +45,14 @@ def _build(data: DictConfig, tmp: Path) -> None:
     import time
 
     from balance_lab.data.builtin import is_validation
-    from balance_lab.data.tokens import tokenize_corpus
+    from balance_lab.data.tokens import document_chunks, tokenize_chunks
 
     print(f"balance-lab: training a {data.vocab_size}-token BPE on the built-in corpus (once; cached in "
           f"{token_dir(data)}) ...", file=sys.stderr, flush=True)
     started = time.perf_counter()
     # Read once (parsing the standard library is most of the time): training and encoding both walk it.
     documents = {domain: list(make()) for domain, make in builtin_makers(data).items()}  # ~15 MB of text
-    tokenize_corpus({domain: (lambda docs=docs: iter(docs)) for domain, docs in documents.items()},
-                    lambda doc_id: is_validation(doc_id, data.val_fraction), tmp, int(data.vocab_size))
+    makers = {domain: (lambda docs=docs: iter(docs)) for domain, docs in documents.items()}
+    tokenize_chunks(lambda: document_chunks(makers, lambda doc_id: is_validation(doc_id, data.val_fraction)), tmp,
+                    int(data.vocab_size))
     print(f"balance-lab: built-in corpus tokenised in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)

@@ -6,7 +6,7 @@
             document (split by a hash of its path, as the built-in corpus is);
 - tokens:   token files written by `balance-lab data tokenize` (BPE), memory-mapped (data/tokens.py);
 - hf:       anything Hugging Face `datasets` reads (parquet, jsonl, arrow, ..., a hub dataset online),
-            tokenised once into cached token files, then memory-mapped (data/hf.py).
+            tokenised once into cached token files, then memory-mapped (data/hf/).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -37,13 +36,6 @@ DTYPES = ("auto", "uint16", "uint32")
 SPLITS = ("train", "val")
 
 Chunk = tuple[str, str, list[str]]  # (domain, split, texts): consecutive documents of one domain and split
-
-
-@dataclass
-class TokenizeResult:
-    out: Path
-    vocab_size: int
-    tokens: dict[str, dict[str, int]]  # domain -> split -> tokens
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int):
@@ -192,18 +184,6 @@ def document_chunks(documents: dict[str, Callable[[], Iterator]], is_val: Callab
         for split in SPLITS:
             # Every domain gets its files even when a split is empty (the run then says which is empty).
             yield domain, split, pending[split]
-
-
-def tokenize_corpus(documents: dict[str, Callable[[], Iterator]], is_val: Callable[[str], bool], out: Path,
-                    vocab_size: int, tokenizer_path: Path | None = None, **options) -> TokenizeResult:
-    """documents: domain -> a function yielding its Documents (id, text): the built-in corpus or a text_dir."""
-    meta = tokenize_chunks(lambda: document_chunks(documents, is_val), out, vocab_size, tokenizer_path, **options)
-    return result_of(out, meta)
-
-
-def result_of(out: Path, meta: dict) -> TokenizeResult:
-    return TokenizeResult(out, meta["vocab_size"],
-                          {d: {s: info[s]["tokens"] for s in SPLITS} for d, info in meta["domains"].items()})
 
 
 def read_meta(path: Path) -> dict:

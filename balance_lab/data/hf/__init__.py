@@ -20,6 +20,7 @@ is on one side only, whatever the order, sharding or streaming.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -49,12 +50,19 @@ def tokenizer_spec(data: DictConfig) -> str:
 
 
 def vocab_size(data: DictConfig) -> int:
-    from balance_lab.data.tokens import load_tokenizer, vocab_of
-
     tokenizer = tokenizer_spec(data)
     if tokenizer == "bpe":
         return int(data.vocab_size)
-    return vocab_of(load_tokenizer(Path(tokenizer).expanduser(), f"data.tokenizer={tokenizer!r}:"))
+    path = Path(tokenizer).expanduser().resolve()
+    return _vocab_of_file(str(path), path.stat().st_mtime_ns, tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_of_file(path: str, mtime_ns: int, given: str) -> int:
+    """Parsed once per process (a sweep checks every grid point; Llama 3's tokenizer.json is 9 MB)."""
+    from balance_lab.data.tokens import load_tokenizer, vocab_of
+
+    return vocab_of(load_tokenizer(Path(path), f"data.tokenizer={given!r}:"))
 
 
 def cache_key(spec: HFSpec, data: DictConfig) -> str:
