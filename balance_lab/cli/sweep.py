@@ -7,12 +7,13 @@ from typing import List, Optional
 import typer
 
 from balance_lab.cli.app import OverridesArg, PASSTHROUGH, app, fail, prepare_data
+from balance_lab.config.paths import available_sweeps
 
 
 @app.command(context_settings=PASSTHROUGH)
 def sweep(
-    name: str = typer.Argument(..., help="A sweep file of sweeps/: paper_main, update_rate, update_rule, bias_type, "
-                                         "aux_alpha, lbl_scope, gating, methods, capacity."),
+    name: str = typer.Argument(..., help="A sweep file of sweeps/ (or of $BALANCE_LAB_SWEEPS_DIR): "
+                                         f"{', '.join(available_sweeps())}."),
     overrides: Optional[List[str]] = OverridesArg,
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at a time on this machine (Hydra's joblib launcher)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and exit; nothing is trained or recorded."),

@@ -35,3 +35,8 @@ def sweeps_dirs() -> list[Path]:
 
     extra = os.environ.get(SWEEPS_ENV)
     return ([Path(extra).expanduser().resolve()] if extra else []) + [sweeps_dir()]
+
+
+def available_sweeps() -> list[str]:
+    """Every sweep name (the files of sweeps_dirs(); a glob: the CLI's --help lists them instantly)."""
+    return sorted({p.stem for folder in sweeps_dirs() for p in folder.glob("*.yaml")})

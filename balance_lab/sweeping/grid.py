@@ -13,11 +13,7 @@ from omegaconf import OmegaConf
 
 from balance_lab.config.compose import compose_config
 from balance_lab.errors import ConfigError
-from balance_lab.config.paths import sweeps_dirs
-
-
-def available_sweeps() -> list[str]:
-    return sorted({p.stem for folder in sweeps_dirs() for p in folder.glob("*.yaml")})
+from balance_lab.config.paths import available_sweeps, sweeps_dirs
 
 
 def sweep_overrides(name: str) -> list[str]:
