@@ -64,9 +64,8 @@ def data_tokenize(
     import time
 
     from balance_lab.console import console as make_console
-    from balance_lab.errors import ConfigError
-
     from balance_lab.data.tokens import DTYPES
+    from balance_lab.errors import ConfigError
 
     if source not in SOURCES:
         fail(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
@@ -131,31 +130,35 @@ def _hf_config(overrides, path, text_field, domain_field, vocab_size, tokenizer,
 
 
 def _write_hf(data, out: Path, dtype: str, console, fresh_bpe: bool) -> dict:
-    from balance_lab.cli.tokenizing import tokenize_progress
     from balance_lab.data import hf
-    from balance_lab.data.cache import build_whole
 
-    result = {}
-    with tokenize_progress(console, fresh_bpe, str(out)) as (on_plan, on_trained, progress):
-        build_whole(out, lambda tmp: result.update(meta=hf.write(data, tmp, dtype, progress, on_plan, on_trained)))
-    return result["meta"]
+    return _write_whole(out, console, fresh_bpe, lambda tmp, on_plan, on_trained, progress: hf.write(
+        data, tmp, dtype, progress, on_plan, on_trained))
 
 
 def _write_documents(source, path, max_documents, val_fraction, out, vocab_size, tokenizer, options, console) -> dict:
-    from balance_lab.cli.tokenizing import tokenize_progress
     from balance_lab.data import builtin
-    from balance_lab.data.cache import build_whole
     from balance_lab.data.sources import corpus_documents
     from balance_lab.data.tokens import document_chunks, tokenize_chunks
 
     makers = corpus_documents(source, Path(path) if path else None, max_documents)
     chunks = lambda: document_chunks(makers, lambda doc_id: builtin.is_validation(doc_id, val_fraction))  # noqa: E731
-    result = {}
-    with tokenize_progress(console, tokenizer is None, str(out)) as (on_plan, on_trained, progress):
+
+    def write(tmp, on_plan, on_trained, progress) -> dict:
         on_plan(None)  # the number of documents is not known before reading them
-        build_whole(out, lambda tmp: result.update(meta=tokenize_chunks(chunks, tmp, vocab_size, tokenizer,
-                                                                        progress=progress, on_trained=on_trained,
-                                                                        **options)))
+        return tokenize_chunks(chunks, tmp, vocab_size, tokenizer, progress=progress, on_trained=on_trained, **options)
+
+    return _write_whole(out, console, tokenizer is None, write)
+
+
+def _write_whole(out: Path, console, fresh_bpe: bool, write) -> dict:
+    """write(tmp, on_plan, on_trained, progress) -> meta, under the progress display; `out` appears whole."""
+    from balance_lab.cli.tokenizing import tokenize_progress
+    from balance_lab.data.cache import build_whole
+
+    result = {}
+    with tokenize_progress(console, fresh_bpe, str(out)) as callbacks:
+        build_whole(out, lambda tmp: result.update(meta=write(tmp, *callbacks)))
     return result["meta"]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 
 @contextmanager
@@ -45,17 +44,12 @@ def tokenize_progress(console, training_bpe: bool, what: str):
 def prepare_hf(data_configs, console) -> None:
     """Tokenise (once, cached) every data=hf corpus among these data configs, showing progress."""
     from balance_lab.data import hf
-    from balance_lab.data.cache import ensure_built
+    from balance_lab.data.cache import READY
 
-    done: set[Path] = set()
     for data in data_configs:
-        if data.get("source") != "hf":
-            continue
-        out = hf.token_dir(data)
-        if out in done or (out / "meta.json").is_file():
-            continue
-        with tokenize_progress(console, hf.tokenizer_spec(data) == "bpe", f"data={data.name} {data.path or ''}".strip()) as (
-                on_plan, on_trained, progress):
-            ensure_built(out, lambda tmp: hf.write(data, tmp, progress=progress, on_plan=on_plan, on_trained=on_trained))
+        if data.get("source") != "hf" or (hf.token_dir(data) / READY).is_file():
+            continue  # not data=hf, or tokenised already (by an earlier run or an earlier point of this grid)
+        what = f"data={data.name} {data.path or ''}".strip()
+        with tokenize_progress(console, hf.tokenizer_spec(data) == "bpe", what) as (on_plan, on_trained, progress):
+            out = hf.ensure_token_dir(data, progress=progress, on_plan=on_plan, on_trained=on_trained)
         console.print(f"tokenised into {out} (reused by every run with this corpus and tokenizer)")
-        done.add(out)

@@ -89,8 +89,17 @@ def _fingerprint(path: str) -> list:
 
 
 def token_dir(data: DictConfig) -> Path:
-    spec = spec_of(data)
-    return Path(str(data.cache_dir)).expanduser() / f"hf-{cache_key(spec, data)}"
+    """<data.cache_dir>/hf-<key>; the key (every file stat'ed, the tokenizer hashed) once per process and config:
+    a training process asks for it for the weights, the splits and bits per byte."""
+    from omegaconf import OmegaConf
+
+    text = OmegaConf.to_yaml(data, resolve=True)
+    if text not in _TOKEN_DIRS:
+        _TOKEN_DIRS[text] = Path(str(data.cache_dir)).expanduser() / f"hf-{cache_key(spec_of(data), data)}"
+    return _TOKEN_DIRS[text]
+
+
+_TOKEN_DIRS: dict[str, Path] = {}  # data config (as YAML) -> its token folder
 
 
 def write(data: DictConfig, out: Path, dtype: str = "auto", progress=None, on_plan=None, on_trained=None) -> dict:
@@ -107,9 +116,9 @@ def write(data: DictConfig, out: Path, dtype: str = "auto", progress=None, on_pl
                            int(data.get("workers", 1)), progress, on_trained)
 
 
-def ensure_token_dir(data: DictConfig) -> Path:
+def ensure_token_dir(data: DictConfig, **callbacks) -> Path:
     """The cached token files of the config's corpus, written on first use (the CLI writes them before
-    a run starts, with a progress display: cli/tokenizing.py)."""
+    a run starts, passing write()'s progress callbacks: cli/tokenizing.py)."""
     from balance_lab.data.cache import ensure_built
 
-    return ensure_built(token_dir(data), lambda tmp: write(data, tmp))
+    return ensure_built(token_dir(data), lambda tmp: write(data, tmp, **callbacks))

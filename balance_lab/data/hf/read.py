@@ -4,7 +4,6 @@ split or a hash of the text."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -88,10 +87,11 @@ def _read_plan(corpus: Corpus, splits: dict, where: str) -> list[tuple[str, obje
 
 
 def is_held_out(text: str, val_fraction: float) -> bool:
-    """A hash of the text: the same document is on the same side in any order, shard or stream."""
-    bucket = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()[:4],
-                            "big") % 10_000
-    return bucket < val_fraction * 10_000
+    """The built-in corpus's hash split, keyed on the text: the same document is on the same side in any
+    order, shard or stream."""
+    from balance_lab.data.builtin import is_validation
+
+    return is_validation(text, val_fraction)
 
 
 @dataclass
