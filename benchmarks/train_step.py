@@ -40,9 +40,10 @@ def tokens_per_step(cfg) -> int:
     return cfg.data.batch_size * cfg.model.seq_len
 
 
-def bare_loop(cfg, device: str = "cpu", on_step=None) -> float:
+def bare_loop(cfg, device: str = "cpu", on_step=None, losses: list | None = None) -> float:
     """tokens/s of a plain PyTorch loop over the same model and data (on CUDA: bf16 autocast, as
-    `trainer=gpu`'s bf16-mixed)."""
+    `trainer=gpu`'s bf16-mixed). `losses`, when given, receives each step's loss (read at the end:
+    no host sync per step)."""
     import contextlib
 
     import lightning as L
@@ -61,6 +62,7 @@ def bare_loop(cfg, device: str = "cpu", on_step=None) -> float:
     cuda = device.startswith("cuda")
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     batches = iter(built.datamodule.train_dataloader())
+    step_losses = []
     for step in range(cfg.trainer.max_steps):
         if step == WARMUP:
             if cuda:
@@ -78,10 +80,14 @@ def bare_loop(cfg, device: str = "cpu", on_step=None) -> float:
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
+        if losses is not None:
+            step_losses.append(loss.detach())
         if on_step is not None:
             on_step()
     if cuda:
         torch.cuda.synchronize()
+    if losses is not None:
+        losses.extend(torch.stack(step_losses).tolist())
     return (cfg.trainer.max_steps - WARMUP) * tokens_per_step(cfg) / (time.perf_counter() - started)
 
 

@@ -34,6 +34,7 @@ BAD_RUNS = [
     (["balance.n_groups=3"], ["balance.n_groups=3", "must divide model.n_routed_experts=16"]),
     (["model.top_k=17"], ["model.top_k=17", "model.n_routed_experts=16"]),
     (["model.score_func=relu"], ["model.score_func='relu'", "sigmoid, softmax"]),
+    (["model.compile=maybe"], ["model.compile='maybe'", "auto, true, false"]),
     (["model.n_heads=3"], ["model.d_model=128", "model.n_heads=3"]),
     (["model.n_routed_experts=0"], ["model.n_routed_experts=0", ">= 1"]),
     (["optim.lr=0"], ["optim.lr=0", "> 0"]),

@@ -55,12 +55,20 @@ class AuxLoss(BalancingTerm):
             return self.alpha * (f_BE * probs_TE.view(B, -1, E).mean(dim=1)).sum(dim=-1).mean()
         tokens = probs_TE.shape[0]
         if self.scope == "global":
-            if not recomputing():  # a recomputed forward sees this micro-batch a second time
-                local_E1 = torch.cat([counts_E, torch.full_like(counts_E[:1], tokens)])  # no host-to-device copy
-                self.step_counts_E1 += all_reduce_sum(local_E1)
-            counts_E, tokens = self.step_counts_E1[:E], self.step_counts_E1[E]
+            counts_E, tokens = self._step_counts(counts_E, tokens)
         f_E = counts_E.float() * E / (K * tokens)  # integer counts, no gradient
         return self.alpha * (f_E * probs_TE.mean(dim=0)).sum()
+
+    # Eager under torch.compile (model/compiling.py): a compiled graph around the recompute check
+    # would differ between the forward and its recompute, which activation checkpointing refuses.
+    @torch.compiler.disable
+    def _step_counts(self, counts_E: torch.Tensor, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's counts so far (every rank, every micro-batch), this micro-batch's added once."""
+        if not recomputing():  # a recomputed forward sees this micro-batch a second time
+            local_E1 = torch.cat([counts_E, torch.full_like(counts_E[:1], tokens)])  # no host-to-device copy
+            self.step_counts_E1 += all_reduce_sum(local_E1)
+        E = counts_E.shape[0]
+        return self.step_counts_E1[:E], self.step_counts_E1[E]
 
     def step_end(self, counts_E: torch.Tensor) -> None:
         if self.scope == "global":

@@ -61,7 +61,11 @@ class Balancer(nn.Module):
         return scores_TE
 
     def loss(self, routing: "Routing") -> torch.Tensor | None:
-        losses = [loss for term in self.terms if (loss := term.loss(routing)) is not None]
+        losses = []
+        for term in self.terms:  # a plain loop: torch.compile cannot trace a walrus inside a comprehension
+            loss = term.loss(routing)
+            if loss is not None:
+                losses.append(loss)
         return torch.stack(losses).sum() if losses else None
 
     def bias_range(self) -> torch.Tensor | None:

@@ -72,6 +72,8 @@ def check_model_and_balance(cfg: DictConfig) -> None:
         number(cfg, f"model.{key}", int, low=1)
     number(cfg, "model.n_shared_experts", int, low=0)
     number(cfg, "model.init_std", low=0, low_open=True)
+    if not isinstance(cfg.model.get("compile", False), bool):
+        choice(cfg, "model.compile", ("auto", "true", "false"))
     try:
         args = ModelArgs.from_config(cfg.model)
         balance = OmegaConf.to_container(cfg.balance, resolve=True)

@@ -8,8 +8,7 @@ and expert capacity (capacity.py: which chosen slots are dropped).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +21,10 @@ from balance_lab.model.selection import group_limited, jitter, sinkhorn
 
 @dataclass
 class Routing:
-    """What one MoE layer decided for one forward pass. T = B*S tokens, E experts, K chosen."""
+    """What one MoE layer decided for one forward pass. T = B*S tokens, E experts, K chosen.
+
+    The counts are made once, when it is built, and shared: the dispatch, the balancing losses and
+    the metrics all read them (plain fields, not cached properties: torch.compile traces them)."""
 
     logits_TE: torch.Tensor  # router logits (fp32)
     scores_TE: torch.Tensor  # affinities s_{i,t}: sigmoid or softmax of the logits (fp32)
@@ -30,6 +32,26 @@ class Routing:
     gates_TK: torch.Tensor  # weights of the chosen experts' outputs, from the unbiased scores
     batch_size: int  # B: tokens are laid out sequence after sequence, S = T // B each
     kept_TK: torch.Tensor | None = None  # bool, slots within their expert's capacity; None: nothing dropped
+    counts_BE: torch.Tensor = field(init=False)  # routed slots per sequence and expert, int64 (never a float type)
+    counts_E: torch.Tensor = field(init=False)  # routed slots per expert, int64
+    dispatch_experts_TK: torch.Tensor = field(init=False)  # chosen expert per slot, dropped slots given id E
+    kept_counts_E: torch.Tensor = field(init=False)  # slots per expert that the experts compute (after dropping)
+    dropped: torch.Tensor = field(init=False)  # () int64: slots dropped at capacity in this forward
+
+    def __post_init__(self) -> None:
+        B, E = self.batch_size, self.num_experts
+        T, K = self.experts_TK.shape
+        seq_T = torch.arange(T, device=self.experts_TK.device) // (T // B)
+        slot_ids = (seq_T[:, None] * E + self.experts_TK).reshape(-1)  # (T*K,)
+        self.counts_BE = count_ids(slot_ids, B * E).view(B, E)
+        self.counts_E = self.counts_BE.sum(dim=0)
+        if self.kept_TK is None:
+            self.dispatch_experts_TK, self.kept_counts_E = self.experts_TK, self.counts_E
+            self.dropped = self.counts_E.new_zeros(())
+        else:  # sorted by id, dropped slots (id E) fall behind every expert
+            self.dispatch_experts_TK = self.experts_TK.masked_fill(~self.kept_TK, E)
+            self.kept_counts_E = count_ids(self.dispatch_experts_TK.reshape(-1), E + 1)[:E]
+            self.dropped = (~self.kept_TK).sum()
 
     @property
     def num_experts(self) -> int:
@@ -38,43 +60,6 @@ class Routing:
     @property
     def top_k(self) -> int:
         return self.experts_TK.shape[-1]
-
-    # Counted once per forward and shared: the dispatch, the balancing losses and the metrics all use them.
-    @cached_property
-    def counts_E(self) -> torch.Tensor:
-        """Routed token slots per expert, int64."""
-        return self.counts_BE.sum(dim=0)
-
-    @cached_property
-    def counts_BE(self) -> torch.Tensor:
-        """Routed token slots per sequence and expert, int64 (never a float type)."""
-        B, E = self.batch_size, self.num_experts
-        T, K = self.experts_TK.shape
-        seq_T = torch.arange(T, device=self.experts_TK.device) // (T // B)
-        slot_ids = (seq_T[:, None] * E + self.experts_TK).reshape(-1)  # (T*K,)
-        return count_ids(slot_ids, B * E).view(B, E)
-
-    @cached_property
-    def kept_counts_E(self) -> torch.Tensor:
-        """Slots per expert that the experts compute (after dropping), int64."""
-        if self.kept_TK is None:
-            return self.counts_E
-        E = self.num_experts
-        return count_ids(self.dispatch_experts_TK.reshape(-1), E + 1)[:E]
-
-    @cached_property
-    def dispatch_experts_TK(self) -> torch.Tensor:
-        """Chosen expert per slot, with dropped slots given id E: sorted by id they fall behind every expert."""
-        if self.kept_TK is None:
-            return self.experts_TK
-        return self.experts_TK.masked_fill(~self.kept_TK, self.num_experts)
-
-    @cached_property
-    def dropped(self) -> torch.Tensor:
-        """() int64: slots dropped at capacity in this forward."""
-        if self.kept_TK is None:
-            return self.counts_E.new_zeros(())
-        return (~self.kept_TK).sum()
 
 
 def count_ids(ids_N: torch.Tensor, n: int) -> torch.Tensor:

@@ -45,10 +45,15 @@ def build_model(cfg: DictConfig):
     from balance_lab.balancing import build_balancer
     from balance_lab.model import ModelArgs, MoELM, RoutingArgs
 
+    from balance_lab.model.compiling import compile_blocks, wanted
+
     args = ModelArgs.from_config(cfg.model)
     balance = OmegaConf.to_container(cfg.balance, resolve=True)
-    return MoELM(args, make_balancer=lambda: build_balancer(balance, args.n_routed_experts),
-                 routing=RoutingArgs.from_config(balance))
+    model = MoELM(args, make_balancer=lambda: build_balancer(balance, args.n_routed_experts),
+                  routing=RoutingArgs.from_config(balance))
+    if wanted(cfg.model.get("compile", False), cfg.trainer.accelerator):
+        compile_blocks(model)
+    return model
 
 
 def build(cfg: DictConfig) -> Built:

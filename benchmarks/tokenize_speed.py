@@ -7,7 +7,7 @@ types, `balance-lab data tokenize OUT --source hf --path corpus/slimpajama --dom
 meta.redpajama_set_name --tokenizer tok.json ...`, in a fresh process; memory is the peak resident set
 of its whole process tree (workers included), sampled every 0.1 s.
 
-    .venv/bin/python benchmarks/tokenize.py [--copies 6] [--repeats 1] [--only-stream]
+    .venv/bin/python benchmarks/tokenize_speed.py [--copies 6] [--repeats 1] [--only-stream]
 """
 
 from __future__ import annotations
