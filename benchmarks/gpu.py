@@ -186,6 +186,7 @@ def part_train(device: str, presets: dict, steps: int, peak: float | None, store
                 mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
                 mfu = f"{tps * fpt / peak:>7.1%}" if peak else f"{'-':>7}"
                 curve = " ".join(f"{losses[i]:.4f}" for i in (0, steps // 4, steps // 2, 3 * steps // 4, steps - 1))
+                curve += f" (mean of the last {max(1, steps // 10)}: {statistics.mean(losses[-max(1, steps // 10):]):.4f})"
                 print(f"{preset:<9}{tokens_per_step(cfg):>12,}{fpt / 1e9:>12.2f}{tps:>11,.0f}{tps * fpt / 1e12:>9.1f}{mfu}"
                       f"{mem:>10.1f}{first:>10.1f}  {curve} | {' '.join(variant) or 'as configured'}")
             except Exception as exc:  # noqa: BLE001

@@ -114,3 +114,21 @@ def test_a_checkpoint_from_before_the_dropped_counter_still_loads(built):
     parts.module.on_load_checkpoint(old)
     parts.module.load_state_dict(old["state_dict"])
     assert float(parts.module.dropped_frac_sum) == 0.0
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_a_fused_optimizer_is_clipped_by_the_module(built, algorithm):
+    """Lightning refuses to clip gradients for a fused optimizer under mixed precision; the module
+    clips them itself (a fused AdamW is chosen on a GPU without a gradient scaler)."""
+    module = built[1].module
+    params = list(module.parameters())
+    for p in params:
+        p.grad = torch.full_like(p, 3.0)
+    fused = torch.optim.AdamW(params, fused=True)
+    module.configure_gradient_clipping(fused, gradient_clip_val=1.0, gradient_clip_algorithm=algorithm)
+    if algorithm == "norm":
+        assert torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item() == pytest.approx(1.0, rel=1e-3)
+    else:
+        assert all(p.grad.max().item() == 1.0 for p in params)
+    for p in params:
+        p.grad = None

@@ -140,8 +140,10 @@ class MoELMModule(L.LightningModule):
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         # On a GPU one fused kernel updates every parameter (the default launches several per group:
-        # ~1B parameters per step at paper_1b); the CPU keeps PyTorch's default implementation.
-        fused = True if decay[0].is_cuda else None
+        # ~1B parameters per step at paper_1b); the CPU keeps PyTorch's default implementation. Not
+        # with a gradient scaler (fp16): its gradients would be clipped while still scaled.
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        fused = True if decay[0].is_cuda and scaler is None else None
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim.get("eps", 1e-8), fused=fused,
@@ -149,6 +151,16 @@ class MoELMModule(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(
             step, self.optim["warmup_steps"], self.total_steps, self.optim["min_lr_ratio"]))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning refuses to clip for a fused optimizer under mixed precision, in case a scaler left
+        the gradients scaled; a fused optimizer is only chosen without a scaler (configure_optimizers)."""
+        if not gradient_clip_val or not getattr(optimizer, "_step_supports_amp_scaling", False):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     # ---- validation -----------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
