@@ -48,6 +48,20 @@ def test_auto_compiles_for_a_gpu_trainer_only():
     assert set(model.state_dict()) == set(small_model("loss_free").state_dict())  # checkpoints interchange
 
 
+def test_compiling_is_not_part_of_what_a_run_trains():
+    """A sweep re-run skips FINISHED runs by config hash: compiled or eager, and runs recorded before
+    the knob existed, are the same experiment (as the thread count is)."""
+    from omegaconf import OmegaConf
+
+    from balance_lab.store.tracking import config_hash
+
+    resolved = OmegaConf.to_container(compose_config(["model=tiny"]), resolve=True)
+    before_the_knob = {**resolved, "model": {k: v for k, v in resolved["model"].items() if k != "compile"}}
+    compiled = {**resolved, "model": {**resolved["model"], "compile": True}}
+    assert config_hash(resolved) == config_hash(before_the_knob) == config_hash(compiled)
+    assert config_hash({**resolved, "model": {**resolved["model"], "d_model": 64}}) != config_hash(resolved)
+
+
 @pytest.mark.parametrize("balance", ["loss_free", "aux_loss", "seq_aux_loss"])
 def test_an_moe_block_compiles_to_one_graph(gpu_formulation, balance):
     """No graph break in the MoE block: routing, counts, dispatch, experts and the loss fuse together."""

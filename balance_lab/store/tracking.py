@@ -95,6 +95,8 @@ def config_hash(resolved: Mapping[str, Any]) -> str:
     what = {k: v for k, v in resolved.items() if k not in _NOT_IN_HASH}
     if isinstance(what.get("balance"), Mapping):  # knobs added later, switched off: as before they existed
         what["balance"] = {k: v for k, v in what["balance"].items() if not is_added_off(k, v)}
+    if isinstance(what.get("model"), Mapping):  # how the model executes (eager or compiled), not what it trains
+        what["model"] = {k: v for k, v in what["model"].items() if k != "compile"}
     if isinstance(what.get("trainer"), Mapping):
         what["trainer"] = {k: v for k, v in what["trainer"].items() if k != "enable_progress_bar"}
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
