@@ -169,9 +169,9 @@ def flops_per_token(cfg) -> int:
 def part_train(device: str, presets: dict, steps: int, peak: float | None, store: str, variants: list[list[str]],
                extra: list[str]) -> None:
     print(f"\nbare training loop (bf16 autocast, AdamW, loss_free), {steps} steps, the first 5 untimed "
-          "(they hold any compilation)")
+          "(they and the build, 'build+5 s', hold any compilation)")
     print(f"{'preset':<9}{'tokens/step':>12}{'GFLOP/token':>12}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}"
-          f"{'first 5 s':>10}  losses (steps 0, 1/4, 1/2, 3/4, last) | variant")
+          f"{'build+5 s':>10}  losses (steps 0, 1/4, 1/2, 3/4, last) | variant")
     for preset, overrides in presets.items():
         for variant in variants:
             try:

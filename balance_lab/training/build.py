@@ -44,7 +44,6 @@ def order_seed(cfg: DictConfig) -> int:
 def build_model(cfg: DictConfig):
     from balance_lab.balancing import build_balancer
     from balance_lab.model import ModelArgs, MoELM, RoutingArgs
-
     from balance_lab.model.compiling import compile_blocks, wanted
 
     args = ModelArgs.from_config(cfg.model)

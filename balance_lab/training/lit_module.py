@@ -141,9 +141,12 @@ class MoELMModule(L.LightningModule):
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         # On a GPU one fused kernel updates every parameter (the default launches several per group:
         # ~1B parameters per step at paper_1b); the CPU keeps PyTorch's default implementation. Not
-        # with a gradient scaler (fp16): its gradients would be clipped while still scaled.
-        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
-        fused = True if decay[0].is_cuda and scaler is None else None
+        # with a gradient scaler (fp16: configure_gradient_clipping would clip still-scaled gradients)
+        # nor under FSDP (sharded gradients need FSDP's own clipping, which Lightning does).
+        trainer = self._trainer
+        scaler = getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
+        sharded = trainer is not None and "FSDP" in type(trainer.strategy).__name__
+        fused = True if decay[0].is_cuda and scaler is None and not sharded else None
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
             lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim.get("eps", 1e-8), fused=fused,
