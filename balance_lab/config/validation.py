@@ -73,7 +73,9 @@ def check_model_and_balance(cfg: DictConfig) -> None:
     number(cfg, "model.n_shared_experts", int, low=0)
     number(cfg, "model.init_std", low=0, low_open=True)
     if not isinstance(cfg.model.get("compile", False), bool):
-        choice(cfg, "model.compile", ("auto", "true", "false"))
+        from balance_lab.model.compiling import SETTINGS
+
+        choice(cfg, "model.compile", SETTINGS)
     try:
         args = ModelArgs.from_config(cfg.model)
         balance = OmegaConf.to_container(cfg.balance, resolve=True)
