@@ -15,7 +15,8 @@ and training throughput with MFU. Not part of the tests (CI has no GPU); run on 
   compile  (not run by default) the MoE layer eager vs torch.compile'd (model.compile) at the base and
            paper_1b shapes, and whether two compiled forward+backward passes give the same bits
   profile  (not run by default) torch.profiler tables of the MoE layer and of a training step,
-           bare and through balance-lab: where the time goes
+           bare and through balance-lab: where the time goes; then cProfile of balance-lab's
+           loop: where the host's time per step goes
   syncs    (not run by default) the call sites where balance-lab's loop waits for the GPU
 
 --variants runs the train part once per override set (';' between sets, spaces inside one, '' = the
@@ -273,6 +274,38 @@ def part_profile(device: str, preset: str, store: str, trainer: list[str], smoke
         bare_loop(cfg, device, on_step=prof.step) if name == "bare loop" else lightning_loop(cfg, [_step_hook(prof.step)])
         prof.stop()
         _show(prof, f"{preset}, {name}", 5)
+    _python_profile(compose(preset, "loss_free", 40, store, *trainer))
+
+
+def _python_profile(cfg, steps: int = 20) -> None:
+    """Where the host's time per step goes in balance-lab's loop: cProfile over the last `steps`
+    steps (after compilation and warm-up), the functions of Lightning and balance-lab by their own
+    time and by cumulative time, in ms per step. cProfile slows Python down; read the shares."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    state = {"batch": 0, "started": 0.0}
+
+    def on_batch():
+        state["batch"] += 1
+        if state["batch"] == cfg.trainer.max_steps - steps:
+            torch.cuda.synchronize() if torch.cuda.is_available() else None
+            state["started"] = time.perf_counter()
+            profiler.enable()
+
+    lightning_loop(cfg, [_step_hook(on_batch)])
+    profiler.disable()
+    wall_ms = (time.perf_counter() - state["started"]) * 1e3 / steps
+    stats = pstats.Stats(profiler)
+    rows = [(func, cc, tt, ct) for func, (cc, nc, tt, ct, callers) in stats.stats.items()]
+    print(f"\nhost time per step of balance-lab's loop under cProfile ({steps} steps): {wall_ms:.2f} ms wall")
+    for title, key, n in (("own time", 2, 20), ("cumulative time", 3, 40)):
+        print(f"  top functions by {title} (own ms, cumulative ms, calls; per step):")
+        for func, cc, tt, ct in sorted(rows, key=lambda r: -r[key])[:n]:
+            file, line, fn = func
+            where = file.split("site-packages/")[-1].split("balance_lab/")[-1] if "/" in file else file
+            print(f"  {tt * 1e3 / steps:>8.3f} {ct * 1e3 / steps:>8.3f} {cc / steps:>6.1f}  {where}:{line}({fn})")
 
 
 def part_syncs(preset: str, store: str, trainer: list[str]) -> None:
