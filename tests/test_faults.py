@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import BALANCE_LAB, all_runs, cli_in_process, run_cli
+from tests.network import Gate, free_port
 
 LONG = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1", "data.batch_size=4",
         "data.val_sequences=12", "trainer.enable_progress_bar=false"]
@@ -179,12 +180,6 @@ def test_two_sweeps_on_one_sqlite_store_at_once_lose_no_run_and_no_metric(store)
         assert "val/ppl" in run.data.metrics
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(backend: str, port: int, log: Path) -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -208,23 +203,27 @@ def stop_server(server: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_path, monkeypatch):
+    """The run talks to a real `mlflow server` through a gate (tests/network.py) that drops every
+    connection and refuses new ones mid-run, then lets them through again: what the client sees of a
+    server that goes away and comes back, without paying for a second server start."""
     backend, port = f"sqlite:///{tmp_path / 'server.db'}", free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
+    server = start_server(backend, port, tmp_path / "server.log")
+    gate = Gate(port)
+    gate.open()
+    uri = f"http://127.0.0.1:{gate.port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # this test's own queries: fail fast
-    server = start_server(backend, port, log)
     process = start_run(*LONG, *SMALL, "trainer.max_steps=60", "trainer.val_check_interval=30")
     try:
         deadline = time.monotonic() + 120
         while not any("train/loss" in r.data.metrics for r in all_runs(uri)):
             assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
             time.sleep(0.2)
-        stop_server(server)  # the server vanishes mid-run...
+        gate.close()  # the server vanishes mid-run...
         time.sleep(4)
         assert process.poll() is None, "training died with the server"  # training on, or waiting for the store
         time.sleep(2)  # a fast machine ends the run while the store is away (CI did): the final wait is covered
-        server = start_server(backend, port, log)  # ...and comes back
+        gate.open()  # ...and comes back
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
         assert "the tracking store does not answer" in stderr and "everything kept was delivered" in stderr
@@ -238,6 +237,7 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_pat
     finally:
         if process.poll() is None:
             process.kill()
+        gate.close()
         if server.poll() is None:
             stop_server(server)
 

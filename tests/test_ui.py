@@ -15,14 +15,9 @@ import pytest
 
 from balance_lab.store.port_owner import command_line, group_members, listening_pids
 from tests.conftest import BALANCE_LAB, SWEPT_GROUP, run_cli
+from tests.network import free_port
 
 pytestmark = [pytest.mark.slow, SWEPT_GROUP]  # uses the session's small sweep (trained once, shared with the report tests)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def api(base: str, path: str, params: dict | None = None, body: dict | None = None) -> dict:
