@@ -142,17 +142,28 @@ SHORT_RUN = ["trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log
 SWEPT_GROUP = pytest.mark.xdist_group("swept")
 
 
+@dataclass
+class Swept:
+    uri: str  # the store
+    root: Path  # the working directory the sweep ran in
+    reports: Path  # the report's folder
+    report_stdout: str
+    sweep: subprocess.CompletedProcess  # `balance-lab sweep paper_main seeds=[0,1] ... --jobs 2`
+    failing: subprocess.CompletedProcess  # `balance-lab run ... fail_after_steps=2`
+
+
 @pytest.fixture(scope="session")
-def swept(tmp_path_factory, corpus_cache, empty_store):
-    """paper_main with 2 seeds (4 runs, 2 configurations) and one FAILED run in the same experiment."""
+def swept(tmp_path_factory, corpus_cache, empty_store) -> Swept:
+    """paper_main with 2 seeds (4 runs, 2 configurations, two at a time) and one FAILED run in the
+    same experiment; the report of it."""
     root = tmp_path_factory.mktemp("report")
     with working_in_new_store(root, empty_store, corpus_cache) as uri:
-        result = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        sweep = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
+        assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
         failing = run_cli("run", "balance=loss_free", "seed=7", *SHORT_RUN, "fail_after_steps=2",
                           "logger.experiment_name=paper_main")
         assert failing.returncode != 0
         report = run_cli("report", "paper_main", "--out", str(root / "reports"))
         assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
-    return uri, root / "reports" / "paper_main", report.stdout
+    return Swept(uri, root, root / "reports" / "paper_main", report.stdout, sweep, failing)
 

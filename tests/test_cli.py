@@ -84,6 +84,21 @@ def test_loss_free_balances_the_tiny_model_far_better_than_none(pair):
 
 @pytest.mark.slow
 @ACCEPTANCE_GROUP
+def test_routing_collapse_is_tagged_and_summarised(pair):
+    """`none` collapses (val MaxVio_global ~2.7 > alerts.maxvio_global = 1.0): said at the end of
+    the run and tagged on it; loss-free stays below the line."""
+    store, results = pair
+    assert "warning: routing collapse: val MaxVio_global" in results["none"].stdout
+    assert "routing collapse" not in results["loss_free"].stdout
+    runs = runs_by_method(store)
+    assert "routing collapse" in runs["none"].data.tags["balance_lab.warning"]
+    assert "routing collapse" not in runs["loss_free"].data.tags.get("balance_lab.warning", "")
+    assert runs["none"].data.metrics["val/maxvio_global"] > 1.0 > runs["loss_free"].data.metrics["val/maxvio_global"]
+    assert "val/dead_experts" in runs["none"].data.metrics
+
+
+@pytest.mark.slow
+@ACCEPTANCE_GROUP
 def test_run_records_every_contracted_metric_and_artifact(pair):
     store, results = pair
     result = results["loss_free"]

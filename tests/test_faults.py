@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import BALANCE_LAB, all_runs, cli_in_process, run_cli
+from tests.conftest import BALANCE_LAB, SWEPT_GROUP, all_runs, cli_in_process, run_cli
 from tests.network import Gate, free_port
 
 LONG = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1", "data.batch_size=4",
@@ -101,13 +101,14 @@ def test_resume_refuses_a_run_whose_process_is_alive(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_exception_marks_failed_with_the_reason_in_one_line(store):
-    result = run_cli("run", *LONG, "fail_after_steps=2")
+@SWEPT_GROUP
+def test_an_exception_marks_failed_with_the_reason_in_one_line(swept):
+    result = swept.failing  # `balance-lab run ... fail_after_steps=2` beside the session's sweep (conftest)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: run failed: RuntimeError: fail_after_steps=2")
     assert "Traceback" not in result.stderr
-    run = only_run(store)
-    assert run.info.status == "FAILED"
+    run = only_run(swept.uri, "FAILED")
+    assert run.data.params["seed"] == "7"
     assert "fail_after_steps=2 reached" in run.data.tags["balance_lab.status_reason"]
 
 
@@ -144,16 +145,6 @@ def test_a_nan_loss_stops_the_run_instead_of_training_on(store):
     assert "NonFiniteLoss: train/loss is nan at step " in result.stderr  # step 0 or 1: the first update overflows
     run = only_run(store)
     assert run.info.status == "FAILED" and "NonFiniteLoss" in run.data.tags["balance_lab.status_reason"]
-
-
-@pytest.mark.slow
-def test_routing_collapse_is_tagged_and_summarised(store):
-    result = run_cli("run", *LONG, "trainer.max_steps=4", "balance=none", "alerts.maxvio_global=0.01")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "warning: routing collapse: val MaxVio_global" in result.stdout
-    run = only_run(store)
-    assert "routing collapse" in run.data.tags["balance_lab.warning"]
-    assert "val/dead_experts" in run.data.metrics
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ def finished_children(uri):
 
 
 def test_summary_csv_holds_mean_std_and_n_of_the_runs_metrics(swept):
-    uri, folder, _ = swept
+    uri, folder = swept.uri, swept.reports
     summary = pd.read_csv(folder / "summary.csv").set_index("label")
     runs = finished_children(uri)
     assert len(runs) == 4
@@ -37,7 +37,7 @@ def test_summary_csv_holds_mean_std_and_n_of_the_runs_metrics(swept):
 
 
 def test_failed_runs_are_listed_not_averaged(swept):
-    _, folder, stdout = swept
+    folder, stdout = swept.reports, swept.report_stdout
     runs = pd.read_csv(folder / "runs.csv")
     assert list(runs["status"]).count("FINISHED") == 4
     failed = runs[runs["status"] == "FAILED"]
@@ -50,7 +50,7 @@ def test_failed_runs_are_listed_not_averaged(swept):
 
 
 def test_every_plot_is_a_png_logged_to_the_parent_run(swept):
-    uri, folder, _ = swept
+    uri, folder = swept.uri, swept.reports
     names = {"ppl_vs_maxvio", "maxvio_batch_steps", "expert_loads", "domain_specialisation"}
     for name in names:
         data = (folder / "plots" / f"{name}.png").read_bytes()
@@ -68,7 +68,7 @@ def test_every_plot_is_a_png_logged_to_the_parent_run(swept):
 
 
 def test_report_md_links_only_files_that_exist_and_shows_the_paper_and_the_command(swept):
-    _, folder, _ = swept
+    folder = swept.reports
     markdown = (folder / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", markdown)
     assert len(links) >= 7  # 4 plots + summary.csv, runs.csv, report.html
@@ -82,7 +82,7 @@ def test_report_md_links_only_files_that_exist_and_shows_the_paper_and_the_comma
 
 
 def test_paired_differences_match_the_runs(swept):
-    uri, folder, stdout = swept
+    uri, folder = swept.uri, swept.reports
     runs = finished_children(uri)
     by = {(r.data.params["balance.name"], r.data.params["seed"]): r.data.metrics["val/ppl"] for r in runs}
     expected = statistics.mean(by[("loss_free", s)] - by[("aux_loss", s)] for s in ("0", "1"))
@@ -92,7 +92,7 @@ def test_paired_differences_match_the_runs(swept):
 
 
 def test_formats_and_bad_input(swept):
-    uri, folder, _ = swept
+    uri, folder = swept.uri, swept.reports
     csv = cli_in_process("report", "paper_main", "--format", "csv", "--no-write", "--tracking-uri", uri)
     assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("label,n_seeds,seeds,val/ppl mean")
     md = cli_in_process("report", "paper_main", "--format", "md", "--no-write", "--tracking-uri", uri, "--metric", "val/loss:min")

@@ -1,13 +1,14 @@
 """`balance-lab sweep`: grids, the MLflow layout, failures, re-runs, launchers."""
 
 import json
+import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from balance_lab.config.compose import compose_config
 from balance_lab.sweeping.grid import available_sweeps, expand, sweep_overrides
-from tests.conftest import all_runs, cli_in_process, run_cli
+from tests.conftest import SHORT_RUN, SWEPT_GROUP, all_runs, cli_in_process, run_cli
 from tests.test_cli import CONTRACT_METRICS
 
 SHORT = ["trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4", "data.val_sequences=12"]
@@ -84,18 +85,18 @@ def children_of(client, parent_id, experiment_id):
 
 
 @pytest.mark.slow
-def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(store):
-    args = ["sweep", "paper_main", "seeds=[0,1]", "trainer.max_steps=4", *SHORT, "--jobs", "2"]
-    result = run_cli(*args)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    client = MlflowClient(store)
+@SWEPT_GROUP
+def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(swept, corpus_cache, tmp_path, monkeypatch):
+    """The session's sweep (paper_main, seeds [0,1], --jobs 2; conftest.swept), then the same command
+    again on a copy of its store: everything already finished is skipped."""
+    client = MlflowClient(swept.uri)
     experiment = client.get_experiment_by_name("paper_main")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("balance_lab.role") == "sweep_parent"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = children_of(client, parents[0].info.run_id, experiment.experiment_id)
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    assert not [r for r in all_runs(store) if r.info.status == "RUNNING"]
+    assert not [r for r in all_runs(swept.uri) if r.info.status == "RUNNING"]
     for child in children:
         assert child.data.tags["balance_lab.sweep"] == "paper_main"
         assert child.data.tags["sweep.balance"] == child.data.params["balance.name"]
@@ -104,12 +105,19 @@ def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(stor
     with open(client.download_artifacts(parents[0].info.run_id, "grid.json")) as f:
         grid = json.load(f)
     assert grid["dimensions"] == {"balance": ["aux_loss", "loss_free"], "seed": ["0", "1"]}
-    assert "4 finished, 0 failed, 0 skipped" in " ".join(result.stdout.split())
+    assert "4 finished, 0 failed, 0 skipped" in " ".join(swept.sweep.stdout.split())
 
-    again = run_cli(*args)  # the same command again: everything already finished
-    assert again.returncode == 0
+    copy = tmp_path / "mlflow.db"  # the same command again, on a copy: the shared store stays as it was
+    shutil.copyfile(swept.root / "mlflow.db", copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy}")
+    monkeypatch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))
+    monkeypatch.chdir(tmp_path)
+    again = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "0 finished, 0 failed, 4 skipped" in " ".join(again.stdout.split())
-    assert len(client.search_runs([experiment.experiment_id])) == 4 + 2  # children + two parents, no new child
+    copied = MlflowClient(f"sqlite:///{copy}")
+    # the 4 children, the failing run beside them, two parents: no new child
+    assert len(copied.search_runs([experiment.experiment_id])) == len(runs) + 1 == 4 + 1 + 2
 
 
 @pytest.mark.slow

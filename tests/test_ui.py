@@ -43,7 +43,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def test_ui_serves_the_sweep_through_the_rest_api_and_stops_cleanly(swept):
-    uri, _, _ = swept
+    uri = swept.uri
     port = free_port()
     process = subprocess.Popen([BALANCE_LAB, "ui", "--port", str(port), "--tracking-uri", uri],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -89,7 +89,7 @@ def test_ui_serves_the_sweep_through_the_rest_api_and_stops_cleanly(swept):
 
 
 def test_a_port_in_use_is_a_one_line_error(swept):
-    uri, _, _ = swept
+    uri = swept.uri
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -116,7 +116,7 @@ def wait_for_server(port: int, process: subprocess.Popen | None = None) -> int:
 
 
 def test_kill_9_of_the_ui_takes_its_server_and_workers_with_it(swept):
-    uri, _, _ = swept
+    uri = swept.uri
     port = free_port()
     ui = subprocess.Popen([BALANCE_LAB, "ui", "--port", str(port), "--tracking-uri", uri],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -137,7 +137,7 @@ def test_kill_9_of_the_ui_takes_its_server_and_workers_with_it(swept):
 
 def test_a_server_nobody_stops_is_named_with_the_command_that_frees_the_port(swept, tmp_path):
     """What a balance-lab ui before the guard left behind when killed: a server in its own session."""
-    uri, _, _ = swept
+    uri = swept.uri
     port = free_port()
     leftover = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--port", str(port),
                                  "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
