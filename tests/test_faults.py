@@ -54,16 +54,20 @@ def only_run(store: str, status: str | None = None):
     return runs[0]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method, signum", [("loss_free", signal.SIGTERM), ("global_aux_loss", signal.SIGINT)])
-def test_a_signal_saves_marks_killed_and_the_resumed_run_equals_an_uninterrupted_one(store, tmp_path, method, signum):
-    args = [f"balance={method}", *LONG, *SMALL, "seed=7"]
-    assert run_cli("run", *args).returncode == 0  # the reference: the same run, never interrupted
-    reference = only_run(store)
+def wait_for_new(path: Path, since_ns: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until `path` is rewritten (checkpoints are replaced whole: a new inode and mtime)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() or path.stat().st_mtime_ns == since_ns:
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (status {process.returncode}) before {path} was rewritten: "
+                                 f"{process.stderr.read()[-2000:]}")
+        assert time.monotonic() < deadline, f"{path} was never rewritten"
+        time.sleep(0.02)
 
-    checkpoint = tmp_path / "ckpt" / "last.ckpt"
-    process = start_run(*args, "checkpoint.every_n_steps=3", f"checkpoint.dir={checkpoint.parent}")
-    wait_for(checkpoint, process)
+
+def stop_with(process: subprocess.Popen, signum: int, store: str, checkpoint: Path) -> tuple[str, int, str]:
+    """Send `signum`; check the run is KILLED with its reason and checkpoint; (its run id, the step
+    it stopped at, what the process printed to stderr)."""
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, stderr[-2000:]
@@ -71,18 +75,40 @@ def test_a_signal_saves_marks_killed_and_the_resumed_run_equals_an_uninterrupted
     assert f"stopped by {signal.Signals(signum).name} at step" in killed.data.tags["balance_lab.status_reason"]
     assert killed.data.tags["balance_lab.checkpoint"] == str(checkpoint)
     assert f"balance-lab run --resume {killed.info.run_id}" in stderr
-    stopped_at = int(stderr.split(" at step ")[1].split(";")[0])
-    assert 3 <= stopped_at < 40
+    return killed.info.run_id, int(stderr.split("stopped by ")[1].split(" at step ")[1].split(";")[0]), stderr
 
-    resumed = run_cli("run", "--resume", killed.info.run_id)
+
+@pytest.mark.slow
+def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrupted_one(store, tmp_path):
+    """SIGTERM, resume, SIGINT to the resumed process, resume again: the same MLflow run ends FINISHED
+    with every metric of a run never interrupted (loss-free: its bias is state that must survive)."""
+    args = ["balance=loss_free", *LONG, *SMALL, "seed=7"]
+    assert run_cli("run", *args).returncode == 0  # the reference: the same run, never interrupted
+    reference = only_run(store)
+
+    checkpoint = tmp_path / "ckpt" / "last.ckpt"
+    process = start_run(*args, "checkpoint.every_n_steps=3", f"checkpoint.dir={checkpoint.parent}")
+    wait_for(checkpoint, process)
+    run_id, first_stop, _ = stop_with(process, signal.SIGTERM, store, checkpoint)
+    assert 3 <= first_stop < 40
+
+    saved_ns = checkpoint.stat().st_mtime_ns
+    process = subprocess.Popen([BALANCE_LAB, "run", "--resume", run_id], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for_new(checkpoint, saved_ns, process)  # the resumed run has trained on and saved again
+    again_id, second_stop, stderr = stop_with(process, signal.SIGINT, store, checkpoint)
+    assert again_id == run_id and first_stop < second_stop < 40
+    assert f"at step {first_stop} from {checkpoint}" in stderr  # `resuming <name> (<id>) at step N from <ckpt>`
+
+    resumed = run_cli("run", "--resume", run_id)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"at step {stopped_at}" in resumed.stderr
-    run = MlflowClient(store).get_run(killed.info.run_id)
+    assert f"at step {second_stop}" in resumed.stderr
+    run = MlflowClient(store).get_run(run_id)
     assert run.info.status == "FINISHED" and "balance_lab.status_reason" not in run.data.tags
     assert len(all_runs(store)) == 2  # continued in the same MLflow run, not a new one
     for key in COMPARED:
         assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], rel=1e-5, abs=1e-7), key
-    steps = [m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, "train/loss")]
+    steps = [m.step for m in MlflowClient(store).get_metric_history(run_id, "train/loss")]
     assert sorted(set(steps)) == list(range(1, 41)) or sorted(set(steps)) == list(range(0, 40)), steps
 
 
