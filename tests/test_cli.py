@@ -5,7 +5,7 @@ import json
 import pytest
 
 from balance_lab.metrics import maxvio
-from tests.conftest import all_runs, run_cli, working_in_new_store
+from tests.conftest import all_runs, cli_in_process, run_cli, working_in_new_store
 
 CONTRACT_METRICS = [
     "train/loss", "train/lm_loss", "train/aux_loss", "train/maxvio_batch", "train/maxvio_compute_batch",
@@ -22,7 +22,7 @@ def test_help_lists_the_commands():
 
 
 def test_configs_show_prints_config_and_parameter_counts():
-    result = run_cli("configs", "show", "model=tiny", "balance=aux_loss")
+    result = cli_in_process("configs", "show", "model=tiny", "balance=aux_loss")  # prints, never execs
     assert result.returncode == 0, result.stderr
     assert "name: aux_loss" in result.stdout and "alpha: 0.001" in result.stdout
     assert "4,021,376" in result.stdout  # total parameters of tiny (the tied 8K embedding counted once)
