@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.conftest import all_runs, run_cli
+from tests.conftest import all_runs, cli_in_process, run_cli
 
 
 def no_run_recorded(store: str) -> bool:
@@ -149,13 +149,13 @@ def test_a_sweep_file_of_ones_own_runs_dry(store, tmp_path, monkeypatch):
     (folder / "mine.yaml").write_text("# @package _global_\nseeds: [0]\nhydra:\n  mode: MULTIRUN\n  sweeper:\n"
                                       "    params:\n      balance.update_rate: 1e-3,1e-2\n      seed: ${csv:${seeds}}\n")
     monkeypatch.setenv("BALANCE_LAB_SWEEPS_DIR", str(folder))
-    result = run_cli("sweep", "mine", "--dry-run")
+    result = cli_in_process("sweep", "mine", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "sweep mine: 2 runs" in result.stdout
 
 
 def test_a_sweep_into_an_unreachable_store_fails_before_training(store):
-    result = run_cli("sweep", "paper_main", "--tracking-uri", "http://127.0.0.1:9")
+    result = cli_in_process("sweep", "paper_main", "--tracking-uri", "http://127.0.0.1:9")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: tracking URI 'http://127.0.0.1:9': no MLflow server answers")
     assert not os.path.exists("multirun")
