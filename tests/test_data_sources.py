@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import all_runs, run_cli
+from tests.conftest import all_runs, cli_in_process, run_cli
 
 SHORT = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4",
          "data.val_sequences=6", "model.seq_len=64", "trainer.enable_progress_bar=false"]
@@ -44,7 +44,8 @@ def test_a_run_on_a_text_dir_knows_its_domains(store, corpus_dir):
 @pytest.mark.slow
 def test_tokenize_writes_bpe_token_files_that_a_run_trains_on(store, corpus_dir, tmp_path):
     out = tmp_path / "tok"
-    result = run_cli("data", "tokenize", str(out), "--source", "text_dir", "--path", str(corpus_dir), "--vocab-size", "600")
+    result = cli_in_process("data", "tokenize", str(out), "--source", "text_dir", "--path", str(corpus_dir),
+                            "--vocab-size", "600")  # writes files, never execs: no interpreter to start
     assert result.returncode == 0, result.stderr[-3000:]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["vocab_size"] == 600 and meta["dtype"] == "uint16" and set(meta["domains"]) == {"code", "comments"}
