@@ -1,5 +1,6 @@
 """Every config file composes and builds (model on the meta device, balancer validated)."""
 
+import os
 import subprocess
 import sys
 
@@ -63,6 +64,16 @@ def test_cli_module_imports_no_heavy_framework():
     """`balance-lab --help` stays instant: the CLI module must not import torch, lightning or mlflow."""
     code = "import sys, balance_lab.cli; print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'pandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_run_checks_every_value_before_the_training_process_without_torch(tmp_path):
+    """`balance-lab run` composes and checks in its own process, then execs the training process,
+    which imports torch and Lightning once: the check must not import them too (~3 s per run)."""
+    code = ("import sys; from balance_lab.cli.app import check, compose; check(compose(['model=tiny'])); "
+            "print(sorted(m for m in ('torch', 'lightning', 'pandas') if m in sys.modules))")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
 
 

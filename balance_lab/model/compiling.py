@@ -19,8 +19,13 @@ compiling there costs minutes of a short run and changes no result worth it.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: the config check (config/validation.py) reads SETTINGS in
+# `balance-lab run`'s own process, which hands over to the training process without needing torch.
 SETTINGS = ("auto", "true", "false")
 RECOMPILE_LIMIT = 64  # dense + MoE blocks x train/eval x a last short batch, per method in one process
 
@@ -33,7 +38,11 @@ def wanted(setting, accelerator: str) -> bool:
         raise ValueError(f"model.compile={setting!r}: choose one of {', '.join(SETTINGS)}")
     if accelerator in ("gpu", "cuda"):
         return True
-    return accelerator == "auto" and torch.cuda.is_available()
+    if accelerator != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def compile_blocks(model: torch.nn.Module, backend: str = "inductor") -> None:
