@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import BALANCE_LAB, SWEPT_GROUP, all_runs, cli_in_process, run_cli
-from tests.network import Gate, free_port
+from tests.network import NO_SERVER_JOBS, Gate, free_port
 
 LONG = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1", "data.batch_size=4",
         "data.val_sequences=12", "trainer.enable_progress_bar=false"]
@@ -200,7 +200,8 @@ def test_two_sweeps_on_one_sqlite_store_at_once_lose_no_run_and_no_metric(store)
 def start_server(backend: str, port: int, log: Path) -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
+                              env={**os.environ, **NO_SERVER_JOBS})
     import urllib.request
 
     deadline = time.monotonic() + 90

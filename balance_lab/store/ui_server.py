@@ -72,6 +72,10 @@ def start(tracking_uri: str, host: str, port: int, log_path: Path) -> subprocess
     """The server under its guard, in a new session: the returned process leads the server's group."""
     log = open(log_path, "w")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # MLflow 3's job execution (GenAI judges, scheduled tasks) starts a job runner and four or more
+    # queue consumers beside the server, each a Python process importing MLflow (~175 MB, seconds of
+    # CPU each): the UI of training runs uses none of it. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true keeps it.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     guarded = [sys.executable, "-m", "balance_lab.store.server_guard", str(os.getpid()), "--",
                *server_command(tracking_uri, host, port)]
     return subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
