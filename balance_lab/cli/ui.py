@@ -22,6 +22,7 @@ def ui(
     Serves the same store `run`, `sweep` and `report` use, artifacts included (plots, expert
     loads, configs). Sweep children are nested under their parent run; select runs and
     *Compare* for the parallel-coordinates view of the swept params. Ctrl-C stops the server.
+    MLflow's GenAI job execution stays off (set MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true to have it).
     Examples:
 
         balance-lab ui
