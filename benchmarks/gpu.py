@@ -281,8 +281,9 @@ def part_profile(device: str, preset: str, store: str, trainer: list[str], smoke
 
 def _python_profile(cfg, steps: int = 20) -> None:
     """Where the host's time per step goes in balance-lab's loop: cProfile over the last `steps`
-    steps (after compilation and warm-up), the functions of Lightning and balance-lab by their own
-    time and by cumulative time, in ms per step. cProfile slows Python down; read the shares."""
+    steps (after compilation and warm-up, before teardown), the top functions (torch's, Lightning's,
+    balance-lab's) by their own time and by cumulative time, in ms per step. cProfile slows Python
+    down; read the shares."""
     import cProfile
     import pstats
 
