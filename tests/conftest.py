@@ -80,19 +80,21 @@ def empty_store(tmp_path_factory) -> Path:
     return db
 
 
-def new_store(folder: Path, empty_store: Path) -> str:
-    """sqlite:/// URI of a new store in `folder` (a copy of the session's empty one)."""
+def new_store(folder: Path, source: Path) -> str:
+    """sqlite:/// URI of a new store in `folder`: a copy of `source` (the session's empty store, or
+    a trained one that a test may change without touching the original)."""
     import shutil
 
-    shutil.copyfile(empty_store, folder / "mlflow.db")
+    shutil.copyfile(source, folder / "mlflow.db")
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @contextlib.contextmanager
-def working_in_new_store(folder: Path, empty_store: Path, corpus_cache: Path):
-    """For a fixture broader than one test: `folder` as the working directory, with a new store there
-    (yields its URI) and the session's corpus cache, for every process started inside."""
-    uri = new_store(folder, empty_store)
+def working_in_new_store(folder: Path, source: Path, corpus_cache: Path):
+    """For a fixture broader than one test, or a copy of a shared store: `folder` as the working
+    directory, with a new store there copied from `source` (yields its URI) and the session's corpus
+    cache, for every process started inside."""
+    uri = new_store(folder, source)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))

@@ -6,11 +6,6 @@ import socket
 import threading
 
 
-# For the tests' own `mlflow server` processes, as `balance-lab ui` starts its server (store/ui_server.py):
-# without MLflow 3's job runner and its queue consumers (each a Python process importing MLflow).
-NO_SERVER_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -13,7 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import BALANCE_LAB, SWEPT_GROUP, all_runs, cli_in_process, run_cli
-from tests.network import NO_SERVER_JOBS, Gate, free_port
+from balance_lab.store.ui_server import SERVER_ENV
+from tests.network import Gate, free_port
 
 LONG = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1", "data.batch_size=4",
         "data.val_sequences=12", "trainer.enable_progress_bar=false"]
@@ -27,12 +28,15 @@ def start_run(*args: str) -> subprocess.Popen:
     return subprocess.Popen([BALANCE_LAB, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120, since_ns: int | None = None) -> None:
+    """Until `path` exists; with `since_ns`, until it is rewritten after that mtime (checkpoints are
+    replaced whole: a new inode and mtime)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not path.exists() or (since_ns is not None and path.stat().st_mtime_ns == since_ns):
         if process.poll() is not None:
-            raise AssertionError(f"training ended (status {process.returncode}) before {path} appeared: {process.stderr.read()[-2000:]}")
-        assert time.monotonic() < deadline, f"{path} never appeared"
+            raise AssertionError(f"training ended (status {process.returncode}) before {path} was written: "
+                                 f"{process.stderr.read()[-2000:]}")
+        assert time.monotonic() < deadline, f"{path} was never written"
         time.sleep(0.02)
 
 
@@ -52,17 +56,6 @@ def only_run(store: str, status: str | None = None):
     runs = [r for r in all_runs(store) if status is None or r.info.status == status]
     assert len(runs) == 1, [(r.info.run_name, r.info.status) for r in all_runs(store)]
     return runs[0]
-
-
-def wait_for_new(path: Path, since_ns: int, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Until `path` is rewritten (checkpoints are replaced whole: a new inode and mtime)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists() or path.stat().st_mtime_ns == since_ns:
-        if process.poll() is not None:
-            raise AssertionError(f"training ended (status {process.returncode}) before {path} was rewritten: "
-                                 f"{process.stderr.read()[-2000:]}")
-        assert time.monotonic() < deadline, f"{path} was never rewritten"
-        time.sleep(0.02)
 
 
 def stop_with(process: subprocess.Popen, signum: int, store: str, checkpoint: Path) -> tuple[str, int, str]:
@@ -95,7 +88,7 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
     saved_ns = checkpoint.stat().st_mtime_ns
     process = subprocess.Popen([BALANCE_LAB, "run", "--resume", run_id], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    wait_for_new(checkpoint, saved_ns, process)  # the resumed run has trained on and saved again
+    wait_for(checkpoint, process, since_ns=saved_ns)  # the resumed run has trained on and saved again
     again_id, second_stop, stderr = stop_with(process, signal.SIGINT, store, checkpoint)
     assert again_id == run_id and first_stop < second_stop < 40
     assert f"at step {first_stop} from {checkpoint}" in stderr  # `resuming <name> (<id>) at step N from <ckpt>`
@@ -201,7 +194,7 @@ def start_server(backend: str, port: int, log: Path) -> subprocess.Popen:
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
                                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                               stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
-                              env={**os.environ, **NO_SERVER_JOBS})
+                              env={**os.environ, **SERVER_ENV})
     import urllib.request
 
     deadline = time.monotonic() + 90

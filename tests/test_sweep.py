@@ -1,14 +1,13 @@
 """`balance-lab sweep`: grids, the MLflow layout, failures, re-runs, launchers."""
 
 import json
-import shutil
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from balance_lab.config.compose import compose_config
 from balance_lab.sweeping.grid import available_sweeps, expand, sweep_overrides
-from tests.conftest import SHORT_RUN, SWEPT_GROUP, all_runs, cli_in_process, run_cli
+from tests.conftest import SHORT_RUN, SWEPT_GROUP, all_runs, cli_in_process, run_cli, working_in_new_store
 from tests.test_cli import CONTRACT_METRICS
 
 SHORT = ["trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4", "data.val_sequences=12"]
@@ -86,7 +85,7 @@ def children_of(client, parent_id, experiment_id):
 
 @pytest.mark.slow
 @SWEPT_GROUP
-def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(swept, corpus_cache, tmp_path, monkeypatch):
+def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(swept, corpus_cache, tmp_path):
     """The session's sweep (paper_main, seeds [0,1], --jobs 2; conftest.swept), then the same command
     again on a copy of its store: everything already finished is skipped."""
     client = MlflowClient(swept.uri)
@@ -107,15 +106,12 @@ def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(swep
     assert grid["dimensions"] == {"balance": ["aux_loss", "loss_free"], "seed": ["0", "1"]}
     assert "4 finished, 0 failed, 0 skipped" in " ".join(swept.sweep.stdout.split())
 
-    copy = tmp_path / "mlflow.db"  # the same command again, on a copy: the shared store stays as it was
-    shutil.copyfile(swept.root / "mlflow.db", copy)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy}")
-    monkeypatch.setenv("BALANCE_LAB_CACHE", str(corpus_cache))
-    monkeypatch.chdir(tmp_path)
-    again = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
+    # the same command again, on a copy: the shared store stays as it was
+    with working_in_new_store(tmp_path, swept.root / "mlflow.db", corpus_cache) as copy:
+        again = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "0 finished, 0 failed, 4 skipped" in " ".join(again.stdout.split())
-    copied = MlflowClient(f"sqlite:///{copy}")
+    copied = MlflowClient(copy)
     # the 4 children, the failing run beside them, two parents: no new child
     assert len(copied.search_runs([experiment.experiment_id])) == len(runs) + 1 == 4 + 1 + 2
 

@@ -14,8 +14,9 @@ import urllib.request
 import pytest
 
 from balance_lab.store.port_owner import command_line, group_members, listening_pids
+from balance_lab.store.ui_server import SERVER_ENV
 from tests.conftest import BALANCE_LAB, SWEPT_GROUP, run_cli
-from tests.network import NO_SERVER_JOBS, free_port
+from tests.network import free_port
 
 pytestmark = [pytest.mark.slow, SWEPT_GROUP]  # uses the session's small sweep (trained once, shared with the report tests)
 
@@ -141,7 +142,7 @@ def test_a_server_nobody_stops_is_named_with_the_command_that_frees_the_port(swe
     port = free_port()
     leftover = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--port", str(port),
                                  "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **NO_SERVER_JOBS})
+                                start_new_session=True, env={**os.environ, **SERVER_ENV})
     group = wait_for_server(port, leftover)
     try:
         result = run_cli("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)

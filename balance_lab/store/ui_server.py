@@ -62,6 +62,12 @@ def _option(command: str, name: str) -> str | None:
     return words[words.index(name) + 1] if name in words[:-1] else None
 
 
+# MLflow 3's job execution (GenAI judges, scheduled tasks) starts a job runner and four or more queue
+# consumers beside the server, each a Python process importing MLflow (~175 MB, seconds of CPU each):
+# the UI of training runs uses none of it. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true keeps it.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
     # --serve-artifacts: the UI reads each run's artifacts (plots, loads, config) through the server.
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", host,
@@ -71,11 +77,7 @@ def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
 def start(tracking_uri: str, host: str, port: int, log_path: Path) -> subprocess.Popen:
     """The server under its guard, in a new session: the returned process leads the server's group."""
     log = open(log_path, "w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # MLflow 3's job execution (GenAI judges, scheduled tasks) starts a job runner and four or more
-    # queue consumers beside the server, each a Python process importing MLflow (~175 MB, seconds of
-    # CPU each): the UI of training runs uses none of it. MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true keeps it.
-    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    env = {**SERVER_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}  # the user's own setting wins
     guarded = [sys.executable, "-m", "balance_lab.store.server_guard", str(os.getpid()), "--",
                *server_command(tracking_uri, host, port)]
     return subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
