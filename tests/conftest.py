@@ -125,7 +125,46 @@ def cli_in_process(*args: str) -> subprocess.CompletedProcess:
     from balance_lab.cli import app
 
     result = CliRunner().invoke(app, list(args))
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback  # an error the command did not turn into an exit status: show where it came from
+
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, stderr)
+
+
+def run_in_process(*args: str) -> subprocess.CompletedProcess:
+    """`balance-lab run ARGS...` through the CLI's code, then the training entry point's
+    (`balance_lab.train`, Hydra's @main), both in this process: where the CLI execs the training
+    process, this calls it. The same code and the same store, minus the second interpreter, whose
+    imports (torch, Lightning, MLflow) are ~13 s of CPU on 2 cores, most of a short run. For what a
+    run does and records; signals, kill -9, DDP ranks, processes at once and exit statuses of a real
+    process need run_cli."""
+    import logging
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    def train_here(executable: str, argv: list[str]) -> None:
+        assert argv[1:3] == ["-m", "balance_lab.train"], argv
+        from balance_lab import train
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "argv", ["balance_lab/train.py", *argv[3:]])
+            try:
+                train.main()
+            finally:
+                GlobalHydra.instance().clear()  # @hydra.main leaves it set; compose_config needs it clear
+        raise SystemExit(0)  # what the exec'd process's exit status would be: train.main exits non-zero itself
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # @hydra.main configures logging for its job
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(os, "execv", train_here)
+            return cli_in_process("run", *args)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def all_runs(uri: str):
@@ -165,7 +204,7 @@ def swept(tmp_path_factory, corpus_cache, empty_store) -> Swept:
         failing = run_cli("run", "balance=loss_free", "seed=7", *SHORT_RUN, "fail_after_steps=2",
                           "logger.experiment_name=paper_main")
         assert failing.returncode != 0
-        report = run_cli("report", "paper_main", "--out", str(root / "reports"))
+        report = cli_in_process("report", "paper_main", "--out", str(root / "reports"))  # reads and writes, never execs
         assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     return Swept(uri, root, root / "reports" / "paper_main", report.stdout, sweep, failing)
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from balance_lab.metrics import maxvio
-from tests.conftest import all_runs, cli_in_process, run_cli, working_in_new_store
+from tests.conftest import all_runs, cli_in_process, run_cli, run_in_process, working_in_new_store
 
 CONTRACT_METRICS = [
     "train/loss", "train/lm_loss", "train/aux_loss", "train/maxvio_batch", "train/maxvio_compute_batch",
@@ -51,7 +51,8 @@ def test_top_k_above_experts_is_rejected_before_any_run(store):
 
 
 # The acceptance pair: none and loss-free (u = 1e-2), same seed and data, 100 steps of 8 sequences of 32
-# tokens. Trained once per session (~25 s each on 2 slow cores); the loss-free run also serves the contract test.
+# tokens. Trained once per session, in the test's process (~20 s each on 2 slow cores); the loss-free run also
+# serves the contract test.
 ACCEPTANCE = ["model=tiny", "trainer.max_steps=100", "data.batch_size=8", "model.seq_len=32",
               "trainer.val_check_interval=50", "seed=0", "trainer.enable_progress_bar=false"]
 PAIR = {"none": ["balance=none"], "loss_free": ["balance=loss_free", "balance.update_rate=1e-2"]}
@@ -62,7 +63,7 @@ ACCEPTANCE_GROUP = pytest.mark.xdist_group("acceptance")
 def pair(tmp_path_factory, corpus_cache, empty_store):
     """(store URI, {method: finished CLI process}) of the acceptance pair, in one new store."""
     with working_in_new_store(tmp_path_factory.mktemp("acceptance"), empty_store, corpus_cache) as uri:
-        results = {method: run_cli("run", *ACCEPTANCE, *overrides) for method, overrides in PAIR.items()}
+        results = {method: run_in_process(*ACCEPTANCE, *overrides) for method, overrides in PAIR.items()}
     for result in results.values():
         assert result.returncode == 0, result.stderr[-3000:]
     return uri, results

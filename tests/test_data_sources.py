@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import all_runs, cli_in_process, run_cli
+from tests.conftest import all_runs, cli_in_process, run_cli, run_in_process
 
 SHORT = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4",
          "data.val_sequences=6", "model.seq_len=64", "trainer.enable_progress_bar=false"]
@@ -32,7 +32,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_a_run_on_a_text_dir_knows_its_domains(store, corpus_dir):
-    result = run_cli("run", "data=text_dir", f"data.path={corpus_dir}", "model.vocab_size=256", *SHORT)
+    result = run_in_process("data=text_dir", f"data.path={corpus_dir}", "model.vocab_size=256", *SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     run = all_runs(store)[0]
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "text_dir"
@@ -62,14 +62,14 @@ def test_tokenize_writes_bpe_token_files_that_a_run_trains_on(store, corpus_dir,
             assert len(tokens) == info["tokens"] > 0 and int(tokens.max()) < 600
             assert int((tokens == meta["eot"]).sum()) == info["documents"]  # one EOT after every document
 
-    result = run_cli("run", "data=tokens", f"data.path={out}", "model.vocab_size=600", *SHORT)
+    result = run_in_process("data=tokens", f"data.path={out}", "model.vocab_size=600", *SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     run = all_runs(store)[0]
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "tokens"
     # bits per byte accounts for BPE tokens being several bytes long
     assert run.data.metrics["val/bpb"] < run.data.metrics["val/loss"] / np.log(2) / 1.5
 
-    too_small = run_cli("run", "data=tokens", f"data.path={out}", "model.vocab_size=256", *SHORT)
+    too_small = run_in_process("data=tokens", f"data.path={out}", "model.vocab_size=256", *SHORT)
     assert too_small.returncode == 2 and "model.vocab_size=256" in too_small.stderr and "600 tokens" in too_small.stderr
 
 
@@ -91,7 +91,7 @@ def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, shar
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["vocab_size"] == 8192 and set(meta["domains"]) == {"code", "prose", "math"}
     built = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    result = run_cli("run", *SHORT)
+    result = run_in_process(*SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training a" not in result.stderr  # the cache is reused...
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built  # ...not rebuilt

@@ -139,14 +139,14 @@ def test_activation_checkpointing_counts_each_token_once_per_step(corpus_cache):
 def test_balance_lab_run_with_trainer_ddp_on_two_cpu_processes_is_one_run_equal_to_one_process(store):
     """`trainer=ddp` through the CLI: Lightning re-executes the command for rank 1, which must not
     record a run of its own; 2 ranks x 2 sequences train what 1 process with 4 sequences trains."""
-    from tests.conftest import all_runs, run_cli
+    from tests.conftest import all_runs, run_cli, run_in_process
 
     common = ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.max_steps=2", "trainer.val_check_interval=2",
               "trainer.log_every_n_steps=1", "data.val_sequences=12", "model.n_layers=3", "model.seq_len=32",
               "trainer.enable_progress_bar=false", "balance.update_rate=1e-2"]
     two = run_cli("run", "trainer=ddp", "trainer.devices=2", "data.batch_size=2", *common, "logger.run_name=two")
     assert two.returncode == 0, two.stderr[-3000:]
-    one = run_cli("run", "trainer.devices=1", "data.batch_size=4", *common, "logger.run_name=one")
+    one = run_in_process("trainer.devices=1", "data.batch_size=4", *common, "logger.run_name=one")
     assert one.returncode == 0, one.stderr[-3000:]
     runs = {r.info.run_name: r for r in all_runs(store)}
     assert sorted(runs) == ["one", "two"] and all(r.info.status == "FINISHED" for r in runs.values())

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import BALANCE_LAB, SWEPT_GROUP, all_runs, cli_in_process, run_cli
+from tests.conftest import BALANCE_LAB, SWEPT_GROUP, all_runs, cli_in_process, run_cli, run_in_process
 from balance_lab.store.ui_server import SERVER_ENV
 from tests.network import Gate, free_port
 
@@ -76,7 +76,7 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
     """SIGTERM, resume, SIGINT to the resumed process, resume again: the same MLflow run ends FINISHED
     with every metric of a run never interrupted (loss-free: its bias is state that must survive)."""
     args = ["balance=loss_free", *LONG, *SMALL, "seed=7"]
-    assert run_cli("run", *args).returncode == 0  # the reference: the same run, never interrupted
+    assert run_in_process(*args).returncode == 0  # the reference: the same run, never interrupted
     reference = only_run(store)
 
     checkpoint = tmp_path / "ckpt" / "last.ckpt"
@@ -93,7 +93,7 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
     assert again_id == run_id and first_stop < second_stop < 40
     assert f"at step {first_stop} from {checkpoint}" in stderr  # `resuming <name> (<id>) at step N from <ckpt>`
 
-    resumed = run_cli("run", "--resume", run_id)
+    resumed = run_in_process("--resume", run_id)  # the last leg: what a resume records, not its process
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {second_stop}" in resumed.stderr
     run = MlflowClient(store).get_run(run_id)
@@ -112,7 +112,7 @@ def test_resume_refuses_a_run_whose_process_is_alive(store, tmp_path):
                         f"checkpoint.dir={checkpoint.parent}")
     try:
         wait_for(checkpoint, process)
-        result = run_cli("run", "--resume", only_run(store).info.run_id)
+        result = run_in_process("--resume", only_run(store).info.run_id)  # refused before any exec
         assert result.returncode == 2 and "is RUNNING (process" in result.stderr and "is running" in result.stderr
     finally:
         process.kill()
@@ -159,7 +159,7 @@ def test_a_signal_to_rank_zero_stops_every_ddp_rank_at_the_same_step(store, tmp_
 
 @pytest.mark.slow
 def test_a_nan_loss_stops_the_run_instead_of_training_on(store):
-    result = run_cli("run", *LONG, "model.init_std=1e30")  # logits overflow: the loss is not finite at once
+    result = run_in_process(*LONG, "model.init_std=1e30")  # logits overflow: the loss is not finite at once
     assert result.returncode == 1, result.stderr[-2000:]
     assert "NonFiniteLoss: train/loss is nan at step " in result.stderr  # step 0 or 1: the first update overflows
     run = only_run(store)

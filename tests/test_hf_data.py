@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import all_runs, cli_in_process, run_cli
+from tests.conftest import all_runs, cli_in_process, run_in_process
 
 WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
          "they you were her she there one all would their we him been has when who will more no if out so said").split()
@@ -230,10 +230,10 @@ def test_run_config_checks_are_one_line(corpora):
 @pytest.mark.slow
 def test_a_run_on_a_hf_corpus_tokenises_it_once_before_the_run_and_trains(store, corpora, tmp_path):
     cache = tmp_path / "cache"
-    args = ["run", "data=hf", f"data.path={corpora / 'web'}", "data.domain_field=source", f"data.cache_dir={cache}",
+    args = ["data=hf", f"data.path={corpora / 'web'}", "data.domain_field=source", f"data.cache_dir={cache}",
             "model.vocab_size=300", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
             "data.val_sequences=6", "model.seq_len=32", "trainer.enable_progress_bar=false"]
-    result = run_cli(*args)
+    result = run_in_process(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tokenised into" in result.stdout
     (folder,) = [p for p in cache.iterdir() if p.is_dir()]
@@ -242,7 +242,7 @@ def test_a_run_on_a_hf_corpus_tokenises_it_once_before_the_run_and_trains(store,
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "hf"
     assert {f"val/top_expert_freq/{s}" for s in SOURCES} <= set(run.data.metrics)
 
-    bad = run_cli(*args, "data.text_field=body")  # caught before any run exists: no ghost in the store
+    bad = run_in_process(*args, "data.text_field=body")  # caught before any run exists: no ghost in the store
     assert bad.returncode == 2 and "data.text_field='body'" in bad.stderr
     assert len(all_runs(store)) == 1
 
