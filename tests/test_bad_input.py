@@ -1,11 +1,13 @@
 """Bad input: one clear line naming the bad key or value (and what would be valid), exit status 2,
-and no MLflow run created. Every case runs the real `balance-lab` in a real process."""
+and no MLflow run created. The cases run the CLI's own code in this process (its checks come before
+the exec); a few go through the real console script and a real training process, as a user's do."""
 
+import functools
 import os
 
 import pytest
 
-from tests.conftest import all_runs, cli_in_process, run_cli
+from tests.conftest import all_runs, cli_in_process, run_cli, run_in_process
 
 
 def no_run_recorded(store: str) -> bool:
@@ -35,6 +37,7 @@ BAD_RUNS = [
     (["model.top_k=17"], ["model.top_k=17", "model.n_routed_experts=16"]),
     (["model.score_func=relu"], ["model.score_func='relu'", "sigmoid, softmax"]),
     (["model.compile=maybe"], ["model.compile='maybe'", "auto, true, false"]),
+    (["model.compile_mode=fast"], ["model.compile_mode='fast'", "default, reduce-overhead, max-autotune"]),
     (["model.n_heads=3"], ["model.d_model=128", "model.n_heads=3"]),
     (["model.n_routed_experts=0"], ["model.n_routed_experts=0", ">= 1"]),
     (["optim.lr=0"], ["optim.lr=0", "> 0"]),
@@ -65,26 +68,23 @@ BAD_RUNS = [
 ]
 
 
-def run_in_process(monkeypatch, *args: str):
+def check_in_process(monkeypatch, *args: str):
     """The CLI's own code in this process (the checks happen before `run` execs the trainer, which
     is made to fail loudly here instead of replacing the test process)."""
-    from typer.testing import CliRunner
-
-    from balance_lab.cli import app
 
     def no_exec(*_):
         raise AssertionError("the input was accepted: balance-lab run went on to start training")
 
     monkeypatch.setattr(os, "execv", no_exec)
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.stderr
+    result = cli_in_process(*args)
+    return result.returncode, result.stderr
 
 
 @pytest.mark.parametrize("args, fragments", BAD_RUNS, ids=[" ".join(a) for a, _ in BAD_RUNS])
 def test_bad_run_input_is_one_line_exit_2_and_no_run(store, tmp_path, monkeypatch, args, fragments):
     empty = tmp_path / "empty-corpus"
     (empty / "news").mkdir(parents=True)  # a domain folder without a single text file
-    code, stderr = run_in_process(monkeypatch, "run", *(a.format(empty=empty) for a in args))
+    code, stderr = check_in_process(monkeypatch, "run", *(a.format(empty=empty) for a in args))
     lines = stderr.strip().splitlines()
     assert code == 2, stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
@@ -100,17 +100,17 @@ def test_the_real_console_script_gives_the_same_one_line_errors(store, args):
     assert result.stderr.startswith("error: ") and no_run_recorded(store)
 
 
-TRAINING_PROCESS_FINDS = [
-    (["model.seq_len=3000000", "trainer.max_steps=2"], "fewer than one sequence of 3000001"),
+TRAINING_PROCESS_FINDS = [  # (overrides, what stderr says, run as): one through a real training process
+    (["model.seq_len=3000000", "trainer.max_steps=2"], "fewer than one sequence of 3000001", run_in_process),
     (["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"],
-     "error: trainer: The strategy `fsdp` requires a GPU accelerator"),
+     "error: trainer: The strategy `fsdp` requires a GPU accelerator", functools.partial(run_cli, "run")),
 ]
 
 
-@pytest.mark.parametrize("args, fragment", TRAINING_PROCESS_FINDS, ids=["seq_len", "fsdp-on-cpu"])
-def test_what_needs_the_data_or_lightning_fails_before_the_run_exists(store, args, fragment):
-    """Found by the training process (it reads the data, asks Lightning), still before any MLflow run exists."""
-    result = run_cli("run", *args)
+@pytest.mark.parametrize("args, fragment, run", TRAINING_PROCESS_FINDS, ids=["seq_len", "fsdp-on-cpu"])
+def test_what_needs_the_data_or_lightning_fails_before_the_run_exists(store, args, fragment, run):
+    """Found by the training entry point (it reads the data, asks Lightning), still before any MLflow run exists."""
+    result = run(*args)
     assert result.returncode == 2, result.stderr[-2000:]
     assert fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert no_run_recorded(store)

@@ -46,6 +46,11 @@ def test_auto_compiles_for_a_gpu_trainer_only():
     model = small_model("loss_free", "model.compile=true")
     assert all(block._compiled_call_impl is not None for block in model.blocks)
     assert set(model.state_dict()) == set(small_model("loss_free").state_dict())  # checkpoints interchange
+    assert not model.graph_steps  # the default mode records no CUDA graphs
+    graphed = small_model("loss_free", "model.compile=true", "model.compile_mode=reduce-overhead")
+    assert all(block._compiled_call_impl is not None for block in graphed.blocks) and graphed.graph_steps
+    with pytest.raises(ValueError, match="model.compile_mode='fast': choose one of default, reduce-overhead"):
+        compiling.compile_blocks(graphed, mode="fast")
 
 
 def test_compiling_is_not_part_of_what_a_run_trains():
@@ -56,9 +61,10 @@ def test_compiling_is_not_part_of_what_a_run_trains():
     from balance_lab.store.tracking import config_hash
 
     resolved = OmegaConf.to_container(compose_config(["model=tiny"]), resolve=True)
-    before_the_knob = {**resolved, "model": {k: v for k, v in resolved["model"].items() if k != "compile"}}
+    before_the_knobs = {**resolved, "model": {k: v for k, v in resolved["model"].items() if "compile" not in k}}
     compiled = {**resolved, "model": {**resolved["model"], "compile": True}}
-    assert config_hash(resolved) == config_hash(before_the_knob) == config_hash(compiled)
+    graphed = {**resolved, "model": {**resolved["model"], "compile": True, "compile_mode": "reduce-overhead"}}
+    assert config_hash(resolved) == config_hash(before_the_knobs) == config_hash(compiled) == config_hash(graphed)
     assert config_hash({**resolved, "model": {**resolved["model"], "d_model": 64}}) != config_hash(resolved)
 
 

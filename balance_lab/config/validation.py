@@ -76,6 +76,10 @@ def check_model_and_balance(cfg: DictConfig) -> None:
         from balance_lab.model.compiling import SETTINGS
 
         choice(cfg, "model.compile", SETTINGS)
+    if cfg.model.get("compile_mode") is not None:
+        from balance_lab.model.compiling import MODES
+
+        choice(cfg, "model.compile_mode", MODES)
     try:
         args = ModelArgs.from_config(cfg.model)
         balance = OmegaConf.to_container(cfg.balance, resolve=True)

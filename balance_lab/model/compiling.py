@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 # torch is imported where it is used: the config check (config/validation.py) reads SETTINGS in
 # `balance-lab run`'s own process, which hands over to the training process without needing torch.
 SETTINGS = ("auto", "true", "false")
+# torch.compile's modes (`model.compile_mode`). reduce-overhead records each compiled block as a CUDA
+# graph: one replay instead of its ~20-45 kernel launches, for a model small enough that the host's
+# launching is the bottleneck (`base` on an H200: benchmarks/RESULTS.md). Eager on the CPU ignores it.
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 RECOMPILE_LIMIT = 64  # dense + MoE blocks x train/eval x a last short batch, per method in one process
 
 
@@ -45,14 +49,18 @@ def wanted(setting, accelerator: str) -> bool:
     return torch.cuda.is_available()
 
 
-def compile_blocks(model: torch.nn.Module, backend: str = "inductor") -> None:
+def compile_blocks(model: torch.nn.Module, backend: str = "inductor", mode: str = "default") -> None:
     """Compile each of model.blocks in place (lazily: at its first forward). State-dict keys do not
     change, so checkpoints move freely between compiled and eager runs. (backend: the tests trace
-    with aot_eager, which checks the same graphs without generating kernels.)"""
+    with aot_eager, which checks the same graphs without generating kernels; mode: one of MODES,
+    inductor's only.)"""
+    if mode not in MODES:
+        raise ValueError(f"model.compile_mode={mode!r}: choose one of {', '.join(MODES)}")
     import torch._dynamo
 
     config = torch._dynamo.config
     name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
     for block in model.blocks:
-        block.compile(backend=backend, dynamic=False)
+        block.compile(backend=backend, dynamic=False, mode=None if mode == "default" else mode)
+    model.graph_steps = backend == "inductor" and mode in ("reduce-overhead", "max-autotune")  # CUDA graphs

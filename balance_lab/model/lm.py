@@ -63,6 +63,7 @@ class MoELM(nn.Module):
         )
         self.norm = nn.RMSNorm(args.d_model)
         self.head = nn.Linear(args.d_model, args.vocab_size, bias=False)
+        self.graph_steps = False  # compiling.compile_blocks sets it when its blocks replay CUDA graphs
         if args.tie_embeddings:
             self.head.weight = self.embed.weight
         self.reset_parameters()
@@ -77,6 +78,8 @@ class MoELM(nn.Module):
         return [b.ffn for b in self.blocks if b.is_moe]
 
     def forward(self, tokens_BS: torch.Tensor) -> LMOutput:
+        if self.graph_steps:  # every forward is a new step: its graphs may reuse the last step's output memory
+            torch.compiler.cudagraph_mark_step_begin()  # (what leaves here is stacked or summed: copies)
         x_BSD = self.embed(tokens_BS)
         aux_losses, counts, dropped = [], [], []
         for block in self.blocks:

@@ -96,7 +96,7 @@ def config_hash(resolved: Mapping[str, Any]) -> str:
     if isinstance(what.get("balance"), Mapping):  # knobs added later, switched off: as before they existed
         what["balance"] = {k: v for k, v in what["balance"].items() if not is_added_off(k, v)}
     if isinstance(what.get("model"), Mapping):  # how the model executes (eager or compiled), not what it trains
-        what["model"] = {k: v for k, v in what["model"].items() if k != "compile"}
+        what["model"] = {k: v for k, v in what["model"].items() if k not in ("compile", "compile_mode")}
     if isinstance(what.get("trainer"), Mapping):
         what["trainer"] = {k: v for k, v in what["trainer"].items() if k != "enable_progress_bar"}
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
