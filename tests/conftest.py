@@ -190,7 +190,7 @@ class Swept:
     reports: Path  # the report's folder
     report_stdout: str
     sweep: subprocess.CompletedProcess  # `balance-lab sweep paper_main seeds=[0,1] ... --jobs 2`
-    failing: subprocess.CompletedProcess  # `balance-lab run ... fail_after_steps=2`
+    failing: subprocess.CompletedProcess  # `balance-lab run ... fail_after_steps=2` (run_in_process)
 
 
 @pytest.fixture(scope="session")
@@ -201,8 +201,8 @@ def swept(tmp_path_factory, corpus_cache, empty_store) -> Swept:
     with working_in_new_store(root, empty_store, corpus_cache) as uri:
         sweep = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
         assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
-        failing = run_cli("run", "balance=loss_free", "seed=7", *SHORT_RUN, "fail_after_steps=2",
-                          "logger.experiment_name=paper_main")
+        failing = run_in_process("balance=loss_free", "seed=7", *SHORT_RUN, "fail_after_steps=2",
+                                 "logger.experiment_name=paper_main")
         assert failing.returncode != 0
         report = cli_in_process("report", "paper_main", "--out", str(root / "reports"))  # reads and writes, never execs
         assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]

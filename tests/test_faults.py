@@ -122,7 +122,8 @@ def test_resume_refuses_a_run_whose_process_is_alive(store, tmp_path):
 @pytest.mark.slow
 @SWEPT_GROUP
 def test_an_exception_marks_failed_with_the_reason_in_one_line(swept):
-    result = swept.failing  # `balance-lab run ... fail_after_steps=2` beside the session's sweep (conftest)
+    result = swept.failing  # `balance-lab run ... fail_after_steps=2` beside the session's sweep (conftest; an
+    # exception that escaped the entry point would put its traceback in stderr there too)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: run failed: RuntimeError: fail_after_steps=2")
     assert "Traceback" not in result.stderr
