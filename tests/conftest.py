@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,6 +16,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Tests run N at a time (make test: 2 workers on 2 cores): every process they start gets one
     # intra-op thread, or 2 x 2 spinning OpenMP threads fight over 2 cores and each run slows down.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # Started in the background by a non-interactive shell (`make test &` in a script), this process
+    # ignores SIGINT and so would every process it starts: the tests' Ctrl-C would reach nobody
+    # (`balance-lab ui` hung, a sweep watched on). A handler, unlike an ignore, is not inherited.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass

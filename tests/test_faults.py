@@ -52,6 +52,25 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def wait_until_group_is_dead(pgid: int, timeout: float = 60) -> None:
+    """Until no process of group `pgid` is still running (zombies are dead): SIGKILL is delivered at
+    once, but a loaded machine can take a moment to end a process that holds a model and a store."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                state, _, group = stat.read_text().rpartition(")")[2].split()[:3]
+            except (OSError, ValueError):  # the process ended while we looked
+                continue
+            if int(group) == pgid and state != "Z":
+                alive.append(int(stat.parent.name))
+        if not alive:
+            return
+        assert time.monotonic() < deadline, f"processes {alive} of group {pgid} outlived SIGKILL"
+        time.sleep(0.05)
+
+
 def only_run(store: str, status: str | None = None):
     runs = [r for r in all_runs(store) if status is None or r.info.status == status]
     assert len(runs) == 1, [(r.info.run_name, r.info.status) for r in all_runs(store)]
@@ -324,6 +343,7 @@ def test_kill_9_of_a_sweep_leaves_nothing_running_after_runs_stale_and_the_rerun
         time.sleep(0.05)
     os.killpg(sweep.pid, signal.SIGKILL)  # a lost node, the OOM killer: the whole process group at once
     sweep.wait()
+    wait_until_group_is_dead(sweep.pid)  # the training process too (a loaded run once listed it while it died)
     running = [r for r in all_runs(store) if r.info.status == "RUNNING"]
     assert len(running) == 2, [(r.info.run_name, r.info.status) for r in all_runs(store)]  # parent + first child
 

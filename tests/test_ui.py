@@ -83,7 +83,12 @@ def test_ui_serves_the_sweep_through_the_rest_api_and_stops_cleanly(swept):
             assert r.read(8) == b"\x89PNG\r\n\x1a\n"
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
-        out, err = process.communicate(timeout=30)
+        try:
+            out, err = process.communicate(timeout=60)  # stop() itself gives up on the server after 15 s
+        except subprocess.TimeoutExpired:
+            process.terminate()  # SIGTERM stops its server too (ui_server.stop_on_sigterm)
+            process.communicate(timeout=60)
+            raise AssertionError("balance-lab ui did not stop on Ctrl-C within 60 s") from None
     assert process.returncode == 0, err
     assert "stopped" in out
     wait_for(lambda: not port_is_open(port), 10, "the port to be released")
