@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 # `balance-lab run`'s own process, which hands over to the training process without needing torch.
 SETTINGS = ("auto", "true", "false")
 # torch.compile's modes (`model.compile_mode`). reduce-overhead records each compiled block as a CUDA
-# graph: one replay instead of its ~20-45 kernel launches, for a model small enough that the host's
-# launching is the bottleneck (`base` on an H200: benchmarks/RESULTS.md). Eager on the CPU ignores it.
+# graph: one replay instead of its kernel launches (351 per step on `base`, ~22 per graph), for a model
+# small enough that the host's launching is the bottleneck (`base` on an H200: benchmarks/RESULTS.md).
+# On the CPU (eager by default) inductor skips the graphs.
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 RECOMPILE_LIMIT = 64  # dense + MoE blocks x train/eval x a last short batch, per method in one process
 

@@ -51,7 +51,7 @@ def build_model(cfg: DictConfig):
     model = MoELM(args, make_balancer=lambda: build_balancer(balance, args.n_routed_experts),
                   routing=RoutingArgs.from_config(balance))
     if wanted(cfg.model.get("compile", False), cfg.trainer.accelerator):
-        compile_blocks(model, mode=str(cfg.model.get("compile_mode", "default")))
+        compile_blocks(model, mode=str(cfg.model.get("compile_mode") or "default"))
     return model
 
 
