@@ -55,16 +55,13 @@ def processes_mentioning(text: str) -> list[int]:
 def wait_until_group_is_dead(pgid: int, timeout: float = 60) -> None:
     """Until no process of group `pgid` is still running (zombies are dead): SIGKILL is delivered at
     once, but a loaded machine can take a moment to end a process that holds a model and a store."""
+    from balance_lab.store.liveness import stat_fields
+
     deadline = time.monotonic() + timeout
     while True:
-        alive = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                state, _, group = stat.read_text().rpartition(")")[2].split()[:3]
-            except (OSError, ValueError):  # the process ended while we looked
-                continue
-            if int(group) == pgid and state != "Z":
-                alive.append(int(stat.parent.name))
+        stats = {int(entry.name): stat_fields(int(entry.name)) for entry in Path("/proc").glob("[0-9]*")}
+        alive = [pid for pid, fields in stats.items()  # fields: state, parent, group, ... (None: it just ended)
+                 if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X")]
         if not alive:
             return
         assert time.monotonic() < deadline, f"processes {alive} of group {pgid} outlived SIGKILL"

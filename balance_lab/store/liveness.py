@@ -21,7 +21,7 @@ TAG_HEARTBEAT = "balance_lab.heartbeat"  # unix time of the owner's latest sign 
 HEARTBEAT_SECONDS = 60.0
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     """/proc/PID/stat from field 3 (the state) on (Linux), or None where there is no such entry."""
     try:
         stat = open(f"/proc/{pid}/stat").read()
@@ -32,13 +32,13 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 def _start_ticks(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (Linux), or None where /proc is absent."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return fields[19] if fields else None  # field 22
 
 
 def _is_zombie(pid: int) -> bool:
     """Killed, but not yet reaped by its parent: nothing runs there any more (kill(pid, 0) still succeeds)."""
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return bool(fields) and fields[0] in ("Z", "X")
 
 
