@@ -20,6 +20,15 @@ def sweep(
     rerun: bool = typer.Option(False, "--rerun", help="Train again the runs that already FINISHED with the same config."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
                                                "else sqlite:///mlflow.db)."),
+    until_resolved: Optional[str] = typer.Option(
+        None, "--until-resolved", metavar="METRIC", help="After the grid's seeds, add --step seeds at a time until "
+        "METRIC's paired interval against --baseline excludes zero for every configuration, or --max-seeds are spent "
+        "(a group-sequential rule: the overall false-positive rate stays at 5%). E.g. val/ppl, val/maxvio_global."),
+    max_seeds: int = typer.Option(12, "--max-seeds", min=2, help="With --until-resolved: the seed budget per configuration."),
+    step: Optional[int] = typer.Option(None, "--step", min=1, help="With --until-resolved: seeds added per look "
+                                       "(default: as many as the grid's seeds)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="With --until-resolved: the configuration the "
+                                           "others are compared with (its swept values, or a unique part; default: the first)."),
 ) -> None:
     """Run an ablation grid (method x rate x rule x ... x seed) as one MLflow sweep.
 
@@ -36,6 +45,16 @@ def sweep(
             hydra.launcher.partition=gpu
         balance-lab sweep gating hydra/launcher=submitit_local
 
+    With --until-resolved METRIC the seeds are spent in looks: the grid's seeds, then --step more
+    at a time (the next integers above the largest), up to --max-seeds. After each look the paired
+    differences of METRIC (same seed, configuration minus baseline) get a group-sequential 95%
+    interval; the sweep stops once every interval excludes zero or the budget is spent. The plan is
+    declared before the first run and recorded in the parent run with every look
+    (sequential.json); `balance-lab report` prints the sequential intervals. Example:
+
+        balance-lab sweep paper_main "seeds=[100,101,102]" --until-resolved val/ppl \
+            --max-seeds 12 --jobs 2
+
     Exit status: 0 when every run finished, 1 when any failed, 2 on bad input.
     """
     import shlex
@@ -48,8 +67,17 @@ def sweep(
     from balance_lab.sweeping.grid import expand
 
     overrides = list(overrides or [])
+    plain = [o for o in overrides if not o.startswith(("hydra/", "hydra."))]
     try:
-        grid = expand(name, [o for o in overrides if not o.startswith(("hydra/", "hydra."))])
+        grid = expand(name, plain)
+        if until_resolved is not None:
+            from balance_lab.sweeping import sequential
+
+            sequential.check_metric(until_resolved)
+            plan = sequential.plan_seeds(grid, max_seeds, step)
+            chosen = sequential.choose_baseline(grid, baseline)
+        elif step is not None or baseline is not None:
+            raise ConfigError("--step and --baseline go with --until-resolved METRIC")
     except ConfigError as exc:
         fail(str(exc))
     uri = tracking.resolve_tracking_uri(tracking_uri)
@@ -64,6 +92,9 @@ def sweep(
     if dry_run:
         _mark_finished(grid, uri, create_store=False)
         make_console().print(grid_table(grid, rerun))
+        if until_resolved is not None:
+            make_console().print(f"until {until_resolved} is resolved against {chosen}: looks at "
+                                 f"{', '.join(map(str, plan.looks))} seeds, seeds {', '.join(map(str, plan.seeds))}")
         return
     from balance_lab.sweeping.launch import check_launcher, launcher_overrides, run_sweep
 
@@ -75,9 +106,28 @@ def sweep(
     prepare_data([point.data for point in grid.points])
     client = _mark_finished(grid, uri, create_store=True)
 
-    command = "balance-lab sweep " + shlex.join([name, *overrides] + (["--jobs", str(jobs)] if jobs > 1 else []))
+    options = ["--jobs", str(jobs)] if jobs > 1 else []
+    if until_resolved is not None:
+        options += ["--until-resolved", until_resolved, "--max-seeds", str(max_seeds)]
+        options += (["--step", str(step)] if step else []) + (["--baseline", baseline] if baseline else [])
+    command = "balance-lab sweep " + shlex.join([name, *overrides, *options])
     sweep_dir = Path("multirun") / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:
+        if until_resolved is not None:
+            def grid_for(seeds):
+                kept = [o for o in plain if o.partition("=")[0].lstrip("+~") not in ("seed", "seeds")]
+                later = expand(name, [*kept, f"seed={','.join(map(str, seeds))}"])
+                _mark_finished(later, uri, create_store=True)
+                return later
+
+            launch = {"jobs": jobs, "rerun": rerun, "extra": extra, "tracking_uri": uri}
+            parent_id, results, incomplete = sequential.run_until_resolved(
+                client, grid, grid_for, until_resolved, plan, chosen, command, launch, sweep_dir.resolve())
+            failed = sum(o.status not in ("FINISHED", "SKIPPED") for o in results)
+            if failed or incomplete:
+                typer.echo(f"{failed} runs did not finish (parent run {parent_id})", err=True)
+                raise typer.Exit(1)
+            return
         parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
     except KeyboardInterrupt:
         typer.echo("sweep interrupted: each running run finishes its step, saves a checkpoint and is marked KILLED; "

@@ -115,54 +115,68 @@ def outcomes(client, grid: Grid, parent_id: str, rerun: bool) -> list[Outcome]:
 
 def run_sweep(client, grid: Grid, command: str, jobs: int, rerun: bool, extra: list[str], sweep_dir: Path,
               tracking_uri: str) -> tuple[str, list[Outcome], Path]:
-    """Launch the grid and watch it; returns the parent run id, every point's outcome and the log path."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from balance_lab.store.liveness import Heartbeat
-
+    """Launch the grid under a new parent run and watch it; returns the parent run id, every point's
+    outcome and the log path."""
     parent_id = open_parent(client, grid, command)
-    heartbeat = Heartbeat(client, parent_id)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    log_path = sweep_dir / "sweep.log"
-    to_skip = 0 if rerun else sum(p.finished_run_id is not None for p in grid.points)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1"}
     status = "FAILED"
     try:
-        if to_skip == len(grid.points):
-            process = None  # everything already finished: nothing to launch
-        else:
-            cmd = job_command(grid, parent_id, rerun, sweep_dir, [*launcher_overrides(jobs, extra), *extra])
-            with open(log_path, "w") as log:
-                log.write(" ".join(cmd) + "\n\n")
-                log.flush()
-                process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        columns = [TextColumn(f"[bold]sweep {grid.name}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
-        with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-            task = progress.add_task("runs", total=len(grid.points), detail="")
-            while True:
-                running = process is not None and process.poll() is None
-                counts = _count(children(client, grid, parent_id))
-                done = counts["FINISHED"] + counts["FAILED"] + counts["KILLED"] + to_skip
-                progress.update(task, completed=done, detail=(
-                    f"[green]{counts['FINISHED']} finished[/] · {counts['RUNNING']} running · "
-                    f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"))
-                if not running:
-                    break
-                heartbeat.beat()
-                time.sleep(POLL_SECONDS)
-        results = outcomes(client, grid, parent_id, rerun)
-        failed = [o for o in results if o.status not in ("FINISHED", "SKIPPED")]
-        status = "FINISHED" if not failed else "FAILED"
-        if failed:
-            client.set_tag(parent_id, tracking.TAG_STATUS_REASON, f"{len(failed)} of {len(results)} runs did not finish")
+        results, log_path = run_points(client, grid, parent_id, jobs, rerun, extra, sweep_dir, tracking_uri)
+        status = settle(client, parent_id, results)
         return parent_id, results, log_path
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         client.set_terminated(parent_id, status)
+
+
+def settle(client, parent_id: str, results: list[Outcome]) -> str:
+    """FINISHED when every run finished (or was skipped as finished before), else FAILED with the count."""
+    failed = [o for o in results if o.status not in ("FINISHED", "SKIPPED")]
+    if failed:
+        client.set_tag(parent_id, tracking.TAG_STATUS_REASON, f"{len(failed)} of {len(results)} runs did not finish")
+    return "FAILED" if failed else "FINISHED"
+
+
+def run_points(client, grid: Grid, parent_id: str, jobs: int, rerun: bool, extra: list[str], sweep_dir: Path,
+               tracking_uri: str, title: str = "") -> tuple[list[Outcome], Path]:
+    """Train the grid's points as runs nested under `parent_id` (one Hydra multirun process) and watch
+    them with a progress bar; returns every point's outcome and the log path."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from balance_lab.store.liveness import Heartbeat
+
+    heartbeat = Heartbeat(client, parent_id)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    log_path = sweep_dir / "sweep.log"
+    to_skip = 0 if rerun else sum(p.finished_run_id is not None for p in grid.points)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1"}
+    if to_skip == len(grid.points):
+        process = None  # everything already finished: nothing to launch
+    else:
+        cmd = job_command(grid, parent_id, rerun, sweep_dir, [*launcher_overrides(jobs, extra), *extra])
+        with open(log_path, "w") as log:
+            log.write(" ".join(cmd) + "\n\n")
+            log.flush()
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    columns = [TextColumn(f"[bold]sweep {grid.name}{title}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+    mine = {p.config_hash for p in grid.points}  # a parent may hold earlier batches' runs too
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task("runs", total=len(grid.points), detail="")
+        while True:
+            running = process is not None and process.poll() is None
+            counts = _count({h: r for h, r in children(client, grid, parent_id).items() if h in mine})
+            done = counts["FINISHED"] + counts["FAILED"] + counts["KILLED"] + to_skip
+            progress.update(task, completed=done, detail=(
+                f"[green]{counts['FINISHED']} finished[/] · {counts['RUNNING']} running · "
+                f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"))
+            if not running:
+                break
+            heartbeat.beat()
+            time.sleep(POLL_SECONDS)
+    return outcomes(client, grid, parent_id, rerun), log_path
 
 
 def _count(runs: dict[str, object]) -> dict[str, int]:
