@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from balance_lab.report import collect, published, stats
+from balance_lab.report import collect, published, sequential, stats
 
 PLOTS = {"ppl_vs_maxvio": "Perplexity vs MaxVio_global", "maxvio_batch_steps": "MaxVio_batch over training",
          "expert_loads": "Expert loads per layer", "domain_specialisation": "Expert selection per domain"}
@@ -29,3 +29,5 @@ class Report:
     config_text: str = ""  # the resolved config.yaml of the first counted run
     plots: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report folder
     files: dict[str, Path] = field(default_factory=dict)  # what was written: kind -> path
+    sequential_plan: sequential.Plan | None = None  # a `sweep --until-resolved` plan, if the sweep ran one
+    sequential_rows: list[sequential.Row] = field(default_factory=list)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from balance_lab.errors import ConfigError
-from balance_lab.report import collect, plots, published, render, stats
+from balance_lab.report import collect, plots, published, render, sequential, stats
 from balance_lab.report.contents import Report
 
 PAIRED_KEYS = ("val/ppl", "val/bpb", "val/maxvio_global", "train/maxvio_batch_mean")
@@ -37,10 +37,19 @@ def make_report(tracking_uri: str, sweep: str, extra_metrics: list[str] = (), ru
     summary = stats.summarise(runs.finished, columns)
     chosen = _baseline(summary, baseline)
     paired = stats.paired_differences(runs.finished, paired_columns(sweep, columns), chosen) if chosen else []
-    return Report(sweep, tracking_uri, runs, columns, summary, chosen, paired,
-                  published.compare(sweep, runs.finished, summary), _commands(runs.parents),
-                  sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())),
-                  _invocations(runs.parents))
+    paper = published.compare(sweep, runs.finished, summary)
+    for p in paired:
+        p.paper = published.scaled_difference(paper, p.label, p.baseline, p.metric, p.baseline_mean)
+    report = Report(sweep, tracking_uri, runs, columns, summary, chosen, paired, paper, _commands(runs.parents),
+                    sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())),
+                    _invocations(runs.parents))
+    report.sequential_plan = sequential.read_plan(runs)
+    if report.sequential_plan is not None:
+        chosen_columns = paired_columns(sweep, columns)
+        if report.sequential_plan.metric not in {c.key for c in chosen_columns}:
+            chosen_columns.insert(0, stats.Column(report.sequential_plan.metric, report.sequential_plan.metric, None))
+        report.sequential_rows = sequential.rows(runs, report.sequential_plan, chosen_columns)
+    return report
 
 
 def write_report(report: Report, out_root: Path, log_to_parent: bool = True) -> Report:

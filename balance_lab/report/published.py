@@ -46,7 +46,14 @@ PUBLISHED: dict[str, PublishedTable] = {
         PublishedRow({**_SIGN_ADD, "balance.update_rate": HORIZON}, 9.50, 0.044),
         PublishedRow({**_SIGN_ADD, "balance.bias": "multiplicative", "balance.update_rate": HORIZON}, 9.52, 0.036),
     )),
+    # Qiu et al. balance over 4 sequences (micro) or the 32 of the global batch; ours: 8 of the step's 32.
+    "lbl_scope": PublishedTable("Global-batch LBL, Qiu et al. 2025 (3.4B MoE, 4 vs 32 sequences)", (
+        PublishedRow({"balance.name": "aux_loss", "balance.scope": "micro"}, 8.167),
+        PublishedRow({"balance.name": "aux_loss", "balance.scope": "global"}, 8.062),
+    )),
 }
+# Our metric -> the published column it corresponds to.
+PAPER_COLUMN = {"val/ppl": "paper ppl", "val/maxvio_global": "paper MaxVio global"}
 
 
 def _matches(params: pd.Series, match: dict[str, object]) -> bool:
@@ -101,6 +108,19 @@ def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison
     rows = pd.DataFrame(matched)
     verdicts = [_ordering(rows, errors, "ppl", "perplexity"), _ordering(rows, errors, "MaxVio global", "MaxVio_global")]
     return Comparison(table.source, rows, [v for v in verdicts if v])
+
+
+def scaled_difference(comparison: Comparison | None, label: str, baseline: str, metric: str,
+                      baseline_mean: float) -> float | None:
+    """The paper's difference label - baseline as a share of its baseline value, times our baseline's
+    mean: the difference the paper would predict at our scale. None where the paper gives none."""
+    column = PAPER_COLUMN.get(metric)
+    if comparison is None or column is None:
+        return None
+    paper = comparison.rows.set_index("label")[column]
+    if label not in paper or baseline not in paper or pd.isna(paper[label]) or pd.isna(paper[baseline]) or not paper[baseline]:
+        return None
+    return float((paper[label] / paper[baseline] - 1) * baseline_mean)
 
 
 def _standard_error(summary_row: pd.Series, key: str) -> float:

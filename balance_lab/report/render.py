@@ -45,6 +45,8 @@ def terminal(report: Report, console) -> None:
         console.print(_paired_table(report))
     elif report.paired:
         console.print("[dim]paired comparison: needs at least 2 seeds shared by two configurations[/]")
+    if report.sequential_rows:
+        console.print(_sequential_table(report))
     if report.paper:
         console.print(_paper_table(report))
     if not runs.unfinished.empty:
@@ -71,14 +73,65 @@ def _paired_table(report: Report):
     from rich.table import Table
 
     titles = {c.key: c.title for c in report.columns}
-    table = Table(title=f"paired by seed: configuration - {report.baseline} (95% t-interval)", header_style="bold")
-    for name in ("configuration", "metric", "n", "mean diff", "95% interval", "verdict"):
+    table = Table(title=f"paired by seed: configuration - {report.baseline} (95% t-interval)", header_style="bold",
+                  caption=POWER_NOTE_SHORT)
+    for name in ("configuration", "metric", "n", "mean diff", "95% interval", "verdict", *POWER_HEADERS):
         table.add_column(name, justify="left" if name in ("configuration", "metric", "verdict") else "right",
                          no_wrap=name == "configuration")
     for p in sorted(report.paired, key=lambda p: _order(report, p.label)):
         colour = {"lower": "green", "higher": "red"}.get(p.verdict, "dim")
         table.add_row(p.label, titles.get(p.metric, p.metric), str(p.n), f"{p.mean:+.4f}", _interval(p),
-                      f"[{colour}]{p.verdict}[/]")
+                      f"[{colour}]{p.verdict}[/]", *_power_cells(p))
+    return table
+
+
+POWER_HEADERS = ("resolves ±%", "seeds: this diff", "seeds: paper's")
+POWER_NOTE_SHORT = ("resolves ±%: the interval's half-width in % of the baseline (smaller differences are noise at this n); "
+                    "seeds: needed for 80% power at 95% from the observed spread")
+POWER_NOTE = ("*resolves ±%*: the smallest difference these seeds can tell from zero, the 95% interval's half-width in % "
+              "of the baseline's mean. *seeds: this diff* / *seeds: paper's*: the seeds a paired t-test needs to detect "
+              "the observed difference / the paper's difference (its relative difference scaled to our baseline) with "
+              "80% power at 95%, from the non-central t distribution with the observed spread of the paired differences "
+              "taken as the true one and the differences as normal (docs/evidence.md).")
+
+
+def _power_cells(p: stats.Paired) -> list[str]:
+    def seeds(n: int | None, delta: float | None) -> str:
+        if delta is None or p.n < 2:
+            return "-"
+        return f"{n:,}" if n is not None else "> 100,000"
+
+    resolvable = "-" if math.isnan(p.resolvable_pct) else f"{p.resolvable_pct:.2f}"
+    return [resolvable, seeds(p.seeds_to_resolve, p.mean), seeds(p.seeds_for_paper, p.paper)]
+
+
+def _sequential_title(report: Report) -> str:
+    plan = report.sequential_plan
+    return (f"until resolved: {plan.metric} against {plan.baseline}, looks at {', '.join(map(str, plan.looks))} seeds "
+            f"(seeds {plan.seeds[0]}..{plan.seeds[-1]} in the declared order)")
+
+
+def _sequential_cells(row) -> list[str]:
+    final = row.outcome.final
+    ruled = "-" if math.isnan(row.ruled_out_pct) else f"{row.ruled_out_pct:.2f}"
+    return [str(final.seeds), f"{final.mean:+.4f}", f"[{final.low:+.4f}, {final.high:+.4f}]", row.outcome.statement(), ruled]
+
+
+SEQUENTIAL_HEADERS = ("configuration", "metric", "seeds", "mean diff", "sequential 95% interval", "outcome", "rules out ±%")
+
+
+def _sequential_table(report: Report):
+    from rich.table import Table
+
+    plan = report.sequential_plan
+    table = Table(title=_sequential_title(report), header_style="bold",
+                  caption=f"stopped: {plan.stopped or 'unknown'}; rules out ±%: differences beyond it in % of the "
+                          "baseline lie outside the interval")
+    for name in SEQUENTIAL_HEADERS:
+        table.add_column(name, justify="right" if name in ("seeds", "mean diff", "rules out ±%") else "left")
+    for row in report.sequential_rows:
+        metric = f"[bold]{row.metric}[/] (the rule's)" if row.metric == plan.metric else row.metric
+        table.add_row(row.label, metric, *_sequential_cells(row))
     return table
 
 
@@ -152,9 +205,21 @@ def markdown(report: Report) -> str:
         parts += [f"## Paired comparison against `{report.baseline}`", "",
                   "Same seed, configuration minus baseline; the interval is the 95% t-interval of the mean "
                   "difference over seeds. *lower*/*higher*: the interval excludes zero.", ""]
-        rows = [[f"`{p.label}`", p.metric, str(p.n), f"{p.mean:+.4f}", _interval(p), p.verdict] for p in report.paired]
-        parts += [_md_table(["configuration", "metric", "seeds", "mean difference", "95% interval", "verdict"], rows,
-                            right={2, 3, 4}), ""]
+        rows = [[f"`{p.label}`", p.metric, str(p.n), f"{p.mean:+.4f}", _interval(p), p.verdict, *_power_cells(p)]
+                for p in report.paired]
+        parts += [_md_table(["configuration", "metric", "seeds", "mean difference", "95% interval", "verdict",
+                             *POWER_HEADERS], rows, right={2, 3, 4, 6, 7, 8}), "", POWER_NOTE, ""]
+    if report.sequential_rows:
+        plan = report.sequential_plan
+        rows = [[f"`{r.label}`", f"**{r.metric}** (the rule's)" if r.metric == plan.metric else r.metric,
+                 *_sequential_cells(r)] for r in report.sequential_rows]
+        parts += [f"## Sequential comparison ({_sequential_title(report)})", "",
+                  f"Stopped: {plan.stopped or 'unknown'}. Each interval is a repeated confidence interval of a "
+                  "group-sequential paired t-test (Lan-DeMets O'Brien-Fleming spending over the planned looks): all "
+                  "looks together keep 95% coverage, so the interval at the look where the sweep stopped is a valid "
+                  "95% interval. *rules out ±%*: a difference larger than this, in % of the baseline's mean, lies "
+                  "outside it ([docs/evidence.md](../../docs/evidence.md)).", "",
+                  _md_table(list(SEQUENTIAL_HEADERS), rows, right={2, 3, 6}), ""]
     if report.paper:
         rows = [[_number(v) if not isinstance(v, str) else f"`{v}`" for v in row] for _, row in report.paper.rows.iterrows()]
         parts += [f"## Beside the published numbers ({report.paper.source})", "",

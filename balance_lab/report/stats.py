@@ -90,6 +90,30 @@ class Paired:
     mean: float  # mean over seeds of A - B
     low: float  # 95% interval (t distribution, n - 1 degrees of freedom); nan when n < 2
     high: float
+    sd: float = float("nan")  # standard deviation of the paired differences (n - 1 in the denominator)
+    baseline_mean: float = float("nan")  # the baseline's mean over the same seeds
+    paper: float | None = None  # the published difference, scaled to the baseline's mean (published.py)
+
+    @property
+    def resolvable_pct(self) -> float:
+        """The smallest difference these seeds resolve: the interval's half-width, in % of the baseline."""
+        if math.isnan(self.low) or not self.baseline_mean:
+            return float("nan")
+        return 100 * (self.high - self.low) / 2 / abs(self.baseline_mean)
+
+    @property
+    def seeds_to_resolve(self) -> int | None:
+        """Seeds for 80% power at 95% to resolve the observed difference (evidence/seeds.py)."""
+        from balance_lab.evidence.seeds import seeds_needed
+
+        return seeds_needed(self.mean, self.sd) if self.n >= 2 else None
+
+    @property
+    def seeds_for_paper(self) -> int | None:
+        """Seeds for 80% power at 95% to resolve the paper's difference, given our spread."""
+        from balance_lab.evidence.seeds import seeds_needed
+
+        return seeds_needed(self.paper, self.sd) if self.n >= 2 and self.paper is not None else None
 
     @property
     def verdict(self) -> str:
@@ -120,12 +144,14 @@ def paired_differences(runs: pd.DataFrame, columns: list[Column], baseline: str)
             if n == 0:
                 continue
             mean = float(diff.mean())
+            sd = float(diff.std(ddof=1)) if n >= 2 else float("nan")
             if n >= 2:
-                half = float(stdtrit(n - 1, 0.975) * diff.std(ddof=1) / math.sqrt(n))
+                half = float(stdtrit(n - 1, 0.975) * sd / math.sqrt(n))
                 low, high = mean - half, mean + half
             else:
                 low = high = float("nan")
-            results.append(Paired(label, baseline, column.key, n, mean, low, high))
+            base = float(table.loc[diff.index, baseline].mean())
+            results.append(Paired(label, baseline, column.key, n, mean, low, high, sd, base))
     return results
 
 

@@ -1,0 +1,96 @@
+"""A report's view of a `sweep --until-resolved`: the sequential interval of every paired metric.
+
+The plan (seeds in order, looks, baseline, metric) is read from the sweep's latest parent run that
+has one; the intervals are recomputed from the finished runs with evidence/sequential.py, over the
+looks whose planned seeds every configuration completed. The metric the sweep stopped on is marked;
+the others are read at the same looks (repeated confidence intervals hold at every look together).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from balance_lab.evidence import sequential
+from balance_lab.report import stats
+
+
+@dataclass
+class Plan:
+    metric: str
+    baseline: str  # report label of the baseline configuration
+    seeds: tuple[int, ...]
+    looks: tuple[int, ...]
+    stopped: str  # the sweep's own reason for stopping (tag on the parent run)
+
+
+@dataclass
+class Row:
+    label: str
+    metric: str
+    outcome: sequential.Outcome
+    baseline_mean: float
+
+    @property
+    def ruled_out_pct(self) -> float:
+        """Differences larger than this (in % of the baseline) lie outside the sequential interval."""
+        final = self.outcome.final
+        if final is None or not self.baseline_mean:
+            return float("nan")
+        return 100 * max(abs(final.low), abs(final.high)) / abs(self.baseline_mean)
+
+
+def read_plan(runs) -> Plan | None:
+    """The latest sequential plan among the sweep's parent runs, None when the sweep never ran one."""
+    parents = runs.parents
+    column = "params.sequential.looks"
+    if parents.empty or column not in parents or parents[column].isna().all():
+        return None
+    latest = parents[parents[column].notna()].sort_values("start_time").iloc[-1]
+    baseline = _label_of(runs.finished, str(latest["params.sequential.baseline"]))
+    if baseline is None:
+        return None
+    stopped = latest.get("tags.balance_lab.sequential")
+    return Plan(str(latest["params.sequential.metric"]), baseline,
+                tuple(int(s) for s in str(latest["params.sequential.seeds"]).split(",")),
+                tuple(int(n) for n in str(latest[column]).split(",")),
+                "" if pd.isna(stopped) else str(stopped))
+
+
+def _label_of(finished: pd.DataFrame, values: str) -> str | None:
+    """The report label of the runs whose swept values are `key=value, key=value` (the sweep's label)."""
+    chosen = finished
+    for item in values.split(", "):
+        key, _, value = item.partition("=")
+        column = f"tags.sweep.{key}"
+        if column not in chosen:
+            return None
+        chosen = chosen[chosen[column].astype(str) == value]
+    return None if chosen.empty else str(chosen["label"].iloc[0])
+
+
+def rows(runs, plan: Plan, columns: list[stats.Column]) -> list[Row]:
+    """Every configuration against the plan's baseline, per column, over the planned seeds."""
+    bounds = sequential.boundaries(plan.looks)
+    finished = runs.finished
+    result = []
+    for column in columns:
+        values = pd.DataFrame({"label": finished["label"], "seed": pd.to_numeric(finished["seed"], errors="coerce"),
+                               "v": stats.metric_values(finished, column)}).dropna()
+        table = values.pivot_table(index="seed", columns="label", values="v", aggfunc="mean")
+        if plan.baseline not in table:
+            continue
+        for label in table.columns:
+            if label == plan.baseline:
+                continue
+            diffs = []
+            for seed in plan.seeds:  # the planned order, up to the first seed either configuration lacks
+                if seed not in table.index or pd.isna(table.at[seed, label]) or pd.isna(table.at[seed, plan.baseline]):
+                    break
+                diffs.append(table.at[seed, label] - table.at[seed, plan.baseline])
+            outcome = sequential.analyse(diffs, plan.looks, bounds)
+            if outcome.looks:
+                base = float(table.loc[list(plan.seeds[:outcome.looks[-1].seeds]), plan.baseline].mean())
+                result.append(Row(label, column.key, outcome, base))
+    return result
