@@ -1,4 +1,4 @@
-"""The Loss-Free Balancing paper's numbers (../shared/reference/papers.md) beside ours.
+"""The papers' published numbers (docs/papers.md) beside ours.
 
 Absolute values at tiny scale cannot match a 1B model trained on 100B tokens; what can match is
 the ordering of the methods, pair by pair. A pair the paper reports as a tie is not judged.

@@ -34,9 +34,10 @@ class Row:
 
     @property
     def ruled_out_pct(self) -> float:
-        """Differences larger than this (in % of the baseline) lie outside the sequential interval."""
+        """For an unresolved pair: differences larger than this (in % of the baseline) lie outside the
+        sequential interval (what the evidence rules out); nan for a resolved one."""
         final = self.outcome.final
-        if final is None or not self.baseline_mean:
+        if final is None or not self.baseline_mean or self.outcome.resolved_at is not None:
             return float("nan")
         return 100 * max(abs(final.low), abs(final.high)) / abs(self.baseline_mean)
 
