@@ -103,3 +103,16 @@ def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, shar
     assert bytes_per_token > 1.5  # BPE tokens, not bytes
     bpb = run.data.metrics["val/loss"] / math.log(2) / bytes_per_token
     assert run.data.metrics["val/bpb"] == pytest.approx(bpb)
+
+
+def test_the_builtin_sources_code_default_tokenizer_is_the_yamls():
+    from omegaconf import OmegaConf
+
+    from balance_lab.config.compose import compose_config
+    from balance_lab.data.sources import source_for
+    from balance_lab.data.sources.builtin import DEFAULT_TOKENIZER, BuiltinBPE
+
+    assert compose_config([]).data.tokenizer == DEFAULT_TOKENIZER
+    data = OmegaConf.create({k: v for k, v in OmegaConf.to_container(compose_config([]).data, resolve=True).items()
+                             if k != "tokenizer"})
+    assert type(source_for(data)) is BuiltinBPE  # a data config without the key reads as the YAML's default

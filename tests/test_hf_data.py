@@ -206,7 +206,7 @@ def test_a_vocabulary_larger_than_the_token_dtype_is_refused(corpora, tmp_path):
 
 def test_run_config_checks_are_one_line(corpora):
     from balance_lab.config.compose import compose_config
-    from balance_lab.data.sources import check_source
+    from balance_lab.data.sources import source_for
     from balance_lab.errors import ConfigError
 
     def data(*overrides):
@@ -223,7 +223,7 @@ def test_run_config_checks_are_one_line(corpora):
     ]
     for overrides, words in cases:
         with pytest.raises(ConfigError, match=None) as caught:
-            check_source(data(*overrides))
+            source_for(data(*overrides)).check()
         assert words in str(caught.value) and "\n" not in str(caught.value), (overrides, caught.value)
 
 

@@ -8,7 +8,7 @@ import balance_lab
 PACKAGE = Path(balance_lab.__file__).parent
 # Lowest first: a module may import its own wing and the wings of lower layers, never a higher one.
 LAYERS = [
-    {"errors", "metrics", "console", "distributed"},  # shared leaves
+    {"errors", "metrics", "console", "distributed", "evidence"},  # shared leaves (evidence: numpy, scipy)
     {"model", "balancing", "data"},  # the subject of study
     {"store"},  # the MLflow store and what watches it
     {"config"},  # composition and validation (checks the store is reachable)
@@ -90,3 +90,26 @@ def test_no_import_cycle_between_files():
 def test_no_source_file_over_400_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_data_source_kind_is_tested_in_one_place_only():
+    """`data.source` picks a class in data/sources/__init__.py (the registry); no other module asks
+    for the string, and the source names are listed once."""
+    import re
+
+    registry = PACKAGE / "data" / "sources" / "__init__.py"
+    asking = re.compile(r"""(\.source\s*(==|!=|in\b))|(get\(["']source["'])|(\["source"\])""")
+    offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p != registry and asking.search(p.read_text())]
+    assert not offenders, offenders
+    listed = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+              if re.search(r"""["']builtin["'],\s*["']text_dir["'],\s*["']tokens["']""", p.read_text())]
+    assert listed == [], listed  # the registry's dict is the list
+
+
+def test_no_module_level_cache_in_data():
+    """What a source works out is kept on its instance, not in a module-level cache."""
+    import re
+
+    pattern = re.compile(r"lru_cache|functools\.cache\b|^_[A-Z_]+: dict|^_[A-Z_]+ = \{\}", re.M)
+    offenders = [str(p.relative_to(PACKAGE)) for p in (PACKAGE / "data").rglob("*.py") if pattern.search(p.read_text())]
+    assert not offenders, offenders

@@ -76,15 +76,13 @@ def compose(overrides: list[str]):
 
 
 def prepare_data(data_configs) -> None:
-    """Tokenise data=hf corpora (once, cached) here, with progress, before any run exists."""
-    if not any(data.get("source") == "hf" for data in data_configs):
-        return
-    from balance_lab.cli.tokenizing import prepare_hf
+    """Build what the runs' data sources cache (token files) here, with progress, before any run exists."""
+    from balance_lab.cli.tokenizing import prepare_sources
     from balance_lab.console import console
     from balance_lab.errors import ConfigError
 
     try:
-        prepare_hf(data_configs, console())
+        prepare_sources(data_configs, console())
     except ConfigError as exc:
         fail(str(exc))
 

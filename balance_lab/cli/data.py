@@ -109,7 +109,7 @@ def _hf_config(overrides, path, text_field, domain_field, vocab_size, tokenizer,
     from omegaconf import OmegaConf
 
     from balance_lab.config.compose import compose_config
-    from balance_lab.data.sources import check_source
+    from balance_lab.data.sources import source_for
 
     bad = [o for o in overrides if not o.lstrip("+~").startswith("data.")]
     if bad:
@@ -125,7 +125,7 @@ def _hf_config(overrides, path, text_field, domain_field, vocab_size, tokenizer,
                 streaming=streaming or data.get("streaming", False))
     if data.get("path") is None and not data.get("domains"):
         fail("--source hf needs --path (files, a folder or a hub dataset name) or per-domain datasets in data.domains")
-    check_source(data)
+    source_for(data).check()
     return data
 
 
@@ -138,10 +138,9 @@ def _write_hf(data, out: Path, dtype: str, console, fresh_bpe: bool) -> dict:
 
 def _write_documents(source, path, max_documents, val_fraction, out, vocab_size, tokenizer, options, console) -> dict:
     from balance_lab.data import builtin
-    from balance_lab.data.sources import corpus_documents
     from balance_lab.data.tokens import document_chunks, tokenize_chunks
 
-    makers = corpus_documents(source, Path(path) if path else None, max_documents)
+    makers = _corpus_documents(source, Path(path) if path else None, max_documents)
     chunks = lambda: document_chunks(makers, lambda doc_id: builtin.is_validation(doc_id, val_fraction))  # noqa: E731
 
     def write(tmp, on_plan, on_trained, progress) -> dict:
@@ -149,6 +148,30 @@ def _write_documents(source, path, max_documents, val_fraction, out, vocab_size,
         return tokenize_chunks(chunks, tmp, vocab_size, tokenizer, progress=progress, on_trained=on_trained, **options)
 
     return _write_whole(out, console, tokenizer is None, write)
+
+
+def _corpus_documents(source: str, path: Path | None, max_documents: int | None) -> dict:
+    """domain -> a function yielding its Documents: the built-in corpus (its default domains) or a
+    text folder; at most `max_documents` per domain."""
+    import itertools
+
+    from omegaconf import OmegaConf
+
+    from balance_lab.data.sources import TEXT_EXTENSIONS, source_for
+    from balance_lab.errors import ConfigError
+
+    if source == "text_dir" and path is None:
+        raise ConfigError("--source text_dir needs --path FOLDER (one subfolder of text files per domain)")
+    data = OmegaConf.create({"source": source, "tokenizer": "bytes", "path": str(path) if path else None,
+                             "domains": None, "extensions": list(TEXT_EXTENSIONS), "math_documents": 4000,
+                             "corpus_seed": 1234})
+    try:
+        makers = source_for(data).documents()
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("data.path=", "--path ")) from exc
+    if max_documents:
+        makers = {d: (lambda make=make: itertools.islice(make(), max_documents)) for d, make in makers.items()}
+    return makers
 
 
 def _write_whole(out: Path, console, fresh_bpe: bool, write) -> dict:

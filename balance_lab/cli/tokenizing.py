@@ -1,5 +1,5 @@
-"""The progress display of tokenising a corpus, shared by `data tokenize` and by `run`/`sweep` with data=hf
-(which tokenise their corpus once, in the CLI, before any run exists: an error is then one line and no
+"""The progress display of tokenising a corpus, shared by `data tokenize` and by `run`/`sweep` (which
+prepare their data sources once, in the CLI, before any run exists: an error is then one line and no
 MLflow run is left behind)."""
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ def tokenize_progress(console, training_bpe: bool, what: str):
             raise
 
 
-def prepare_hf(data_configs, console) -> None:
-    """Tokenise (once, cached) every data=hf corpus among these data configs, showing progress."""
-    from balance_lab.data import hf
-    from balance_lab.data.cache import READY
+def prepare_sources(data_configs, console) -> None:
+    """Prepare (tokenise once, cached) the data source of each of these data configs, showing progress."""
+    from balance_lab.data.sources import Progress, source_for
 
     for data in data_configs:
-        if data.get("source") != "hf" or (hf.token_dir(data) / READY).is_file():
-            continue  # not data=hf, or tokenised already (by an earlier run or an earlier point of this grid)
-        what = f"data={data.name} {data.path or ''}".strip()
-        with tokenize_progress(console, hf.tokenizer_spec(data) == "bpe", what) as (on_plan, on_trained, progress):
-            out = hf.ensure_token_dir(data, progress=progress, on_plan=on_plan, on_trained=on_trained)
-        console.print(f"tokenised into {out} (reused by every run with this corpus and tokenizer)")
+        source = source_for(data)
+        if source.prepared:
+            continue  # nothing to build, or built already (by an earlier run or an earlier point of this grid)
+        what = f"data={data.get('name', data.source)} {data.get('path') or ''}".strip()
+        with tokenize_progress(console, getattr(source, "trains_bpe", False), what) as callbacks:
+            source.prepare(Progress(*callbacks))
+        console.print(f"tokenised into {source.token_dir} (reused by every run with this corpus and tokenizer)")

@@ -99,23 +99,24 @@ def check_optim(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.betas={list(betas)}: must be two numbers in [0, 1)")
 
 
-def check_data(cfg: DictConfig) -> None:
-    from balance_lab.data.sources import check_source, vocab_size
+def check_data(cfg: DictConfig):
+    """The data config's values and its source's; returns the source (data/sources/)."""
+    from balance_lab.data.sources import source_for
 
     number(cfg, "data.batch_size", int, low=1)
     number(cfg, "data.val_sequences", int, low=1)
     number(cfg, "data.order_seed", int, low=0, allow_null=True)
     number(cfg, "data.val_fraction", low=0, high=1, low_open=True)
-    check_source(cfg.data)
-    needed = vocab_size(cfg.data)
+    source = source_for(cfg.data)
+    source.check()
+    needed = source.vocab_size
     if needed == 256 and cfg.model.vocab_size != 256:  # rows no byte uses would double tiny's compute
-        what = "data.tokenizer=bytes" if cfg.data.source == "builtin" else f"data={cfg.data.name} (bytes)"
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {what} reads 256 byte values; "
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {source.tokenizer_text} reads 256 byte values; "
                           "add model.vocab_size=256")
     if cfg.model.vocab_size < needed:
-        tokenizer = cfg.data.tokenizer if cfg.data.source == "hf" else f"the tokenizer of {cfg.data.path}"
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {tokenizer} has {needed} tokens; "
+        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {source.tokenizer_text} has {needed} tokens; "
                           f"add model.vocab_size={needed}")
+    return source
 
 
 def check_run(cfg: DictConfig) -> None:

@@ -17,24 +17,18 @@ import os
 import random
 import sys
 import sysconfig
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from balance_lab.data.tokenizer import ByteTokenizer
+from balance_lab.data.types import Document, DomainSplit
 
 CORPUS_VERSION = 1
 DOMAINS = ("code", "prose", "math")
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "__pycache__"}
 _MIN_DOCSTRING_CHARS = 200
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str
-    text: str
 
 
 def _stdlib_files() -> list[Path]:
@@ -95,14 +89,6 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
     """Split by a hash of the document id: stable across runs, seeds and machines."""
     bucket = int.from_bytes(hashlib.sha1(doc_id.encode()).digest()[:4], "big") % 10_000
     return bucket < val_fraction * 10_000
-
-
-@dataclass
-class DomainSplit:
-    train: np.ndarray  # token stream, documents joined by EOT
-    val: np.ndarray
-    n_train_docs: int
-    n_val_docs: int
 
 
 def split_documents(docs: Iterator[Document], val_fraction: float, tokenizer: ByteTokenizer) -> DomainSplit:

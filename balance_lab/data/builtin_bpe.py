@@ -34,25 +34,32 @@ def builtin_makers(data: DictConfig) -> dict:
     return {d: (lambda d=d: domain_documents(d, data.math_documents, data.corpus_seed)) for d in DOMAINS}
 
 
-def ensure_token_dir(data: DictConfig) -> Path:
-    """The cached token files of the built-in corpus at `data.vocab_size`, built on first use."""
+def ensure_token_dir(data: DictConfig, progress=None) -> Path:
+    """The cached token files of the built-in corpus at `data.vocab_size`, built on first use; with
+    `progress` (data/sources/base.py: Progress) the CLI draws it, else two lines go to stderr."""
     from balance_lab.data.cache import ensure_built
 
-    return ensure_built(token_dir(data), lambda tmp: _build(data, tmp))
+    return ensure_built(token_dir(data), lambda tmp: _build(data, tmp, progress))
 
 
-def _build(data: DictConfig, tmp: Path) -> None:
+def _build(data: DictConfig, tmp: Path, progress) -> None:
     import time
 
     from balance_lab.data.builtin import is_validation
     from balance_lab.data.tokens import document_chunks, tokenize_chunks
 
-    print(f"balance-lab: training a {data.vocab_size}-token BPE on the built-in corpus (once; cached in "
-          f"{token_dir(data)}) ...", file=sys.stderr, flush=True)
+    if progress is None:
+        print(f"balance-lab: training a {data.vocab_size}-token BPE on the built-in corpus (once; cached in "
+              f"{token_dir(data)}) ...", file=sys.stderr, flush=True)
+    else:
+        progress.on_plan(None)
     started = time.perf_counter()
     # Read once (parsing the standard library is most of the time): training and encoding both walk it.
     documents = {domain: list(make()) for domain, make in builtin_makers(data).items()}  # ~15 MB of text
     makers = {domain: (lambda docs=docs: iter(docs)) for domain, docs in documents.items()}
+    callbacks = {} if progress is None else {"progress": progress.progress, "on_trained": progress.on_trained}
     tokenize_chunks(lambda: document_chunks(makers, lambda doc_id: is_validation(doc_id, data.val_fraction)), tmp,
-                    int(data.vocab_size))
-    print(f"balance-lab: built-in corpus tokenised in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+                    int(data.vocab_size), **callbacks)
+    if progress is None:
+        print(f"balance-lab: built-in corpus tokenised in {time.perf_counter() - started:.0f} s", file=sys.stderr,
+              flush=True)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from balance_lab.data.builtin import DomainSplit
+from balance_lab.data.types import DomainSplit
 
 
 def proportional_counts(weights: Mapping[str, float], total: int) -> dict[str, int]:

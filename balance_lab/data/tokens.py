@@ -195,7 +195,7 @@ def read_meta(path: Path) -> dict:
 
 def load_token_splits(path: Path, domains: list[str]) -> dict:
     """domain -> DomainSplit of memory-mapped token arrays."""
-    from balance_lab.data.builtin import DomainSplit
+    from balance_lab.data.types import DomainSplit
 
     meta = read_meta(path)
     splits = {}

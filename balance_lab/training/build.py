@@ -26,13 +26,13 @@ def world_size(trainer_cfg: DictConfig) -> int:
 
 def build_datamodule(cfg: DictConfig):
     from balance_lab.data.datamodule import LMDataModule
-    from balance_lab.data.sources import bytes_per_token, domain_weights, load_splits
+    from balance_lab.data.sources import source_for
 
     data = cfg.data
-    weights = domain_weights(data)
+    source = source_for(data)
     samples = cfg.trainer.max_steps * data.batch_size * cfg.trainer.get("accumulate_grad_batches", 1) * world_size(cfg.trainer)
-    return LMDataModule(load_splits(data), weights, cfg.model.seq_len, data.batch_size,
-                        data.val_sequences, samples, order_seed(cfg), bytes_per_token(data))
+    return LMDataModule(source.splits(), source.domain_weights, cfg.model.seq_len, data.batch_size,
+                        data.val_sequences, samples, order_seed(cfg), source.bytes_per_token)
 
 
 def order_seed(cfg: DictConfig) -> int:

@@ -20,7 +20,6 @@ is on one side only, whatever the order, sharding or streaming.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -34,8 +33,7 @@ from balance_lab.data.hf.read import chunks, is_held_out, plan
 from balance_lab.data.hf.spec import HFSpec, spec_of
 from balance_lab.errors import ConfigError
 
-__all__ = ["check_reachable", "ensure_token_dir", "is_held_out", "spec_of", "token_dir", "tokenizer_spec",
-           "vocab_size", "write"]
+__all__ = ["check_reachable", "ensure_token_dir", "is_held_out", "spec_of", "token_dir", "tokenizer_spec", "write"]
 
 
 def tokenizer_spec(data: DictConfig) -> str:
@@ -49,26 +47,9 @@ def tokenizer_spec(data: DictConfig) -> str:
     return tokenizer
 
 
-def vocab_size(data: DictConfig) -> int:
-    tokenizer = tokenizer_spec(data)
-    if tokenizer == "bpe":
-        return int(data.vocab_size)
-    path = Path(tokenizer).expanduser().resolve()
-    return _vocab_of_file(str(path), path.stat().st_mtime_ns, tokenizer)
-
-
-@functools.lru_cache(maxsize=8)
-def _vocab_of_file(path: str, mtime_ns: int, given: str) -> int:
-    """Parsed once per process (a sweep checks every grid point; Llama 3's tokenizer.json is 9 MB)."""
-    from balance_lab.data.tokens import load_tokenizer, vocab_of
-
-    return vocab_of(load_tokenizer(Path(path), f"data.tokenizer={given!r}:"))
-
-
-def cache_key(spec: HFSpec, data: DictConfig) -> str:
+def cache_key(spec: HFSpec, data: DictConfig, tokenizer: str) -> str:
     """What the token files depend on: the datasets (local files by size and time), fields, split, domains,
     tokenizer and limits; not streaming (it gives the same files) nor the weights (applied when sampling)."""
-    tokenizer = tokenizer_spec(data)
     described = {
         "version": 1,
         "corpora": {d: {**asdict(c), "files": _fingerprint(c.path)} for d, c in spec.corpora.items()},
@@ -88,18 +69,10 @@ def _fingerprint(path: str) -> list:
     return [(str(Path(f).resolve()), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
 
 
-def token_dir(data: DictConfig) -> Path:
-    """<data.cache_dir>/hf-<key>; the key (every file stat'ed, the tokenizer hashed) once per process and config:
-    a training process asks for it for the weights, the splits and bits per byte."""
-    from omegaconf import OmegaConf
-
-    text = OmegaConf.to_yaml(data, resolve=True)
-    if text not in _TOKEN_DIRS:
-        _TOKEN_DIRS[text] = Path(str(data.cache_dir)).expanduser() / f"hf-{cache_key(spec_of(data), data)}"
-    return _TOKEN_DIRS[text]
-
-
-_TOKEN_DIRS: dict[str, Path] = {}  # data config (as YAML) -> its token folder
+def token_dir(data: DictConfig, spec: HFSpec, tokenizer: str) -> Path:
+    """<data.cache_dir>/hf-<key>: every local file stat'ed and the tokenizer hashed (data/sources/hf.py
+    keeps it on the source object, so a process works it out once per config)."""
+    return Path(str(data.cache_dir)).expanduser() / f"hf-{cache_key(spec, data, tokenizer)}"
 
 
 def write(data: DictConfig, out: Path, dtype: str = "auto", progress=None, on_plan=None, on_trained=None) -> dict:
@@ -116,9 +89,9 @@ def write(data: DictConfig, out: Path, dtype: str = "auto", progress=None, on_pl
                            int(data.get("workers", 1)), progress, on_trained)
 
 
-def ensure_token_dir(data: DictConfig, **callbacks) -> Path:
-    """The cached token files of the config's corpus, written on first use (the CLI writes them before
-    a run starts, passing write()'s progress callbacks: cli/tokenizing.py)."""
+def ensure_token_dir(data: DictConfig, out: Path, **callbacks) -> Path:
+    """The cached token files of the config's corpus in `out` (token_dir), written on first use (the CLI
+    writes them before a run starts, passing write()'s progress callbacks: cli/tokenizing.py)."""
     from balance_lab.data.cache import ensure_built
 
-    return ensure_built(token_dir(data), lambda tmp: write(data, tmp, **callbacks))
+    return ensure_built(out, lambda tmp: write(data, tmp, **callbacks))
