@@ -75,25 +75,29 @@ def compose(overrides: list[str]):
         fail(str(exc))
 
 
-def prepare_data(data_configs) -> None:
+def prepare_data(sources) -> None:
     """Build what the runs' data sources cache (token files) here, with progress, before any run exists."""
     from balance_lab.cli.tokenizing import prepare_sources
     from balance_lab.console import console
     from balance_lab.errors import ConfigError
 
     try:
-        prepare_sources(data_configs, console())
+        prepare_sources(sources, console())
     except ConfigError as exc:
         fail(str(exc))
 
 
-def check(cfg) -> None:
-    """Every value and the store, before a run exists (the training process checks again)."""
-    from balance_lab.store import tracking
-    from balance_lab.errors import ConfigError
+def check(cfg):
+    """Every value and the store, before a run exists; returns the run spec. The training process runs
+    the same check_config again (it is another process), and the same store check."""
     from balance_lab.config.validation import check_config
+    from balance_lab.errors import ConfigError
+    from balance_lab.store import tracking
+    from balance_lab.store.reachable import check_reachable
 
     try:
-        check_config(cfg, tracking_uri=tracking.resolve_tracking_uri(cfg.logger.tracking_uri))
+        spec = check_config(cfg)
+        check_reachable(tracking.resolve_tracking_uri(cfg.logger.tracking_uri))
     except ConfigError as exc:
         fail(str(exc))
+    return spec

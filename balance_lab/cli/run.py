@@ -47,8 +47,7 @@ def run(
         argv = _resume_argv(resume, overrides)
     else:
         cfg = compose(overrides)  # a typo fails here, in one line, before torch is imported
-        check(cfg)
-        prepare_data([cfg.data])
+        prepare_data([check(cfg).source])
         argv = [sys.executable, "-m", "balance_lab.train", *overrides]
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # the training process takes over: signals and exit status are its own

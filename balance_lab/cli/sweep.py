@@ -82,10 +82,10 @@ def sweep(
         fail(str(exc))
     uri = tracking.resolve_tracking_uri(tracking_uri)
     from balance_lab.sweeping.display import grid_table, print_outcome
-    from balance_lab.config.validation import check_tracking_uri
+    from balance_lab.store.reachable import check_reachable
 
     try:
-        check_tracking_uri(uri)
+        check_reachable(uri)
     except ConfigError as exc:
         fail(str(exc))
 
@@ -103,7 +103,7 @@ def sweep(
         check_launcher([*launcher_overrides(jobs, extra), *extra])
     except ConfigError as exc:
         fail(str(exc))
-    prepare_data([point.data for point in grid.points])
+    prepare_data([point.source for point in grid.points])
     client = _mark_finished(grid, uri, create_store=True)
 
     options = ["--jobs", str(jobs)] if jobs > 1 else []

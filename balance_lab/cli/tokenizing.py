@@ -41,12 +41,12 @@ def tokenize_progress(console, training_bpe: bool, what: str):
             raise
 
 
-def prepare_sources(data_configs, console) -> None:
-    """Prepare (tokenise once, cached) the data source of each of these data configs, showing progress."""
-    from balance_lab.data.sources import Progress, source_for
+def prepare_sources(sources, console) -> None:
+    """Prepare (tokenise once, cached) each of these data sources, showing progress."""
+    from balance_lab.data.sources import Progress
 
-    for data in data_configs:
-        source = source_for(data)
+    for source in sources:
+        data = source.data
         if source.prepared:
             continue  # nothing to build, or built already (by an earlier run or an earlier point of this grid)
         what = f"data={data.get('name', data.source)} {data.get('path') or ''}".strip()

@@ -8,8 +8,6 @@ would be valid. Nothing here reads the data or allocates the model.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +18,14 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 # Lightning 2's precision strings (the short legacy forms included)
 PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
               "transformer-engine-float16", "64", "32", "16", "bf16")
-URI_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+# Lightning 2's registered strategies (tests/test_configs.py holds this list to Lightning's registry)
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
+              "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
+              "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+              "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "deepspeed",
+              "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
+              "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload",
+              "single_device", "single_tpu", "single_xla", "xla", "xla_debug")
 
 
 def number(cfg: DictConfig, key: str, kind: type = float, low: float | None = None, high: float | None = None,
@@ -49,7 +54,10 @@ def choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
     return str(value)
 
 
-def check_trainer(cfg: DictConfig) -> None:
+def check_trainer(cfg: DictConfig) -> dict:
+    """The trainer's values; returns Lightning Trainer arguments (spec.py: trainer_arguments)."""
+    from balance_lab.config.spec import trainer_arguments
+
     number(cfg, "trainer.max_steps", int, low=1)
     number(cfg, "trainer.accumulate_grad_batches", int, low=1)
     number(cfg, "trainer.val_check_interval", int, low=1)
@@ -61,9 +69,13 @@ def check_trainer(cfg: DictConfig) -> None:
     devices = cfg.trainer.devices
     if not (devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1)) or isinstance(devices, list)):
         raise ConfigError(f"trainer.devices={devices!r}: must be a count >= 1, -1 (all), 'auto' or a list of device ids")
+    if isinstance(cfg.trainer.get("strategy"), str):  # absent: Lightning's "auto"; an object is Lightning's to check
+        choice(cfg, "trainer.strategy", STRATEGIES)
+    return trainer_arguments(cfg.trainer)
 
 
-def check_model_and_balance(cfg: DictConfig) -> None:
+def check_model_and_balance(cfg: DictConfig):
+    """The model's and balancing's values; returns (ModelArgs, RoutingArgs, the balance knobs as a dict)."""
     from balance_lab.balancing.knobs import check_balance
     from balance_lab.model.args import ModelArgs, RoutingArgs
 
@@ -84,9 +96,11 @@ def check_model_and_balance(cfg: DictConfig) -> None:
         args = ModelArgs.from_config(cfg.model)
         balance = OmegaConf.to_container(cfg.balance, resolve=True)
         check_balance(balance)
-        RoutingArgs.from_config(balance).check(args.n_routed_experts, args.top_k)
-    except (ValueError, TypeError) as exc:
+        routing = RoutingArgs.from_config(balance)
+        routing.check(args.n_routed_experts, args.top_k)
+    except (ValueError, TypeError) as exc:  # the arguments' own checks (a value, not a bug: nothing runs yet)
         raise ConfigError(str(exc)) from exc
+    return args, routing, balance
 
 
 def check_optim(cfg: DictConfig) -> None:
@@ -125,40 +139,17 @@ def check_run(cfg: DictConfig) -> None:
     number(cfg, "checkpoint.every_n_steps", int, low=0)
 
 
-def check_config(cfg: DictConfig, tracking_uri: str | None = None) -> None:
-    """Everything that can be checked without data or memory; `tracking_uri` too when given."""
+def check_config(cfg: DictConfig):
+    """Everything that can be checked without data or memory; returns the run spec (config/spec.py),
+    valid once built. The CLI (run, sweep) and the training process call this same function."""
+    from balance_lab.config.spec import RunSpec
+
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line ({missing[0]}=...)")
     check_run(cfg)
-    check_trainer(cfg)
-    check_model_and_balance(cfg)
+    trainer = check_trainer(cfg)
+    model, routing, balance = check_model_and_balance(cfg)
     check_optim(cfg)
-    check_data(cfg)
-    if tracking_uri is not None:
-        check_tracking_uri(tracking_uri)
-
-
-def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """A store that a run could be recorded in: a known scheme, an existing folder, a server that answers."""
-    scheme = uri.split(":", 1)[0].lower() if "://" in uri else "file"
-    scheme = scheme.split("+", 1)[0]  # postgresql+psycopg2://
-    if scheme not in URI_SCHEMES:
-        raise ConfigError(f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of "
-                          "sqlite:///PATH, http(s)://HOST:PORT, file:///PATH, postgresql://, mysql://, databricks")
-    if scheme == "sqlite":
-        from balance_lab.store.tracking import sqlite_file
-
-        folder = sqlite_file(uri).parent
-        if not folder.is_dir():
-            raise ConfigError(f"tracking URI {uri!r}: the folder {folder} does not exist")
-    if scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
-                pass
-        except urllib.error.HTTPError:
-            pass  # something answers; MLflow behind a proxy may not serve /health
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ConfigError(f"tracking URI {uri!r}: no MLflow server answers ({reason}); start one "
-                              "(mlflow server / balance-lab ui) or check the address") from exc
+    source = check_data(cfg)
+    return RunSpec(cfg, model, routing, balance, source, trainer)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from balance_lab.data.types import DomainSplit
+from balance_lab.errors import ConfigError
 
 
 def proportional_counts(weights: Mapping[str, float], total: int) -> dict[str, int]:
@@ -119,7 +120,7 @@ class LMDataModule(L.LightningDataModule):
             for part in ("train", "val"):
                 n = len(getattr(splits[d], part))
                 if n < seq_len + 1:
-                    raise ValueError(f"domain {d!r} has {n} {part} tokens, fewer than one sequence of {seq_len + 1}")
+                    raise ConfigError(f"domain {d!r} has {n} {part} tokens, fewer than one sequence of {seq_len + 1}")
 
     def train_dataloader(self) -> DataLoader:
         streams = [self.splits[d].train for d in self.domains]

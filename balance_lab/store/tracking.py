@@ -266,6 +266,9 @@ class StoreUnreachable(RuntimeError):
     """The run trained, but the tracking store could not be told how it ended."""
 
 
+TRACEBACK_ARTIFACT = "error/traceback.txt"  # a FAILED run's traceback
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return f"interrupted ({type(exc).__name__})"
@@ -300,6 +303,10 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
         from balance_lab.errors import Interrupted
 
         killed = isinstance(exc, (KeyboardInterrupt, SystemExit, Interrupted))
+        if not killed:  # the reason tag holds one line; where it came from goes beside it
+            import traceback
+
+            tracked.log_text("".join(traceback.format_exception(exc)), TRACEBACK_ARTIFACT)
         _close(tracked, "KILLED" if killed else "FAILED", _reason(exc))
         raise
     else:

@@ -51,7 +51,7 @@ class GridPoint:
     run_name: str
     config_hash: str
     finished_run_id: str | None = None  # a FINISHED run with the same config, if any
-    data: object = field(default=None, repr=False)  # its composed `data` config (data=hf is tokenised before launch)
+    source: object = field(default=None, repr=False)  # its data source (prepared in the CLI before launch)
 
     @property
     def overrides(self) -> list[str]:
@@ -119,10 +119,10 @@ def expand(name: str, overrides: list[str]) -> Grid:
         values = dict(zip(dimensions, combo))
         point_cfg = compose_config([*sweep_overrides(name), *fixed, *(f"{k}={v}" for k, v in values.items())])
         try:
-            check_config(point_cfg)
+            spec = check_config(point_cfg)
         except ConfigError as exc:
             raise ConfigError(f"run {index} ({', '.join(f'{k}={v}' for k, v in values.items())}): {exc}") from exc
         resolved = OmegaConf.to_container(point_cfg, resolve=True)
         grid.points.append(GridPoint(index, values, run_name(resolved, values), config_hash(resolved),
-                                     data=point_cfg.data))
+                                     source=spec.source))
     return grid

@@ -1,6 +1,8 @@
-"""build(cfg): the one place a composed config becomes objects (data, model, module, trainer).
+"""The one place a run spec (config/spec.py) becomes objects: data, model, module, trainer.
 
-Everything that can reject the config happens here, before any MLflow run exists.
+What can reject the input (the spec, data too short for one sequence, Lightning's own check of its
+arguments) raises ConfigError and comes before any MLflow run exists; building the model comes
+after (training/experiment.py), so a bug in it is a FAILED run with its traceback, not "bad input".
 """
 
 from __future__ import annotations
@@ -8,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from balance_lab.config.spec import RunSpec
 
 
 @dataclass
@@ -18,21 +22,27 @@ class Built:
     domains: list[str]
 
 
-def world_size(trainer_cfg: DictConfig) -> int:
-    devices = trainer_cfg.get("devices", 1)
+def as_spec(cfg_or_spec: DictConfig | RunSpec) -> RunSpec:
+    """A spec as it is, a composed config checked into one (for tests and benchmarks that hold a config)."""
+    from balance_lab.config.validation import check_config
+
+    return cfg_or_spec if isinstance(cfg_or_spec, RunSpec) else check_config(cfg_or_spec)
+
+
+def world_size(trainer: dict) -> int:
+    devices = trainer.get("devices", 1)
     per_node = devices if isinstance(devices, int) and devices > 0 else 1
-    return per_node * int(trainer_cfg.get("num_nodes", 1))
+    return per_node * int(trainer.get("num_nodes") or 1)
 
 
-def build_datamodule(cfg: DictConfig):
+def build_datamodule(spec: RunSpec | DictConfig):
     from balance_lab.data.datamodule import LMDataModule
-    from balance_lab.data.sources import source_for
 
-    data = cfg.data
-    source = source_for(data)
-    samples = cfg.trainer.max_steps * data.batch_size * cfg.trainer.get("accumulate_grad_batches", 1) * world_size(cfg.trainer)
-    return LMDataModule(source.splits(), source.domain_weights, cfg.model.seq_len, data.batch_size,
-                        data.val_sequences, samples, order_seed(cfg), source.bytes_per_token)
+    spec = as_spec(spec)
+    data, source = spec.cfg.data, spec.source
+    samples = spec.max_steps * data.batch_size * spec.trainer.get("accumulate_grad_batches", 1) * world_size(spec.trainer)
+    return LMDataModule(source.splits(), source.domain_weights, spec.model.seq_len, data.batch_size,
+                        data.val_sequences, samples, order_seed(spec.cfg), source.bytes_per_token)
 
 
 def order_seed(cfg: DictConfig) -> int:
@@ -41,35 +51,35 @@ def order_seed(cfg: DictConfig) -> int:
     return cfg.seed if seed is None else seed
 
 
-def build_model(cfg: DictConfig):
+def build_model(spec: RunSpec | DictConfig):
     from balance_lab.balancing import build_balancer
-    from balance_lab.model import ModelArgs, MoELM, RoutingArgs
+    from balance_lab.model import MoELM
     from balance_lab.model.compiling import compile_blocks, wanted
 
-    args = ModelArgs.from_config(cfg.model)
-    balance = OmegaConf.to_container(cfg.balance, resolve=True)
-    model = MoELM(args, make_balancer=lambda: build_balancer(balance, args.n_routed_experts),
-                  routing=RoutingArgs.from_config(balance))
-    if wanted(cfg.model.get("compile", False), cfg.trainer.accelerator):
-        compile_blocks(model, mode=str(cfg.model.get("compile_mode") or "default"))
+    spec = as_spec(spec)
+    model = MoELM(spec.model, make_balancer=lambda: build_balancer(spec.balance, spec.model.n_routed_experts),
+                  routing=spec.routing)
+    if wanted(spec.cfg.model.get("compile", False), spec.trainer.get("accelerator", "auto")):
+        compile_blocks(model, mode=str(spec.cfg.model.get("compile_mode") or "default"))
     return model
 
 
-def build(cfg: DictConfig) -> Built:
-    """Raises ConfigError (bad config) or ValueError (data that cannot make one batch)."""
+def build_module(spec: RunSpec, datamodule):
     from balance_lab.training.lit_module import MoELMModule
-    from balance_lab.config.validation import check_config
 
-    check_config(cfg)
-    check_trainer_arguments(cfg)
-    datamodule = build_datamodule(cfg)
-    model = build_model(cfg)
-    module = MoELMModule(model, cfg.optim, total_steps=cfg.trainer.max_steps, domains=datamodule.domains,
-                         bytes_per_token=datamodule.bytes_per_token)
-    return Built(datamodule, module, datamodule.domains)
+    return MoELMModule(build_model(spec), spec.optim, total_steps=spec.max_steps, domains=datamodule.domains,
+                       bytes_per_token=datamodule.bytes_per_token)
 
 
-def check_trainer_arguments(cfg: DictConfig) -> None:
+def build(spec: RunSpec | DictConfig) -> Built:
+    """Everything at once (tests, benchmarks): raises ConfigError for bad input."""
+    spec = as_spec(spec)
+    check_trainer_arguments(spec)
+    datamodule = build_datamodule(spec)
+    return Built(datamodule, build_module(spec, datamodule), datamodule.domains)
+
+
+def check_trainer_arguments(spec: RunSpec) -> None:
     """Lightning checks its arguments together (strategy x accelerator x precision x devices) when
     a Trainer is constructed: construct one here, before the MLflow run exists, and say what it said."""
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -77,21 +87,13 @@ def check_trainer_arguments(cfg: DictConfig) -> None:
     from balance_lab.errors import ConfigError
 
     try:
-        build_trainer(cfg, logger=False, callbacks=[], default_root_dir=".", enable_checkpointing=False)
+        build_trainer(spec, logger=False, callbacks=[], default_root_dir=".", enable_checkpointing=False)
     except (ValueError, TypeError, MisconfigurationException) as exc:
         raise ConfigError(f"trainer: {str(exc).strip().splitlines()[0]}") from exc
 
 
-def build_trainer(cfg: DictConfig, logger, callbacks: list, default_root_dir: str, **override):
+def build_trainer(spec: RunSpec | DictConfig, logger, callbacks: list, default_root_dir: str, **override):
     import lightning as L
 
-    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True) | override
-    # A run shorter than the logging interval would record no training metric at all.
-    kwargs["log_every_n_steps"] = max(1, min(kwargs.get("log_every_n_steps", 50), kwargs["max_steps"]))
-    # Lightning rejects a validation interval longer than the run; the final validation runs anyway.
-    train_batches = kwargs["max_steps"] * kwargs.get("accumulate_grad_batches", 1)
-    if isinstance(kwargs.get("val_check_interval"), int):
-        kwargs["val_check_interval"] = min(kwargs["val_check_interval"], train_batches)
-    # The datamodule's samplers split items across ranks (see RankSlice) and resume mid-epoch.
-    kwargs.setdefault("use_distributed_sampler", False)
-    return L.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=default_root_dir)
+    return L.Trainer(**(as_spec(spec).trainer | override), logger=logger, callbacks=callbacks,
+                     default_root_dir=default_root_dir)

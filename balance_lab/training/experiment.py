@@ -11,9 +11,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from balance_lab.store import tracking
-from balance_lab.errors import ConfigError
 from balance_lab.store.tracking import TAG_CHECKPOINT, TAG_WARNING
-from balance_lab.config.validation import check_tracking_uri
 
 
 @dataclass
@@ -46,7 +44,9 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     import lightning as L
     import torch
 
-    from balance_lab.training.build import build
+    from balance_lab.config.validation import check_config
+    from balance_lab.store.reachable import check_reachable
+    from balance_lab.training.build import build_datamodule, build_module, check_trainer_arguments
 
     started = time.perf_counter()
     swept = dict(swept or {})
@@ -54,9 +54,10 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     patient_but_not_stuck_http()
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
+    spec = check_config(cfg)  # bad input: ConfigError, no MLflow run exists yet
     resolved = OmegaConf.to_container(cfg, resolve=True)
     uri = tracking.resolve_tracking_uri(cfg.logger.tracking_uri)
-    check_tracking_uri(uri)
+    check_reachable(uri)
     hash_ = tracking.config_hash(resolved)
     resume_run_id, resume_ckpt = cfg.get("resume_run_id"), cfg.get("resume_ckpt")
     if cfg.logger.get("skip_finished") and not resume_run_id:  # a sweep run again: continue, don't repeat
@@ -68,32 +69,32 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
         if stopped is not None:
             resume_run_id, resume_ckpt = stopped.info.run_id, stopped.data.tags[TAG_CHECKPOINT]
             print(f"resuming {stopped.info.run_name} ({resume_run_id}) from {resume_ckpt}", file=sys.stderr)
-    L.seed_everything(cfg.seed, verbose=False)
-    try:
-        built = build(cfg)  # may reject the config: no MLflow run exists yet
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc)) from exc
+    check_trainer_arguments(spec)  # Lightning's own check of its arguments: ConfigError
+    datamodule = build_datamodule(spec)  # ConfigError when a domain is too short for one sequence
     name = cfg.logger.run_name or tracking.run_name(resolved, swept)
     with tracking.open_run(uri, cfg.logger.experiment_name, name, run_tags(cfg, hash_, swept),
                            resume_run_id=resume_run_id, spill_dir=Path(output_dir)) as run:
         if not resume_run_id:
             run.log_params(tracking.flatten(resolved))
             run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        metrics, throughput = _fit(cfg, built, run, output_dir, resume_ckpt)
-        warnings = routing_alerts(metrics, built.module.val_loads, cfg.get("alerts"))
+        L.seed_everything(cfg.seed, verbose=False)  # the model's initial weights follow the seed
+        module = build_module(spec, datamodule)  # inside the run: a bug here is a FAILED run with its traceback
+        metrics, throughput = _fit(spec, datamodule, module, run, output_dir, resume_ckpt)
+        warnings = routing_alerts(metrics, module.val_loads, cfg.get("alerts"))
         if warnings:
             run.set_tag(TAG_WARNING, "; ".join(warnings))
-        run.log_json(built.module.val_loads, "loads/val_loads.json")
+        run.log_json(module.val_loads, "loads/val_loads.json")
     return RunResult(name, run.run_id, uri, metrics, throughput.tokens_per_sec, time.perf_counter() - started,
                      warnings=warnings)
 
 
-def _fit(cfg: DictConfig, built, run, output_dir: str, resume_ckpt: str | None):
+def _fit(spec, datamodule, module, run, output_dir: str, resume_ckpt: str | None):
     """Lightning's fit (continued from `resume_ckpt` when given), then the final validation."""
     from balance_lab.training.build import build_trainer
     from balance_lab.training.callbacks import FailAfterSteps, Heartbeat, Progress, Throughput
     from balance_lab.training.checkpointing import StepCheckpoints
 
+    cfg = spec.cfg
     checkpoint_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.get("dir") else Path(output_dir) / "checkpoints"
     if resume_ckpt and not cfg.checkpoint.get("dir"):
         checkpoint_dir = Path(resume_ckpt).parent  # keep writing where the run's checkpoints are
@@ -106,13 +107,13 @@ def _fit(cfg: DictConfig, built, run, output_dir: str, resume_ckpt: str | None):
         callbacks.append(Progress(leave=True))
     if cfg.get("fail_after_steps") is not None:
         callbacks.append(FailAfterSteps(int(cfg.fail_after_steps)))
-    trainer = build_trainer(cfg, tracking.lightning_logger(run) if run.client else False, callbacks, output_dir)
-    trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=resume_ckpt)  # a signal: Interrupted
+    trainer = build_trainer(spec, tracking.lightning_logger(run) if run.client else False, callbacks, output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt)  # a signal: Interrupted
     if trainer.interrupted:
         raise KeyboardInterrupt
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if built.module.val_step != trainer.global_step:  # the final validation, unless fit just ran it
-        trainer.validate(built.module, datamodule=built.datamodule, verbose=False)
+    if module.val_step != trainer.global_step:  # the final validation, unless fit just ran it
+        trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics |= {k: float(v) for k, v in trainer.callback_metrics.items()}
     if not cfg.checkpoint.get("keep_when_finished", True) and trainer.global_rank == 0 and checkpoints.path.exists():
         checkpoints.path.unlink()  # a finished run cannot be resumed; sweeps of many runs would fill the disk
