@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --no-compile torch==$(TORCH_VERSION)
 	$(BIN)/python -m pip install --quiet --no-compile -e ".[test]"
-	@# pip would compile every module to bytecode one file at a time; compileall does it on every core
-	@# (2 cores: 118 s of installing became 89). A few files never compile (other Pythons' syntax): pip
-	@# skips them too, hence `|| true`; a module left uncompiled only imports slower.
+	@# pip would compile every module to bytecode one file at a time; compileall does it on every core.
+	@# A few files never compile (other Pythons' syntax): pip skips them too, hence `|| true`; a module
+	@# left uncompiled only imports slower.
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 

@@ -37,7 +37,8 @@ def main(cfg: DictConfig) -> float | None:
 
     from balance_lab.errors import Interrupted
     from balance_lab.errors import VERBOSE_ENV, ConfigError
-    from balance_lab.training.experiment import print_summary, run_experiment
+    from balance_lab.training.experiment import run_experiment
+    from balance_lab.training.summary import print_summary
 
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN

@@ -52,7 +52,7 @@ GPU_SHAPES = [  # T, D, E, K, H
     (32768, 2048, 16, 2, 4096),  # coarse experts (Mixtral-like)
 ]
 # Each preset at its own micro-batch per GPU (paper_3b's 12 sequences fit one H200 at 49 GiB with
-# its activation checkpointing; results before 2026-11-27's third session used 4).
+# its activation checkpointing).
 PRESETS = {"base": [], "paper_1b": ["data.batch_size=8"], "paper_3b": []}
 
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import BALANCE_LAB, SWEPT_GROUP, all_runs, cli_in_process, run_cli, run_in_process
-from balance_lab.store.ui_server import SERVER_ENV
+from balance_lab.ui.server import SERVER_ENV
 from tests.network import Gate, free_port
 
 LONG = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1", "data.batch_size=4",

@@ -11,6 +11,7 @@ LAYERS = [
     {"errors", "metrics", "console", "distributed", "evidence"},  # shared leaves (evidence: numpy, scipy)
     {"model", "balancing", "data"},  # the subject of study
     {"store"},  # the MLflow store and what watches it
+    {"ui"},  # the MLflow server of `balance-lab ui`
     {"config"},  # composition and validation (checks the store is reachable)
     {"training"},  # the life of one training run
     {"sweeping", "report"},  # grids of runs, and what is made of them

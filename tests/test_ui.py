@@ -13,8 +13,8 @@ import urllib.request
 
 import pytest
 
-from balance_lab.store.port_owner import command_line, group_members, listening_pids
-from balance_lab.store.ui_server import SERVER_ENV
+from balance_lab.ui.port_owner import command_line, group_members, listening_pids
+from balance_lab.ui.server import SERVER_ENV
 from tests.conftest import BALANCE_LAB, SWEPT_GROUP, run_cli
 from tests.network import free_port
 
@@ -86,7 +86,7 @@ def test_ui_serves_the_sweep_through_the_rest_api_and_stops_cleanly(swept):
         try:
             out, err = process.communicate(timeout=60)  # stop() itself gives up on the server after 15 s
         except subprocess.TimeoutExpired:
-            process.terminate()  # SIGTERM stops its server too (ui_server.stop_on_sigterm)
+            process.terminate()  # SIGTERM stops its server too (ui/server.py: stop_on_sigterm)
             process.communicate(timeout=60)
             raise AssertionError("balance-lab ui did not stop on Ctrl-C within 60 s") from None
     assert process.returncode == 0, err

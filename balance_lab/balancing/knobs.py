@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Mapping
 
-from balance_lab.model.args import DROP_POLICIES
+from balance_lab.model.args import DROP_POLICIES, RoutingArgs
 
-KNOBS = ("name", "update_rate", "rule", "bias", "center", "alpha", "scope", "z_loss", "jitter", "sinkhorn_iters",
-         "n_groups", "group_topk", "capacity_factor", "drop_policy", "renorm_kept")
+# The Balancer's knobs (balancing/), then the routers' (model/args.py: RoutingArgs, one field per knob).
+BALANCER_KNOBS = ("name", "update_rate", "rule", "bias", "center", "alpha", "scope", "z_loss")
+ROUTING_OFF: dict[str, Any] = {f.name: f.default for f in fields(RoutingArgs)}  # each at the value that switches it off
+KNOBS = BALANCER_KNOBS + tuple(ROUTING_OFF)
 RULES = ("sign", "raw")  # loss-free update: sign of the load error, or the error relative to the mean load
 BIAS_TYPES = ("additive", "multiplicative")  # loss-free bias: s + b, or s * b
 AUX_SCOPES = ("micro", "sequence", "global")  # where the aux loss counts tokens
@@ -58,8 +61,7 @@ def _check_number(knob: str, value: Any, what: str, integer: bool = False, low: 
 # before a knob existed trained as if the knob had this value, so a run's identity (its config
 # hash, the report's configurations) leaves such a knob out at this value: re-running an old
 # sweep still finds its finished runs, and old and new runs of one configuration stay together.
-ADDED_OFF: dict[str, Any] = {"center": False, "jitter": 0.0, "sinkhorn_iters": 0, "n_groups": 1, "group_topk": 1,
-                             "capacity_factor": None, "drop_policy": "probs", "renorm_kept": False}
+ADDED_OFF: dict[str, Any] = {"center": False, **ROUTING_OFF}
 
 
 def is_added_off(knob: str, value: Any) -> bool:

@@ -17,12 +17,13 @@ def configs_show(overrides: Optional[List[str]] = OverridesArg) -> None:
         balance-lab configs show experiment=paper_3b
     """
     from omegaconf import OmegaConf
-    from rich.console import Console
     from rich.syntax import Syntax
     from rich.table import Table
 
+    from balance_lab.console import console as make_console
+
     cfg = compose(list(overrides or []))
-    console = Console()
+    console = make_console()
     console.print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml", background_color="default"))
 
     from balance_lab.model import ModelArgs, count_params, train_flops_per_token
@@ -46,7 +47,7 @@ def configs_show(overrides: Optional[List[str]] = OverridesArg) -> None:
 @configs_app.command("list")
 def configs_list() -> None:
     """List every config group and its options."""
-    from rich.console import Console
+    from balance_lab.console import console as make_console
     from rich.table import Table
 
     from balance_lab.config.paths import conf_dir
@@ -56,4 +57,4 @@ def configs_list() -> None:
     table.add_column("options")
     for group in sorted(p for p in conf_dir().iterdir() if p.is_dir()):
         table.add_row(group.name, ", ".join(sorted(f.stem for f in group.glob("*.yaml"))))
-    Console().print(table)
+    make_console().print(table)

@@ -30,7 +30,7 @@ def ui(
     """
     import tempfile
 
-    from balance_lab.store import ui_server as server
+    from balance_lab.ui import server
     from balance_lab.console import console as make_console
     from balance_lab.errors import ConfigError
 

@@ -4,8 +4,7 @@ tracking.py    where the store is, run names, tags, a run's whole lifecycle (nev
 outbox.py      metrics, tags and small artifacts kept while the store is away, spilled and replayed
 liveness.py    who owns a RUNNING run (host, pid, heartbeat): what `runs --stale` decides on
 runs.py        `balance-lab runs`: the latest runs, the stale ones, marking them KILLED
-ui_server.py, server_guard.py, port_owner.py   `balance-lab ui`: the real MLflow server, a guard
-               that stops it when balance-lab dies, and who holds a busy port
+reachable.py   whether a tracking URI names a store a run could be recorded in
 
 May import: the shared leaves (errors, console) only. Training, sweeps and reports build on it.
 """

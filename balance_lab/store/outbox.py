@@ -19,7 +19,7 @@ from typing import Any
 
 BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch
 # Seconds between the final delivery attempts: one minute in all, never more than 8 s apart, so a
-# server that comes back is used within 8 s (with 16 and 30 s gaps a restart cost up to half a minute).
+# server that comes back after a restart is used within 8 s.
 CLOSING_WAITS = (1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0, 5.0)
 
 

@@ -142,9 +142,9 @@ def run_points(client, grid: Grid, parent_id: str, jobs: int, rerun: bool, extra
                tracking_uri: str, title: str = "") -> tuple[list[Outcome], Path]:
     """Train the grid's points as runs nested under `parent_id` (one Hydra multirun process) and watch
     them with a progress bar; returns every point's outcome and the log path."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from balance_lab.console import console
     from balance_lab.store.liveness import Heartbeat
 
     heartbeat = Heartbeat(client, parent_id)
@@ -163,7 +163,7 @@ def run_points(client, grid: Grid, parent_id: str, jobs: int, rerun: bool, extra
     columns = [TextColumn(f"[bold]sweep {grid.name}{title}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
     mine = {p.config_hash for p in grid.points}  # a parent may hold earlier batches' runs too
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    with Progress(*columns, console=console(stderr=True), transient=False) as progress:
         task = progress.add_task("runs", total=len(grid.points), detail="")
         while True:
             running = process is not None and process.poll() is None

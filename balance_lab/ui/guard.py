@@ -1,6 +1,6 @@
 """A watchdog that ties the MLflow server's life to the `balance-lab ui` process that started it.
 
-`balance-lab ui` starts `python -m balance_lab.store.server_guard PID -- mlflow server ...` in a new
+`balance-lab ui` starts `python -m balance_lab.ui.guard PID -- mlflow server ...` in a new
 session: the guard leads the server's process group and starts the server inside it. Ctrl-C or
 SIGTERM to balance-lab stops the whole group as before. If balance-lab itself dies without a word
 (`kill -9`, the OOM killer), nothing would stop the server and its ~10 workers (uvicorn, MLflow's
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from balance_lab.store.port_owner import group_members
+from balance_lab.ui.port_owner import group_members
 
 POLL_SECONDS = 0.25
 GRACE_SECONDS = 10.0
@@ -52,7 +52,7 @@ def guard(parent_pid: int, command: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m balance_lab.store.server_guard PARENT_PID -- COMMAND...", file=sys.stderr)
+        print("usage: python -m balance_lab.ui.guard PARENT_PID -- COMMAND...", file=sys.stderr)
         return 2
     return guard(int(argv[0]), argv[2:])
 

@@ -2,7 +2,7 @@
 
 The server runs in its own process group so that stopping it (Ctrl-C here, or SIGTERM) stops
 its workers too, and the port is free again when this command returns. A guard process leads
-that group (server_guard.py) and stops it when balance-lab dies without a word (kill -9).
+that group (guard.py) and stops it when balance-lab dies without a word (kill -9).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def choose_port(host: str, port: int) -> int:
 
 def _held_by(port: int) -> str:
     """', held by ...' naming the MLflow server on the port and how to stop it, when /proc tells; else ''."""
-    from balance_lab.store.port_owner import command_line, listening_pids, process_group
+    from balance_lab.ui.port_owner import command_line, listening_pids, process_group
 
     for pid in listening_pids(port):
         group = process_group(pid)
@@ -49,7 +49,7 @@ def _held_by(port: int) -> str:
         if "mlflow" not in command_line(pid) + leader:
             return f", held by pid {pid} ({command_line(pid)[:80] or '?'})"
         store = _option(leader, "--backend-store-uri") or "?"
-        owner = _option(leader, "balance_lab.store.server_guard")
+        owner = _option(leader, "balance_lab.ui.guard")
         if owner and owner.isdigit() and os.path.exists(f"/proc/{owner}"):
             return f", held by the MLflow server of a running balance-lab ui (pid {owner}, store {store}): use that one"
         return (f", held by an MLflow server (pid {pid}, store {store}) that nobody stops (a balance-lab ui that was "
@@ -78,7 +78,7 @@ def start(tracking_uri: str, host: str, port: int, log_path: Path) -> subprocess
     """The server under its guard, in a new session: the returned process leads the server's group."""
     log = open(log_path, "w")
     env = {**SERVER_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}  # the user's own setting wins
-    guarded = [sys.executable, "-m", "balance_lab.store.server_guard", str(os.getpid()), "--",
+    guarded = [sys.executable, "-m", "balance_lab.ui.guard", str(os.getpid()), "--",
                *server_command(tracking_uri, host, port)]
     return subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
