@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: install
 # The whole suite, slow tests included (what CI runs).
 test: install
 	$(PYTEST)
+
+# Style, checked rather than remembered: ruff's lint rules (pyproject.toml) and its formatter.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Everything but the tests marked slow.
 test-fast: install

@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-
 VERBOSE_ENV = "BALANCE_LAB_VERBOSE"  # set by `balance-lab --verbose`: full errors instead of one line
 
 
@@ -36,7 +35,7 @@ def one_line(exc: BaseException) -> str:
     starts = [i for i, line in enumerate(lines) if line.startswith("Available options")]
     if starts:
         options = []
-        for line in lines[starts[0] + 1:]:
+        for line in lines[starts[0] + 1 :]:
             if line.endswith(":") or line.startswith(("Config search path", "provider=")):
                 break
             options.append(line)

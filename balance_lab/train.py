@@ -35,8 +35,7 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from balance_lab.errors import Interrupted
-    from balance_lab.errors import VERBOSE_ENV, ConfigError
+    from balance_lab.errors import VERBOSE_ENV, ConfigError, Interrupted
     from balance_lab.training.experiment import run_experiment
     from balance_lab.training.summary import print_summary
 

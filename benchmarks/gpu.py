@@ -89,38 +89,51 @@ def part_peak(device: str, n: int) -> float:
 
 def part_moe(device: str, shapes, peak: float | None, warmup: int, repeats: int) -> None:
     print(f"\nMoE layer forward+backward, bf16 autocast, median of {repeats}")
-    header = (f"{'T':>6} {'D':>5} {'E':>3} {'K':>2} {'H':>5} | {'moe ms':>7} {'dense ms':>8} {'matmul ms':>9} | "
-              f"{'moe TF/s':>8} {'mm TF/s':>8} | {'moe/matmul':>10} {'moe/dense':>9} {'moe MFU':>8}")
+    header = (
+        f"{'T':>6} {'D':>5} {'E':>3} {'K':>2} {'H':>5} | {'moe ms':>7} {'dense ms':>8} {'matmul ms':>9} | "
+        f"{'moe TF/s':>8} {'mm TF/s':>8} | {'moe/matmul':>10} {'moe/dense':>9} {'moe MFU':>8}"
+    )
     print(header)
     print("-" * len(header))
     for T, D, E, K, H in shapes:
         try:
-            variants = {name: (m.to(device), x.to(device)) for name, (m, x) in build_layer_variants(T, D, E, K, H).items()
-                        if name != "naive"}  # the mask loop: see moe_layer.py on the CPU
+            variants = {
+                name: (m.to(device), x.to(device))
+                for name, (m, x) in build_layer_variants(T, D, E, K, H).items()
+                if name != "naive"
+            }  # the mask loop: see moe_layer.py on the CPU
 
             def run(module, x):
                 with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device != "cpu"):
                     step(module, x)
 
-            ms = {name: 1e3 * cuda_time(lambda m=m, x=x: run(m, x), warmup, repeats) for name, (m, x) in variants.items()}
+            ms = {
+                name: 1e3 * cuda_time(lambda m=m, x=x: run(m, x), warmup, repeats) for name, (m, x) in variants.items()
+            }
             tf = {name: moe_flops(T, D, K, H) / (t / 1e3) / 1e12 for name, t in ms.items()}
             mfu = f"{tf['moe'] * 1e12 / peak:>8.1%}" if peak else f"{'-':>8}"
-            print(f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>5} | {ms['moe']:>7.2f} {ms['dense']:>8.2f} {ms['matmul']:>9.2f} | "
-                  f"{tf['moe']:>8.1f} {tf['matmul']:>8.1f} | {tf['moe'] / tf['matmul']:>10.2f} "
-                  f"{ms['dense'] / ms['moe']:>9.2f} {mfu}")
+            print(
+                f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>5} | {ms['moe']:>7.2f} {ms['dense']:>8.2f} {ms['matmul']:>9.2f} | "
+                f"{tf['moe']:>8.1f} {tf['matmul']:>8.1f} | {tf['moe'] / tf['matmul']:>10.2f} "
+                f"{ms['dense'] / ms['moe']:>9.2f} {mfu}"
+            )
         except Exception as exc:  # noqa: BLE001 - one shape's failure (say OOM) leaves the others
             print(f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>5} | failed: {type(exc).__name__}: {str(exc)[:160]}")
         finally:
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    print("moe/matmul: fraction of the plain matmul's TFLOP/s; moe/dense: dense time / MoE time; MFU of the "
-          "routed experts' FLOPs against the datasheet peak")
+    print(
+        "moe/matmul: fraction of the plain matmul's TFLOP/s; moe/dense: dense time / MoE time; MFU of the "
+        "routed experts' FLOPs against the datasheet peak"
+    )
 
 
 def part_compile(device: str, shapes, warmup: int, repeats: int) -> None:
     """The MoE layer as `model.compile` runs it (torch.compile, static shapes) against eager."""
     print(f"\nMoE layer forward+backward, eager vs compiled, bf16 autocast, median of {repeats}")
-    print(f"{'T':>6} {'D':>5} {'E':>3} {'K':>2} {'H':>5} | {'eager ms':>8} {'compiled ms':>11} {'speed-up':>8} | "
-          f"{'matmul ms':>9} {'eager/mm':>8} {'compiled/mm':>11} | {'compile s':>9} {'same bits':>9}")
+    print(
+        f"{'T':>6} {'D':>5} {'E':>3} {'K':>2} {'H':>5} | {'eager ms':>8} {'compiled ms':>11} {'speed-up':>8} | "
+        f"{'matmul ms':>9} {'eager/mm':>8} {'compiled/mm':>11} | {'compile s':>9} {'same bits':>9}"
+    )
     for T, D, E, K, H in shapes:
         try:
             variants = build_layer_variants(T, D, E, K, H)
@@ -129,25 +142,31 @@ def part_compile(device: str, shapes, warmup: int, repeats: int) -> None:
             compiled = copy.deepcopy(layer)
             compiled.compile(dynamic=False)
 
-            def run(module):
+            def run(module, x=x):
                 with torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device != "cpu"):
                     step(module, x)
 
             started = time.perf_counter()
             run(compiled)
             compile_s = time.perf_counter() - started
-            ms = {name: 1e3 * cuda_time(lambda m=m: run(m), warmup, repeats)
-                  for name, m in (("eager", layer), ("compiled", compiled), ("matmul", matmul))}
+            ms = {
+                name: 1e3 * cuda_time(lambda m=m: run(m), warmup, repeats)
+                for name, m in (("eager", layer), ("compiled", compiled), ("matmul", matmul))
+            }
             same = _same_bits(compiled, x, device)
-            print(f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>5} | {ms['eager']:>8.2f} {ms['compiled']:>11.2f} "
-                  f"{ms['eager'] / ms['compiled']:>7.2f}x | {ms['matmul']:>9.2f} {ms['matmul'] / ms['eager']:>8.2f} "
-                  f"{ms['matmul'] / ms['compiled']:>11.2f} | {compile_s:>9.1f} {str(same):>9}")
+            print(
+                f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>5} | {ms['eager']:>8.2f} {ms['compiled']:>11.2f} "
+                f"{ms['eager'] / ms['compiled']:>7.2f}x | {ms['matmul']:>9.2f} {ms['matmul'] / ms['eager']:>8.2f} "
+                f"{ms['matmul'] / ms['compiled']:>11.2f} | {compile_s:>9.1f} {str(same):>9}"
+            )
         except Exception as exc:  # noqa: BLE001
             print(f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>5} | failed: {type(exc).__name__}: {str(exc)[:300]}")
         finally:
             torch.cuda.empty_cache() if torch.cuda.is_available() else None
-    print("eager/mm, compiled/mm: fraction of a plain matmul's throughput at the same FLOPs (target >= 0.8); "
-          "same bits: two compiled forward+backward passes give identical outputs and gradients")
+    print(
+        "eager/mm, compiled/mm: fraction of a plain matmul's throughput at the same FLOPs (target >= 0.8); "
+        "same bits: two compiled forward+backward passes give identical outputs and gradients"
+    )
 
 
 def _same_bits(module, x: torch.Tensor, device: str) -> bool:
@@ -169,12 +188,17 @@ def flops_per_token(cfg) -> int:
     return train_flops_per_token(args, count_params(args))
 
 
-def part_train(device: str, presets: dict, steps: int, peak: float | None, store: str, variants: list[list[str]],
-               extra: list[str]) -> None:
-    print(f"\nbare training loop (bf16 autocast, AdamW, loss_free), {steps} steps, the first 5 untimed "
-          "(they and the build, 'build+5 s', hold any compilation)")
-    print(f"{'preset':<9}{'tokens/step':>12}{'GFLOP/token':>12}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}"
-          f"{'build+5 s':>10}  losses (steps 0, 1/4, 1/2, 3/4, last) | variant")
+def part_train(
+    device: str, presets: dict, steps: int, peak: float | None, store: str, variants: list[list[str]], extra: list[str]
+) -> None:
+    print(
+        f"\nbare training loop (bf16 autocast, AdamW, loss_free), {steps} steps, the first 5 untimed "
+        "(they and the build, 'build+5 s', hold any compilation)"
+    )
+    print(
+        f"{'preset':<9}{'tokens/step':>12}{'GFLOP/token':>12}{'tokens/s':>11}{'TFLOP/s':>9}{'MFU':>7}{'peak GiB':>10}"
+        f"{'build+5 s':>10}  losses (steps 0, 1/4, 1/2, 3/4, last) | variant"
+    )
     for preset, overrides in presets.items():
         for variant in variants:
             try:
@@ -189,11 +213,17 @@ def part_train(device: str, presets: dict, steps: int, peak: float | None, store
                 mem = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
                 mfu = f"{tps * fpt / peak:>7.1%}" if peak else f"{'-':>7}"
                 curve = " ".join(f"{losses[i]:.4f}" for i in (0, steps // 4, steps // 2, 3 * steps // 4, steps - 1))
-                curve += f" (mean of the last {max(1, steps // 10)}: {statistics.mean(losses[-max(1, steps // 10):]):.4f})"
-                print(f"{preset:<9}{tokens_per_step(cfg):>12,}{fpt / 1e9:>12.2f}{tps:>11,.0f}{tps * fpt / 1e12:>9.1f}{mfu}"
-                      f"{mem:>10.1f}{first:>10.1f}  {curve} | {' '.join(variant) or 'as configured'}")
+                curve += (
+                    f" (mean of the last {max(1, steps // 10)}: {statistics.mean(losses[-max(1, steps // 10) :]):.4f})"
+                )
+                tflops = tps * fpt / 1e12
+                print(
+                    f"{preset:<9}{tokens_per_step(cfg):>12,}{fpt / 1e9:>12.2f}{tps:>11,.0f}{tflops:>9.1f}{mfu}"
+                    f"{mem:>10.1f}{first:>10.1f}  {curve} | {' '.join(variant) or 'as configured'}"
+                )
             except Exception as exc:  # noqa: BLE001
-                print(f"{preset:<9} failed ({' '.join(variant) or 'as configured'}): {type(exc).__name__}: {str(exc)[:300]}")
+                what = " ".join(variant) or "as configured"
+                print(f"{preset:<9} failed ({what}): {type(exc).__name__}: {str(exc)[:300]}")
             finally:
                 torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
@@ -210,10 +240,11 @@ def part_overhead(device: str, preset: str, steps: int, repeats: int, store: str
 
 
 def part_methods(preset: str, steps: int, repeats: int, store: str, trainer: list[str], methods: list[str]) -> None:
-    print(f"\n{'method (' + preset + ', full loop)':<28}{'tok/s':>10}{'vs none':>9}   (median of {repeats}, order rotated)")
+    title = f"method ({preset}, full loop)"
+    print(f"\n{title:<28}{'tok/s':>10}{'vs none':>9}   (median of {repeats}, order rotated)")
     results: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(repeats):  # each repeat starts one method later: drifts in clock or load hit all alike
-        for method in methods[r % len(methods):] + methods[: r % len(methods)]:
+        for method in methods[r % len(methods) :] + methods[: r % len(methods)]:
             try:
                 results[method].append(lightning_loop(compose(preset, method, steps, store, *trainer)))
             except Exception as exc:  # noqa: BLE001
@@ -233,8 +264,11 @@ def _show(prof, title: str, steps: int) -> None:
     gpu_ms = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e3 / steps
     cpu_ms = sum(e.self_cpu_time_total for e in events) / 1e3 / steps
     print(f"\n{title}: per step, GPU kernels {gpu_ms:.2f} ms, CPU (profiled ops) {cpu_ms:.2f} ms")
-    print(events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=14,
-                       max_name_column_width=48))
+    print(
+        events.table(
+            sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=14, max_name_column_width=48
+        )
+    )
 
 
 def _step_hook(fn):
@@ -273,7 +307,9 @@ def part_profile(device: str, preset: str, store: str, trainer: list[str], smoke
     for name in ("bare loop", "balance-lab loop"):
         prof = profile(activities=activities, schedule=schedule(wait=8, warmup=2, active=5))
         prof.start()
-        bare_loop(cfg, device, on_step=prof.step) if name == "bare loop" else lightning_loop(cfg, [_step_hook(prof.step)])
+        bare_loop(cfg, device, on_step=prof.step) if name == "bare loop" else lightning_loop(
+            cfg, [_step_hook(prof.step)]
+        )
         prof.stop()
         _show(prof, f"{preset}, {name}", 5)
     _python_profile(compose(preset, "loss_free", 40, store, *trainer))
@@ -349,13 +385,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--smoke", action="store_true", help="toy sizes on the CPU: check the script itself")
-    parser.add_argument("--parts", default="peak,moe,train,overhead,methods", help="comma-separated parts to run "
-                        "(peak, moe, train, overhead, methods, compile, profile, syncs)")
+    parser.add_argument(
+        "--parts",
+        default="peak,moe,train,overhead,methods",
+        help="comma-separated parts to run (peak, moe, train, overhead, methods, compile, profile, syncs)",
+    )
     parser.add_argument("--presets", default=",".join(PRESETS), help="presets of the train part")
     parser.add_argument("--variants", default="", help="';'-separated override sets for the train part")
     parser.add_argument("--overrides", default="", help="space-separated overrides for every part")
-    parser.add_argument("--methods", default=",".join(METHODS), help="balancing methods of the methods part "
-                        "(`none` first: the others are relative to it)")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="balancing methods of the methods part (`none` first: the others are relative to it)",
+    )
     parser.add_argument("--steps", type=int, default=0, help="steps of the train part (default 30, --quick 15)")
     args = parser.parse_args()
     from balance_lab.training.experiment import quiet_framework_logs
@@ -365,8 +407,10 @@ def main() -> None:
     if device == "cuda" and not torch.cuda.is_available():
         sys.exit("benchmarks/gpu.py: no CUDA device here (use --smoke to check the script on the CPU)")
     name, peak = device_peak()
-    print(f"{name}, torch {torch.__version__}, datasheet dense bf16 peak "
-          f"{f'{peak / 1e12:,.0f} TFLOP/s' if peak else 'unknown'}, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"{name}, torch {torch.__version__}, datasheet dense bf16 peak "
+        f"{f'{peak / 1e12:,.0f} TFLOP/s' if peak else 'unknown'}, {time.strftime('%Y-%m-%d')}"
+    )
     store = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     shapes = [(256, 64, 8, 2, 32)] if args.smoke else GPU_SHAPES
     presets = {"tiny": []} if args.smoke else {name: PRESETS[name] for name in args.presets.split(",")}
@@ -379,8 +423,9 @@ def main() -> None:
         "train": lambda: part_train(device, presets, args.steps or steps, peak, store, variants, trainer),
         "compile": lambda: part_compile(device, shapes[:2], 2 if args.smoke else 5, 3 if args.smoke else 20),
         "overhead": lambda: part_overhead(device, "tiny" if args.smoke else "base", steps, repeats, store, trainer),
-        "methods": lambda: part_methods("tiny" if args.smoke else "base", steps, repeats, store, trainer,
-                                        args.methods.split(",")),
+        "methods": lambda: part_methods(
+            "tiny" if args.smoke else "base", steps, repeats, store, trainer, args.methods.split(",")
+        ),
         "profile": lambda: part_profile(device, "tiny" if args.smoke else "base", store, trainer, args.smoke),
         "syncs": lambda: part_syncs("tiny" if args.smoke else "base", store, trainer),
     }

@@ -113,25 +113,33 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     warmup, repeats = (1, 3) if args.quick else (2, 5)
-    print(f"MoE layer forward+backward, {torch.get_num_threads()} threads, median of {repeats}, fp32 on "
-          f"{'cuda' if torch.cuda.is_available() else 'cpu'} (this script runs on the CPU)\n")
-    header = (f"{'T':>6} {'D':>5} {'E':>3} {'K':>2} {'H':>4} | {'moe ms':>8} {'dense ms':>8} {'matmul ms':>9} "
-              f"{'naive ms':>8} {'cap ms':>7} | {'moe GF/s':>8} {'matmul GF/s':>11} | {'moe/matmul':>10} {'moe/dense':>9} "
-              f"{'naive/moe':>9} {'cap/moe':>7}")
+    print(
+        f"MoE layer forward+backward, {torch.get_num_threads()} threads, median of {repeats}, fp32 on "
+        f"{'cuda' if torch.cuda.is_available() else 'cpu'} (this script runs on the CPU)\n"
+    )
+    header = (
+        f"{'T':>6} {'D':>5} {'E':>3} {'K':>2} {'H':>4} | {'moe ms':>8} {'dense ms':>8} {'matmul ms':>9} "
+        f"{'naive ms':>8} {'cap ms':>7} | {'moe GF/s':>8} {'matmul GF/s':>11} | {'moe/matmul':>10} {'moe/dense':>9} "
+        f"{'naive/moe':>9} {'cap/moe':>7}"
+    )
     print(header)
     print("-" * len(header))
-    for T, D, E, K, H in (QUICK if args.quick else SHAPES):
+    for T, D, E, K, H in QUICK if args.quick else SHAPES:
         modules = build(T, D, E, K, H)
         ms = {name: 1e3 * time_it(m, x, warmup, repeats) for name, (m, x) in modules.items()}
         flops = moe_flops(T, D, K, H)
         gf = {name: flops / (t / 1e3) / 1e9 for name, t in ms.items()}
-        print(f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>4} | {ms['moe']:>8.1f} {ms['dense']:>8.1f} {ms['matmul']:>9.1f} "
-              f"{ms['naive']:>8.1f} {ms['cap']:>7.1f} | {gf['moe']:>8.1f} {gf['matmul']:>11.1f} | "
-              f"{gf['moe'] / gf['matmul']:>10.2f} {ms['dense'] / ms['moe']:>9.2f} {ms['naive'] / ms['moe']:>9.2f} "
-              f"{ms['cap'] / ms['moe']:>7.2f}")
-    print("\nmoe/matmul: achieved fraction of the plain matmul's GFLOP/s (target >= 0.7 at D >= 512); "
-          "moe/dense: dense time / MoE time (1 = as fast as dense); naive/moe: speed-up over the mask loop;\n"
-          "cap/moe: time with an expert capacity that drops nothing / time without (the cost of counting and sorting).")
+        print(
+            f"{T:>6} {D:>5} {E:>3} {K:>2} {H:>4} | {ms['moe']:>8.1f} {ms['dense']:>8.1f} {ms['matmul']:>9.1f} "
+            f"{ms['naive']:>8.1f} {ms['cap']:>7.1f} | {gf['moe']:>8.1f} {gf['matmul']:>11.1f} | "
+            f"{gf['moe'] / gf['matmul']:>10.2f} {ms['dense'] / ms['moe']:>9.2f} {ms['naive'] / ms['moe']:>9.2f} "
+            f"{ms['cap'] / ms['moe']:>7.2f}"
+        )
+    print(
+        "\nmoe/matmul: achieved fraction of the plain matmul's GFLOP/s (target >= 0.7 at D >= 512); "
+        "moe/dense: dense time / MoE time (1 = as fast as dense); naive/moe: speed-up over the mask loop;\n"
+        "cap/moe: time with an expert capacity that drops nothing / time without (the cost of counting and sorting)."
+    )
 
 
 if __name__ == "__main__":

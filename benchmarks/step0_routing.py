@@ -61,8 +61,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--setups", nargs="+", default=DEFAULT_SETUPS, help='"NAME=OVERRIDES" each')
     args = parser.parse_args()
-    print(f"| setup | step-0 MaxVio_batch (layer mean, seeds {', '.join(map(str, args.seeds))}) | mean | "
-          "per layer (seed 0) | common direction |")
+    print(
+        f"| setup | step-0 MaxVio_batch (layer mean, seeds {', '.join(map(str, args.seeds))}) | mean | "
+        "per layer (seed 0) | common direction |"
+    )
     print("|---|---|---:|---|---:|")
     for setup in args.setups:
         name, overrides = setup.split("=", 1)
@@ -70,8 +72,11 @@ def main() -> None:
         results = [measure(overrides.split(), seed) for seed in args.seeds]
         means = [statistics.fmean(layers) for layers, _ in results]
         common = statistics.fmean(c for _, c in results)
-        print(f"| {name} | {', '.join(f'{m:.2f}' for m in means)} | {statistics.fmean(means):.2f} | "
-              f"{', '.join(f'{v:.2f}' for v in results[0][0])} | {common:.2f} |", flush=True)
+        print(
+            f"| {name} | {', '.join(f'{m:.2f}' for m in means)} | {statistics.fmean(means):.2f} | "
+            f"{', '.join(f'{v:.2f}' for v in results[0][0])} | {common:.2f} |",
+            flush=True,
+        )
         print(f"<!-- {name}: {time.perf_counter() - started:.0f} s -->", flush=True)
 
 

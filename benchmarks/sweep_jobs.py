@@ -19,9 +19,17 @@ from pathlib import Path
 
 def sweep_wall(jobs: int, steps: int) -> float:
     folder = Path(tempfile.mkdtemp(prefix=f"bench-sweep-j{jobs}-"))
-    command = [str(Path(sys.executable).with_name("balance-lab")), "sweep", "paper_main", f"trainer.max_steps={steps}",
-               f"trainer.val_check_interval={steps}", "--jobs", str(jobs), "--tracking-uri",
-               f"sqlite:///{folder / 'mlflow.db'}"]
+    command = [
+        str(Path(sys.executable).with_name("balance-lab")),
+        "sweep",
+        "paper_main",
+        f"trainer.max_steps={steps}",
+        f"trainer.val_check_interval={steps}",
+        "--jobs",
+        str(jobs),
+        "--tracking-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+    ]
     started = time.perf_counter()
     subprocess.run(command, cwd=folder, check=True, capture_output=True, env={**os.environ, "COLUMNS": "200"})
     return time.perf_counter() - started

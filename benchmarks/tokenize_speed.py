@@ -77,14 +77,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=6, help="copies of the built-in corpus (~15.7 MB of text each)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per variant (median reported)")
-    parser.add_argument("--only-stream", action="store_true", help="only the streamed 1-process variant (memory "
-                        "against size at several --copies)")
+    parser.add_argument(
+        "--only-stream",
+        action="store_true",
+        help="only the streamed 1-process variant (memory against size at several --copies)",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="bench-tokenize-"))
     wall, _ = timed([BALANCE_LAB, "data", "example", "corpus", "--copies", str(args.copies)], folder)
     size = sum(p.stat().st_size for p in (folder / "corpus" / "slimpajama").rglob("*.zst")) / 2**20
-    print(f"corpus: {args.copies} copies of the built-in corpus as SlimPajama-like jsonl.zst, {size:.0f} MB "
-          f"compressed, written in {wall:.0f} s; {os.cpu_count()} cores\n")
+    print(
+        f"corpus: {args.copies} copies of the built-in corpus as SlimPajama-like jsonl.zst, {size:.0f} MB "
+        f"compressed, written in {wall:.0f} s; {os.cpu_count()} cores\n"
+    )
     common = ["--source", "hf", "--path", "corpus/slimpajama", "--domain-field", "meta.redpajama_set_name"]
     timed([BALANCE_LAB, "data", "tokenize", "tok0", *common, "--vocab-size", "8192", "--max-documents", "3000"], folder)
     tokenizer = str(folder / "tok0" / "tokenizer.json")
@@ -95,8 +100,20 @@ def main() -> None:
         for r in range(args.repeats):
             out = folder / f"out-{len(rows)}-{r}"
             hf_cache = folder / f"hf-cache-{len(rows)}-{r}"  # a fresh Arrow copy each time (what a first run pays)
-            w, p = timed([BALANCE_LAB, "data", "tokenize", str(out), *common, "--tokenizer", tokenizer, *extra,
-                          f"data.hf_cache_dir={hf_cache}"], folder)
+            w, p = timed(
+                [
+                    BALANCE_LAB,
+                    "data",
+                    "tokenize",
+                    str(out),
+                    *common,
+                    "--tokenizer",
+                    tokenizer,
+                    *extra,
+                    f"data.hf_cache_dir={hf_cache}",
+                ],
+                folder,
+            )
             walls.append(w)
             peaks.append(p)
         meta = json.loads((out / "meta.json").read_text())
@@ -109,8 +126,10 @@ def main() -> None:
     base = rows["stream, 1 process"][0]
     if args.only_stream:
         return
-    print(f"\ntext {rows['stream, 1 process'][2]:.0f} MB; 2 processes / 1: {base / rows['stream, 2 processes'][0]:.2f}x "
-          f"the speed; arrow copy / stream: {base / rows['arrow copy, 1 process'][0]:.2f}x the speed")
+    print(
+        f"\ntext {rows['stream, 1 process'][2]:.0f} MB; 2 processes / 1: {base / rows['stream, 2 processes'][0]:.2f}x "
+        f"the speed; arrow copy / stream: {base / rows['arrow copy, 1 process'][0]:.2f}x the speed"
+    )
 
 
 if __name__ == "__main__":

@@ -24,16 +24,34 @@ import tempfile
 import time
 
 WARMUP = 5
-METHODS = ["none", "aux_loss", "seq_aux_loss", "global_aux_loss", "z_loss", "loss_free", "loss_free_raw",
-           "loss_free_mult", "loss_free_seq_aux"]
+METHODS = [
+    "none",
+    "aux_loss",
+    "seq_aux_loss",
+    "global_aux_loss",
+    "z_loss",
+    "loss_free",
+    "loss_free_raw",
+    "loss_free_mult",
+    "loss_free_seq_aux",
+]
 
 
 def compose(preset: str, balance: str, steps: int, store: str, *overrides: str):
     from balance_lab.config.compose import compose_config
 
-    return compose_config([f"model={preset}", f"balance={balance}", f"trainer.max_steps={steps}",
-                           "+trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
-                           f"logger.tracking_uri={store}", "logger.experiment_name=bench", *overrides])
+    return compose_config(
+        [
+            f"model={preset}",
+            f"balance={balance}",
+            f"trainer.max_steps={steps}",
+            "+trainer.limit_val_batches=0",
+            "trainer.enable_progress_bar=false",
+            f"logger.tracking_uri={store}",
+            "logger.experiment_name=bench",
+            *overrides,
+        ]
+    )
 
 
 def tokens_per_step(cfg) -> int:
@@ -153,20 +171,25 @@ def main() -> None:
 
         quiet_framework_logs()
         kind, *rest = args.part
-        data = one_preset(rest[0], int(rest[1]), int(rest[2])) if kind == "preset" else methods(int(rest[0]), int(rest[1]))
+        data = (
+            one_preset(rest[0], int(rest[1]), int(rest[2])) if kind == "preset" else methods(int(rest[0]), int(rest[1]))
+        )
         print(json.dumps(data))
         return
     repeats = 2 if args.quick else 3
     steps = {"tiny": 25 if args.quick else 45, "small": 12 if args.quick else 20}
     import torch
 
-    print(f"training throughput, {torch.get_num_threads()} threads, median of {repeats} alternated runs, "
-          f"first {WARMUP} steps untimed\n")
+    print(
+        f"training throughput, {torch.get_num_threads()} threads, median of {repeats} alternated runs, "
+        f"first {WARMUP} steps untimed\n"
+    )
     print(f"{'preset':<7}{'steps':>6}{'bare tok/s':>12}{'balance-lab tok/s':>19}{'overhead':>10}{'peak RSS MB':>13}")
     for preset in ("tiny", "small"):
         r = child("--part", "preset", preset, str(steps[preset]), str(repeats))
         bare, full = statistics.median(r["bare"]), statistics.median(r["lightning"])
-        print(f"{preset:<7}{steps[preset]:>6}{bare:>12,.0f}{full:>19,.0f}{bare / full - 1:>10.1%}{r['max_rss_mb']:>13,.0f}")
+        overhead = bare / full - 1
+        print(f"{preset:<7}{steps[preset]:>6}{bare:>12,.0f}{full:>19,.0f}{overhead:>10.1%}{r['max_rss_mb']:>13,.0f}")
     print("overhead = bare tokens/s / balance-lab tokens/s - 1 (target <= 10%)\n")
     r = child("--part", "methods", str(steps["tiny"]), str(repeats))
     base = statistics.median(r["none"])

@@ -31,8 +31,10 @@ def main(base: str, experiment: str, out: str) -> None:
         page = browser.new_page(viewport={"width": 1600, "height": 900})
         page.goto(f"{base}/#/experiments/{eid}/runs")
         page.get_by_text(f"{experiment}-sweep").first.wait_for(timeout=30_000)
-        for attempt in (lambda: page.get_by_role("button", name=re.compile("^close", re.I)).last.click(timeout=2000),
-                        lambda: page.get_by_text("Model training").first.click(timeout=2000)):
+        for attempt in (
+            lambda: page.get_by_role("button", name=re.compile("^close", re.I)).last.click(timeout=2000),
+            lambda: page.get_by_text("Model training").first.click(timeout=2000),
+        ):
             try:
                 attempt()
             except Exception as exc:  # noqa: BLE001 - cosmetic steps; the screenshot is still useful

@@ -7,12 +7,14 @@ import os
 
 import pytest
 
-from tests.conftest import all_runs, cli_in_process, run_cli, run_in_process
+from tests.helpers.runners import cli_in_new_process, cli_in_this_process, run_in_this_process
+from tests.helpers.stores import all_runs
 
 
 def no_run_recorded(store: str) -> bool:
     """No store was created (checked without creating one: that alone costs a second), or it holds no run."""
-    return not os.path.exists(store[len("sqlite:///"):]) or all_runs(store) == []
+    return not os.path.exists(store[len("sqlite:///") :]) or all_runs(store) == []
+
 
 # (arguments of `balance-lab run`, fragments the one-line error must contain)
 BAD_RUNS = [
@@ -31,8 +33,10 @@ BAD_RUNS = [
     (["balance.alpah=1"], ["unknown key balance.alpah", "did you mean balance.alpha"]),
     (["balance.capacity_factor=0"], ["balance.capacity_factor=0", "> 0, or null for no dropping"]),
     (["balance.drop_policy=random"], ["balance.drop_policy='random'", "probs, position"]),
-    (["balance=sinkhorn", "balance.update_rate=1e-3"], ["balance.update_rate=0.001", "balance.sinkhorn_iters=100",
-                                                       "set balance.update_rate=0"]),
+    (
+        ["balance=sinkhorn", "balance.update_rate=1e-3"],
+        ["balance.update_rate=0.001", "balance.sinkhorn_iters=100", "set balance.update_rate=0"],
+    ),
     (["balance.n_groups=3"], ["balance.n_groups=3", "must divide model.n_routed_experts=16"]),
     (["model.top_k=17"], ["model.top_k=17", "model.n_routed_experts=16"]),
     (["model.score_func=relu"], ["model.score_func='relu'", "sigmoid, softmax"]),
@@ -61,8 +65,10 @@ BAD_RUNS = [
     (["logger.tracking_uri=http://127.0.0.1:9"], ["http://127.0.0.1:9", "no MLflow server answers"]),
     (["logger.tracking_uri=sqlite:////nonexistent/dir/mlflow.db"], ["/nonexistent/dir", "does not exist"]),
     (["logger.tracking_uri=ftp://host/store"], ["unknown scheme 'ftp'", "sqlite:///PATH"]),
-    (["--resume", "0123456789abcdef"], ["--resume 0123456789abcdef", "no run '0123456789abcdef' in the store",
-                                       "no such checkpoint file"]),
+    (
+        ["--resume", "0123456789abcdef"],
+        ["--resume 0123456789abcdef", "no run '0123456789abcdef' in the store", "no such checkpoint file"],
+    ),
     (["--resume", "{empty}/last.ckpt", "seed=1"], ["leave out the overrides"]),
     (["--frobnicate"], ["unknown option '--frobnicate'", "--resume"]),
 ]
@@ -76,7 +82,7 @@ def check_in_process(monkeypatch, *args: str):
         raise AssertionError("the input was accepted: balance-lab run went on to start training")
 
     monkeypatch.setattr(os, "execv", no_exec)
-    result = cli_in_process(*args)
+    result = cli_in_this_process(*args)
     return result.returncode, result.stderr
 
 
@@ -95,15 +101,18 @@ def test_bad_run_input_is_one_line_exit_2_and_no_run(store, tmp_path, monkeypatc
 
 @pytest.mark.parametrize("args", [["model=huge"], ["trainer.max_stpes=5"], ["logger.tracking_uri=http://127.0.0.1:9"]])
 def test_the_real_console_script_gives_the_same_one_line_errors(store, args):
-    result = run_cli("run", *args)
+    result = cli_in_new_process("run", *args)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("error: ") and no_run_recorded(store)
 
 
 TRAINING_PROCESS_FINDS = [  # (overrides, what stderr says, run as): one through a real training process
-    (["model.seq_len=3000000", "trainer.max_steps=2"], "fewer than one sequence of 3000001", run_in_process),
-    (["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"],
-     "error: trainer: The strategy `fsdp` requires a GPU accelerator", functools.partial(run_cli, "run")),
+    (["model.seq_len=3000000", "trainer.max_steps=2"], "fewer than one sequence of 3000001", run_in_this_process),
+    (
+        ["trainer=fsdp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"],
+        "error: trainer: The strategy `fsdp` requires a GPU accelerator",
+        functools.partial(cli_in_new_process, "run"),
+    ),
 ]
 
 
@@ -117,14 +126,17 @@ def test_what_needs_the_data_or_lightning_fails_before_the_run_exists(store, arg
 
 
 def test_verbose_keeps_the_full_error(store):
-    result = run_cli("--verbose", "run", "model=huge")
+    result = cli_in_new_process("--verbose", "run", "model=huge")
     assert result.returncode == 2
     assert "Traceback" in result.stderr and len(result.stderr.strip().splitlines()) > 3
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 BAD_SWEEP_FILES = {
-    "broken": ("# @package _global_\nhydra:\n  sweeper:\n    params: {balance: [aux_loss\n", ["broken.yaml line", "not valid YAML"]),
+    "broken": (
+        "# @package _global_\nhydra:\n  sweeper:\n    params: {balance: [aux_loss\n",
+        ["broken.yaml line", "not valid YAML"],
+    ),
     "nogrid": ("# @package _global_\nseeds: [0]\n", ["nogrid.yaml", "defines no grid"]),
 }
 
@@ -136,7 +148,7 @@ def test_a_malformed_sweep_file_is_one_line_exit_2(store, tmp_path, monkeypatch,
     folder.mkdir()
     (folder / f"{name}.yaml").write_text(text)
     monkeypatch.setenv("BALANCE_LAB_SWEEPS_DIR", str(folder))
-    result = run_cli("sweep", name, "--dry-run")
+    result = cli_in_new_process("sweep", name, "--dry-run")
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip()
     assert "\n" not in line and all(f in line for f in fragments), line
@@ -146,16 +158,18 @@ def test_a_malformed_sweep_file_is_one_line_exit_2(store, tmp_path, monkeypatch,
 def test_a_sweep_file_of_ones_own_runs_dry(store, tmp_path, monkeypatch):
     folder = tmp_path / "sweeps"
     folder.mkdir()
-    (folder / "mine.yaml").write_text("# @package _global_\nseeds: [0]\nhydra:\n  mode: MULTIRUN\n  sweeper:\n"
-                                      "    params:\n      balance.update_rate: 1e-3,1e-2\n      seed: ${csv:${seeds}}\n")
+    (folder / "mine.yaml").write_text(
+        "# @package _global_\nseeds: [0]\nhydra:\n  mode: MULTIRUN\n  sweeper:\n"
+        "    params:\n      balance.update_rate: 1e-3,1e-2\n      seed: ${csv:${seeds}}\n"
+    )
     monkeypatch.setenv("BALANCE_LAB_SWEEPS_DIR", str(folder))
-    result = cli_in_process("sweep", "mine", "--dry-run")
+    result = cli_in_this_process("sweep", "mine", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "sweep mine: 2 runs" in result.stdout
 
 
 def test_a_sweep_into_an_unreachable_store_fails_before_training(store):
-    result = cli_in_process("sweep", "paper_main", "--tracking-uri", "http://127.0.0.1:9")
+    result = cli_in_this_process("sweep", "paper_main", "--tracking-uri", "http://127.0.0.1:9")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: tracking URI 'http://127.0.0.1:9': no MLflow server answers")
     assert not os.path.exists("multirun")

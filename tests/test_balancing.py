@@ -86,19 +86,24 @@ def test_step_end_refuses_float_counts():
 
 
 def test_build_balancer_combines_terms_from_knobs():
-    balancer = build_balancer({"name": "v3", "update_rate": 1e-3, "alpha": 1e-4, "scope": "sequence", "z_loss": 1e-3}, 8)
+    balancer = build_balancer(
+        {"name": "v3", "update_rate": 1e-3, "alpha": 1e-4, "scope": "sequence", "z_loss": 1e-3}, 8
+    )
     assert [type(t).__name__ for t in balancer.terms] == ["LossFreeBias", "AuxLoss", "RouterZLoss"]
     assert build_balancer({"name": "none", "update_rate": 0.0, "alpha": 0.0}, 8).terms.__len__() == 0
 
 
-@pytest.mark.parametrize("cfg, message", [
-    ({"rule": "signum"}, "balance.rule='signum': choose one of sign, raw"),
-    ({"bias": "add"}, "balance.bias='add': choose one of additive, multiplicative"),
-    ({"scope": "batch"}, "balance.scope='batch': choose one of micro, sequence, global"),
-    ({"alpha": -1.0}, "balance.alpha=-1.0: must be >= 0"),
-    ({"update_rate": -1e-3}, "balance.update_rate=-0.001: must be >= 0"),
-    ({"lr": 1.0}, "unknown balance key(s) lr"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"rule": "signum"}, "balance.rule='signum': choose one of sign, raw"),
+        ({"bias": "add"}, "balance.bias='add': choose one of additive, multiplicative"),
+        ({"scope": "batch"}, "balance.scope='batch': choose one of micro, sequence, global"),
+        ({"alpha": -1.0}, "balance.alpha=-1.0: must be >= 0"),
+        ({"update_rate": -1e-3}, "balance.update_rate=-0.001: must be >= 0"),
+        ({"lr": 1.0}, "unknown balance key(s) lr"),
+    ],
+)
 def test_bad_balance_config_names_the_knob(cfg, message):
     with pytest.raises(ValueError) as info:
         build_balancer(cfg, 8)

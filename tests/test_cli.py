@@ -5,24 +5,19 @@ import json
 import pytest
 
 from balance_lab.metrics import maxvio
-from tests.conftest import all_runs, cli_in_process, run_cli, run_in_process, working_in_new_store
-
-CONTRACT_METRICS = [
-    "train/loss", "train/lm_loss", "train/aux_loss", "train/maxvio_batch", "train/maxvio_compute_batch",
-    "train/maxvio_batch_mean", "train/maxvio_compute_batch_mean", "val/loss", "val/ppl", "val/bpb", "val/maxvio_global",
-]
-FAST = ["model=tiny", "trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=2",
-        "data.batch_size=4", "data.val_sequences=12"]
+from tests.helpers.runners import cli_in_new_process, cli_in_this_process, run_in_this_process
+from tests.helpers.short import CONTRACT_METRICS, SHORT_RUN
+from tests.helpers.stores import all_runs, working_in_new_store
 
 
 def test_help_lists_the_commands():
-    result = run_cli("--help")
+    result = cli_in_new_process("--help")
     assert result.returncode == 0
     assert "run" in result.stdout and "configs" in result.stdout
 
 
 def test_configs_show_prints_config_and_parameter_counts():
-    result = cli_in_process("configs", "show", "model=tiny", "balance=aux_loss")  # prints, never execs
+    result = cli_in_this_process("configs", "show", "model=tiny", "balance=aux_loss")  # prints, never execs
     assert result.returncode == 0, result.stderr
     assert "name: aux_loss" in result.stdout and "alpha: 0.001" in result.stdout
     assert "4,021,376" in result.stdout  # total parameters of tiny (the tied 8K embedding counted once)
@@ -30,21 +25,21 @@ def test_configs_show_prints_config_and_parameter_counts():
 
 
 def test_configs_show_rejects_an_unknown_option_in_one_line():
-    result = run_cli("configs", "show", "balance=loss_fre")
+    result = cli_in_new_process("configs", "show", "balance=loss_fre")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "loss_fre" in lines[0] and "loss_free" in lines[0]
 
 
 def test_bad_value_fails_in_one_line_and_creates_no_run(store):
-    result = run_cli("run", *FAST, "balance.rule=signum")
+    result = cli_in_new_process("run", *SHORT_RUN, "balance.rule=signum")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: balance.rule='signum': choose one of sign, raw"
     assert all_runs(store) == []
 
 
 def test_top_k_above_experts_is_rejected_before_any_run(store):
-    result = run_cli("run", *FAST, "model.top_k=17")
+    result = cli_in_new_process("run", *SHORT_RUN, "model.top_k=17")
     assert result.returncode == 2
     assert "model.top_k=17" in result.stderr and "n_routed_experts=16" in result.stderr
     assert all_runs(store) == []
@@ -53,8 +48,15 @@ def test_top_k_above_experts_is_rejected_before_any_run(store):
 # The acceptance pair: none and loss-free (u = 1e-2), same seed and data, 100 steps of 8 sequences of 32
 # tokens. Trained once per session, in the test's process (~20 s each on 2 slow cores); the loss-free run also
 # serves the contract test.
-ACCEPTANCE = ["model=tiny", "trainer.max_steps=100", "data.batch_size=8", "model.seq_len=32",
-              "trainer.val_check_interval=50", "seed=0", "trainer.enable_progress_bar=false"]
+ACCEPTANCE = [
+    "model=tiny",
+    "trainer.max_steps=100",
+    "data.batch_size=8",
+    "model.seq_len=32",
+    "trainer.val_check_interval=50",
+    "seed=0",
+    "trainer.enable_progress_bar=false",
+]
 PAIR = {"none": ["balance=none"], "loss_free": ["balance=loss_free", "balance.update_rate=1e-2"]}
 ACCEPTANCE_GROUP = pytest.mark.xdist_group("acceptance")
 
@@ -63,7 +65,7 @@ ACCEPTANCE_GROUP = pytest.mark.xdist_group("acceptance")
 def pair(tmp_path_factory, corpus_cache, empty_store):
     """(store URI, {method: finished CLI process}) of the acceptance pair, in one new store."""
     with working_in_new_store(tmp_path_factory.mktemp("acceptance"), empty_store, corpus_cache) as uri:
-        results = {method: run_in_process(*ACCEPTANCE, *overrides) for method, overrides in PAIR.items()}
+        results = {method: run_in_this_process(*ACCEPTANCE, *overrides) for method, overrides in PAIR.items()}
     for result in results.values():
         assert result.returncode == 0, result.stderr[-3000:]
     return uri, results
@@ -114,8 +116,12 @@ def test_run_records_every_contracted_metric_and_artifact(pair):
 
     # routing at initialisation: the first optimizer step's loads, recorded once at step 0, per layer and averaged
     init = {k: v for k, v in run.data.metrics.items() if k.startswith("init/maxvio_batch")}
-    assert set(init) == {"init/maxvio_batch", "init/maxvio_batch/layer_1", "init/maxvio_batch/layer_2",
-                         "init/maxvio_batch/layer_3"}
+    assert set(init) == {
+        "init/maxvio_batch",
+        "init/maxvio_batch/layer_1",
+        "init/maxvio_batch/layer_2",
+        "init/maxvio_batch/layer_3",
+    }
     history = MlflowClient(store).get_metric_history(run.info.run_id, "init/maxvio_batch")
     assert [m.step for m in history] == [0]
     assert init["init/maxvio_batch"] == pytest.approx(sum(init[f"init/maxvio_batch/layer_{i}"] for i in (1, 2, 3)) / 3)
@@ -135,6 +141,6 @@ def test_run_records_every_contracted_metric_and_artifact(pair):
     assert set(loads["domains"]) == {"code", "prose", "math"}
     # val/maxvio_global is exactly MaxVio of the loads in the artifact, and the domains add up
     assert run.data.metrics["val/maxvio_global"] == pytest.approx(maxvio(loads["layers"]), abs=1e-6)
-    total = [[sum(d[l][e] for d in loads["domains"].values()) for e in range(16)] for l in range(3)]
+    total = [[sum(d[layer][e] for d in loads["domains"].values()) for e in range(16)] for layer in range(3)]
     assert total == loads["layers"]
     assert "val perplexity" in result.stdout and run.info.run_id in result.stdout

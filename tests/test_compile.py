@@ -16,8 +16,15 @@ from balance_lab.config.compose import compose_config
 from balance_lab.model import compiling, dispatch, experts, moe
 from balance_lab.training.build import build_model
 
-SMALL = ["model.n_layers=3", "model.d_model=64", "model.n_heads=2", "model.vocab_size=512", "model.seq_len=32",
-         "model.expert_hidden=32", "model.dense_hidden=128"]
+SMALL = [
+    "model.n_layers=3",
+    "model.d_model=64",
+    "model.n_heads=2",
+    "model.vocab_size=512",
+    "model.seq_len=32",
+    "model.expert_hidden=32",
+    "model.dense_hidden=128",
+]
 
 
 @pytest.fixture
@@ -101,11 +108,14 @@ def test_compiled_blocks_train_as_eager_ones(gpu_formulation, balance, checkpoin
     compiling.compile_blocks(compiled, backend="aot_eager")
     tokens_BS = torch.randint(0, 512, (2, 32), generator=torch.Generator().manual_seed(1))
     (loss_e, counts_e, grads_e, bufs_e), (loss_c, counts_c, grads_c, bufs_c) = (
-        train_twice(eager, tokens_BS), train_twice(compiled, tokens_BS))
+        train_twice(eager, tokens_BS),
+        train_twice(compiled, tokens_BS),
+    )
     assert loss_c.item() == pytest.approx(loss_e.item(), rel=1e-6)
     assert torch.equal(counts_c, counts_e)
     assert max((gc - ge).abs().max().item() for gc, ge in zip(grads_c, grads_e)) < 1e-3
     assert all(torch.equal(bufs_c[k], bufs_e[k]) for k in bufs_e)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # evaluation: a second graph per block
-        assert torch.allclose(compiled.eval()(tokens_BS).logits_BSV.float(), eager.eval()(tokens_BS).logits_BSV.float(),
-                              atol=1e-2)
+        assert torch.allclose(
+            compiled.eval()(tokens_BS).logits_BSV.float(), eager.eval()(tokens_BS).logits_BSV.float(), atol=1e-2
+        )

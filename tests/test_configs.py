@@ -9,11 +9,16 @@ import torch
 from omegaconf import OmegaConf
 
 from balance_lab.balancing import build_balancer
-from balance_lab.model import ModelArgs, MoELM, count_params
 from balance_lab.config.compose import compose_config
 from balance_lab.config.paths import conf_dir
+from balance_lab.model import ModelArgs, MoELM, count_params
 
-OPTIONS = [(group.name, f.stem) for group in sorted(conf_dir().iterdir()) if group.is_dir() for f in sorted(group.glob("*.yaml"))]
+OPTIONS = [
+    (group.name, f.stem)
+    for group in sorted(conf_dir().iterdir())
+    if group.is_dir()
+    for f in sorted(group.glob("*.yaml"))
+]
 
 
 def composed(*overrides):
@@ -62,7 +67,10 @@ def test_shortcuts_set_what_their_names_say():
 
 def test_cli_module_imports_no_heavy_framework():
     """`balance-lab --help` stays instant: the CLI module must not import torch, lightning or mlflow."""
-    code = "import sys, balance_lab.cli; print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'pandas') if m in sys.modules))"
+    code = (
+        "import sys, balance_lab.cli; "
+        "print(sorted(m for m in ('torch', 'lightning', 'mlflow', 'pandas') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -70,25 +78,31 @@ def test_cli_module_imports_no_heavy_framework():
 def test_run_checks_every_value_before_the_training_process_without_torch(tmp_path):
     """`balance-lab run` composes and checks in its own process, then execs the training process,
     which imports torch and Lightning once: the check must not import them too (~3 s per run)."""
-    code = ("import sys; from balance_lab.cli.app import check, compose; check(compose(['model=tiny'])); "
-            "print(sorted(m for m in ('torch', 'lightning', 'pandas') if m in sys.modules))")
+    code = (
+        "import sys; from balance_lab.cli.app import check, compose; check(compose(['model=tiny'])); "
+        "print(sorted(m for m in ('torch', 'lightning', 'pandas') if m in sys.modules))"
+    )
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "[]"
 
 
 # preset -> (total, active) parameters, within 5%: the paper's names say ~1B and ~3B total
-PRESET_SIZES = {"tiny": (4.0e6, 2.25e6), "small": (21.2e6, 8.4e6), "base": (115e6, 61e6),
-                "paper_1b": (1.05e9, 0.234e9), "paper_3b": (3.05e9, 0.539e9)}
+PRESET_SIZES = {
+    "tiny": (4.0e6, 2.25e6),
+    "small": (21.2e6, 8.4e6),
+    "base": (115e6, 61e6),
+    "paper_1b": (1.05e9, 0.234e9),
+    "paper_3b": (3.05e9, 0.539e9),
+}
 
 
 @pytest.mark.parametrize("preset", sorted(PRESET_SIZES))
 def test_configs_show_builds_every_preset_on_the_meta_device_with_counts_and_flops(preset):
-    from balance_lab.model import train_flops_per_token
-
     from typer.testing import CliRunner
 
     from balance_lab.cli import app
+    from balance_lab.model import train_flops_per_token
 
     result = CliRunner().invoke(app, ["configs", "show", f"model={preset}"])  # the CLI's code, in this process
     assert result.exit_code == 0, result.stderr
@@ -97,7 +111,11 @@ def test_configs_show_builds_every_preset_on_the_meta_device_with_counts_and_flo
     total, active = PRESET_SIZES[preset]
     assert counts.total == pytest.approx(total, rel=0.05) and counts.active == pytest.approx(active, rel=0.05)
     flops = train_flops_per_token(args, counts)
-    assert 6 * counts.active_non_embedding < flops < 6 * counts.active + 12 * args.n_layers * args.d_model * args.seq_len + 1
+    assert (
+        6 * counts.active_non_embedding
+        < flops
+        < 6 * counts.active + 12 * args.n_layers * args.d_model * args.seq_len + 1
+    )
     for number in (counts.total, counts.active, flops):
         assert f"{number:,}" in result.stdout
 
@@ -125,4 +143,6 @@ def test_the_loss_free_update_rate_follows_the_run_length(steps, rate):
 
     cfg = compose_config(["balance=loss_free", f"trainer.max_steps={steps}"])
     assert cfg.balance.update_rate == rate
-    assert compose_config(["balance=loss_free", "balance.update_rate=5e-4"]).balance.update_rate == 5e-4  # an override wins
+    assert (
+        compose_config(["balance=loss_free", "balance.update_rate=5e-4"]).balance.update_rate == 5e-4
+    )  # an override wins

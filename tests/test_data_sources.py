@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import all_runs, cli_in_process, run_cli, run_in_process
+from tests.helpers.runners import cli_in_new_process, cli_in_this_process, run_in_this_process
+from tests.helpers.session import corpus_build_log
+from tests.helpers.short import short_run
+from tests.helpers.stores import all_runs
 
-SHORT = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4",
-         "data.val_sequences=6", "model.seq_len=64", "trainer.enable_progress_bar=false"]
+SHORT = [*short_run(steps=4, val_every=2, val_sequences=6), "model.seq_len=64", "trainer.enable_progress_bar=false"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_a_run_on_a_text_dir_knows_its_domains(store, corpus_dir):
-    result = run_in_process("data=text_dir", f"data.path={corpus_dir}", "model.vocab_size=256", *SHORT)
+    result = run_in_this_process("data=text_dir", f"data.path={corpus_dir}", "model.vocab_size=256", *SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     run = all_runs(store)[0]
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "text_dir"
@@ -44,8 +46,9 @@ def test_a_run_on_a_text_dir_knows_its_domains(store, corpus_dir):
 @pytest.mark.slow
 def test_tokenize_writes_bpe_token_files_that_a_run_trains_on(store, corpus_dir, tmp_path):
     out = tmp_path / "tok"
-    result = cli_in_process("data", "tokenize", str(out), "--source", "text_dir", "--path", str(corpus_dir),
-                            "--vocab-size", "600")  # writes files, never execs: no interpreter to start
+    result = cli_in_this_process(
+        "data", "tokenize", str(out), "--source", "text_dir", "--path", str(corpus_dir), "--vocab-size", "600"
+    )  # writes files, never execs: no interpreter to start
     assert result.returncode == 0, result.stderr[-3000:]
     meta = json.loads((out / "meta.json").read_text())
     assert meta["vocab_size"] == 600 and meta["dtype"] == "uint16" and set(meta["domains"]) == {"code", "comments"}
@@ -62,36 +65,36 @@ def test_tokenize_writes_bpe_token_files_that_a_run_trains_on(store, corpus_dir,
             assert len(tokens) == info["tokens"] > 0 and int(tokens.max()) < 600
             assert int((tokens == meta["eot"]).sum()) == info["documents"]  # one EOT after every document
 
-    result = run_in_process("data=tokens", f"data.path={out}", "model.vocab_size=600", *SHORT)
+    result = run_in_this_process("data=tokens", f"data.path={out}", "model.vocab_size=600", *SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     run = all_runs(store)[0]
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "tokens"
     # bits per byte accounts for BPE tokens being several bytes long
     assert run.data.metrics["val/bpb"] < run.data.metrics["val/loss"] / np.log(2) / 1.5
 
-    too_small = run_in_process("data=tokens", f"data.path={out}", "model.vocab_size=256", *SHORT)
+    too_small = run_in_this_process("data=tokens", f"data.path={out}", "model.vocab_size=256", *SHORT)
     assert too_small.returncode == 2 and "model.vocab_size=256" in too_small.stderr and "600 tokens" in too_small.stderr
 
 
 def test_tokens_without_token_files_is_a_one_line_error(store, tmp_path):
-    result = run_cli("run", "data=tokens", f"data.path={tmp_path}")
+    result = cli_in_new_process("run", "data=tokens", f"data.path={tmp_path}")
     assert result.returncode == 2
     assert "no token files there" in result.stderr and "balance-lab data tokenize" in result.stderr
     assert all_runs(store) == []
 
 
-def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, shared_corpus):
+def test_the_builtin_corpus_as_bpe_is_trained_once_cached_and_reused(store, corpus_cache, tmp_path_factory):
     """The default data: the session's fixture built the 8K BPE as a first run does; a run reuses it."""
     import math
 
-    corpus = shared_corpus
-    if corpus.built:  # this session built it (not an earlier one, through BALANCE_LAB_CACHE)
-        assert "training a 8192-token BPE on the built-in corpus" in corpus.built
-    (folder,) = corpus.path.glob("builtin-*-bpe8192")
+    built = corpus_build_log(tmp_path_factory).read_text()
+    if built:  # this session built it (not an earlier one, through BALANCE_LAB_CACHE)
+        assert "training a 8192-token BPE on the built-in corpus" in built
+    (folder,) = corpus_cache.glob("builtin-*-bpe8192")
     meta = json.loads((folder / "meta.json").read_text())
     assert meta["vocab_size"] == 8192 and set(meta["domains"]) == {"code", "prose", "math"}
     built = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
-    result = run_in_process(*SHORT)
+    result = run_in_this_process(*SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training a" not in result.stderr  # the cache is reused...
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == built  # ...not rebuilt
@@ -113,6 +116,7 @@ def test_the_builtin_sources_code_default_tokenizer_is_the_yamls():
     from balance_lab.data.sources.builtin import DEFAULT_TOKENIZER, BuiltinBPE
 
     assert compose_config([]).data.tokenizer == DEFAULT_TOKENIZER
-    data = OmegaConf.create({k: v for k, v in OmegaConf.to_container(compose_config([]).data, resolve=True).items()
-                             if k != "tokenizer"})
+    data = OmegaConf.create(
+        {k: v for k, v in OmegaConf.to_container(compose_config([]).data, resolve=True).items() if k != "tokenizer"}
+    )
     assert type(source_for(data)) is BuiltinBPE  # a data config without the key reads as the YAML's default

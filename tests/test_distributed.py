@@ -11,8 +11,8 @@ cores); the last test runs the real `trainer=ddp` of the CLI, which re-executes 
 import lightning as L
 import pytest
 import torch
-from balance_lab.config.compose import compose_config
 
+from balance_lab.config.compose import compose_config
 from balance_lab.training.build import build
 
 pytestmark = pytest.mark.slow
@@ -32,9 +32,18 @@ class GradProbe(L.Callback):
 
 
 def train(corpus_cache, balance: list[str], devices: int, batch_size: int, accumulate: int = 1, steps: int = 3):
-    overrides = ["model=tiny", "model.n_layers=3", "model.seq_len=32", "trainer.max_steps=%d" % steps,
-                 f"trainer.devices={devices}", f"trainer.accumulate_grad_batches={accumulate}",
-                 f"data.batch_size={batch_size}", "data.val_sequences=6", f"data.cache_dir={corpus_cache}", *balance]
+    overrides = [
+        "model=tiny",
+        "model.n_layers=3",
+        "model.seq_len=32",
+        "trainer.max_steps=%d" % steps,
+        f"trainer.devices={devices}",
+        f"trainer.accumulate_grad_batches={accumulate}",
+        f"data.batch_size={batch_size}",
+        "data.val_sequences=6",
+        f"data.cache_dir={corpus_cache}",
+        *balance,
+    ]
     cfg = compose_config(overrides)
     L.seed_everything(0, verbose=False)  # same initial model in every call
     parts = build(cfg)
@@ -42,10 +51,21 @@ def train(corpus_cache, balance: list[str], devices: int, batch_size: int, accum
     for i, layer in enumerate(module.model.moe_layers):
         module.register_buffer(f"probe_grad_{i}", torch.zeros_like(layer.router.proj.weight))
         module.register_buffer(f"probe_counts_{i}", torch.zeros(cfg.model.n_routed_experts + 1, dtype=torch.int64))
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp_fork" if devices > 1 else "auto",
-                        max_steps=steps, accumulate_grad_batches=accumulate, limit_val_batches=0, logger=False,
-                        callbacks=[GradProbe()], enable_progress_bar=False, enable_checkpointing=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_fork" if devices > 1 else "auto",
+        max_steps=steps,
+        accumulate_grad_batches=accumulate,
+        limit_val_batches=0,
+        logger=False,
+        callbacks=[GradProbe()],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
     trainer.fit(module, datamodule=parts.datamodule)
     return module
 
@@ -83,7 +103,9 @@ def test_micro_batch_lbl_with_two_ranks_differs_from_the_global_batch(corpus_cac
     big = ["balance=aux_loss", "balance.alpha=1.0"]
     two = train(corpus_cache, big, devices=2, batch_size=2, steps=1)
     one = train(corpus_cache, big, devices=1, batch_size=4, steps=1)
-    differences = [float((g2 - g1).abs().max() / g1.abs().max()) for g2, g1 in zip(probes(two, "grad"), probes(one, "grad"))]
+    differences = [
+        float((g2 - g1).abs().max() / g1.abs().max()) for g2, g1 in zip(probes(two, "grad"), probes(one, "grad"))
+    ]
     assert max(differences) > 1e-3, differences  # balanced per rank is not balanced per global batch
 
 
@@ -94,8 +116,18 @@ def test_capacity_and_sinkhorn_act_per_rank_and_the_dropped_fraction_counts_ever
     method = ["balance=sinkhorn", "balance.capacity_factor=1.0"]
     two = train(corpus_cache, method, devices=2, batch_size=2, steps=1)
 
-    cfg = compose_config(["model=tiny", "model.n_layers=3", "model.seq_len=32", "trainer.max_steps=1",
-                          "data.batch_size=4", "data.val_sequences=6", f"data.cache_dir={corpus_cache}", *method])
+    cfg = compose_config(
+        [
+            "model=tiny",
+            "model.n_layers=3",
+            "model.seq_len=32",
+            "trainer.max_steps=1",
+            "data.batch_size=4",
+            "data.val_sequences=6",
+            f"data.cache_dir={corpus_cache}",
+            *method,
+        ]
+    )
     L.seed_everything(0, verbose=False)  # the initial model of train()
     parts = build(cfg)
     parts.datamodule.setup("fit")
@@ -110,7 +142,9 @@ def test_capacity_and_sinkhorn_act_per_rank_and_the_dropped_fraction_counts_ever
 
 
 def test_gradient_accumulation_equals_one_step_of_the_whole_batch(corpus_cache):
-    accumulated = train(corpus_cache, ["balance=loss_free", "balance.update_rate=1e-2"], devices=1, batch_size=2, accumulate=2)
+    accumulated = train(
+        corpus_cache, ["balance=loss_free", "balance.update_rate=1e-2"], devices=1, batch_size=2, accumulate=2
+    )
     whole = train(corpus_cache, ["balance=loss_free", "balance.update_rate=1e-2"], devices=1, batch_size=4)
     torch.testing.assert_close(loss_free_biases(accumulated), loss_free_biases(whole), rtol=0, atol=1e-6)
     # global LBL: at the step's last micro-batch the buffer holds exactly the whole batch's counts
@@ -125,8 +159,14 @@ def test_activation_checkpointing_counts_each_token_once_per_step(corpus_cache):
     LBL buffer must not see those tokens a second time, and the gradients must not change."""
     for method in (["balance=loss_free", "balance.update_rate=1e-2"], ["balance=global_aux_loss", "balance.alpha=1.0"]):
         plain = train(corpus_cache, method, devices=1, batch_size=4, accumulate=2, steps=1)
-        recomputed = train(corpus_cache, [*method, "model.activation_checkpointing=true"], devices=1, batch_size=4,
-                           accumulate=2, steps=1)
+        recomputed = train(
+            corpus_cache,
+            [*method, "model.activation_checkpointing=true"],
+            devices=1,
+            batch_size=4,
+            accumulate=2,
+            steps=1,
+        )
         for c, r in zip(probes(plain, "counts"), probes(recomputed, "counts")):
             assert torch.equal(c, r)
         for g, r in zip(probes(plain, "grad"), probes(recomputed, "grad")):
@@ -139,14 +179,26 @@ def test_activation_checkpointing_counts_each_token_once_per_step(corpus_cache):
 def test_balance_lab_run_with_trainer_ddp_on_two_cpu_processes_is_one_run_equal_to_one_process(store):
     """`trainer=ddp` through the CLI: Lightning re-executes the command for rank 1, which must not
     record a run of its own; 2 ranks x 2 sequences train what 1 process with 4 sequences trains."""
-    from tests.conftest import all_runs, run_cli, run_in_process
+    from tests.helpers.runners import cli_in_new_process, run_in_this_process
+    from tests.helpers.stores import all_runs
 
-    common = ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.max_steps=2", "trainer.val_check_interval=2",
-              "trainer.log_every_n_steps=1", "data.val_sequences=12", "model.n_layers=3", "model.seq_len=32",
-              "trainer.enable_progress_bar=false", "balance.update_rate=1e-2"]
-    two = run_cli("run", "trainer=ddp", "trainer.devices=2", "data.batch_size=2", *common, "logger.run_name=two")
+    common = [
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1",
+        "data.val_sequences=12",
+        "model.n_layers=3",
+        "model.seq_len=32",
+        "trainer.enable_progress_bar=false",
+        "balance.update_rate=1e-2",
+    ]
+    two = cli_in_new_process(
+        "run", "trainer=ddp", "trainer.devices=2", "data.batch_size=2", *common, "logger.run_name=two"
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = run_in_process("trainer.devices=1", "data.batch_size=4", *common, "logger.run_name=one")
+    one = run_in_this_process("trainer.devices=1", "data.batch_size=4", *common, "logger.run_name=one")
     assert one.returncode == 0, one.stderr[-3000:]
     runs = {r.info.run_name: r for r in all_runs(store)}
     assert sorted(runs) == ["one", "two"] and all(r.info.status == "FINISHED" for r in runs.values())

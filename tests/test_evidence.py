@@ -27,7 +27,7 @@ def test_seeds_needed_matches_the_hand_formula_and_the_published_tables(effect):
     """Guenther's (1981) hand formula for the one-sample t-test, n = ((z_.975 + z_.8) / d)^2 + z_.975^2 / 2,
     is within one seed of the exact non-central-t answer; Cohen's tables give 34 seeds for d = 0.5 and 10 for d = 1."""
     exact = seeds.seeds_needed(effect, 1.0)
-    hand = ((1.959964 + 0.841621) / effect) ** 2 + 1.959964 ** 2 / 2
+    hand = ((1.959964 + 0.841621) / effect) ** 2 + 1.959964**2 / 2
     assert math.ceil(hand) - 1 <= exact <= math.ceil(hand) + 1
     assert {0.5: 34, 1.0: 10}.get(effect, exact) == exact
     assert seeds.seeds_needed(effect * 3, 3.0) == exact  # only delta / sd matters

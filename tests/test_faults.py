@@ -12,15 +12,29 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import BALANCE_LAB, SWEPT_GROUP, all_runs, cli_in_process, run_cli, run_in_process
 from balance_lab.ui.server import SERVER_ENV
-from tests.network import Gate, free_port
+from tests.helpers.groups import SWEPT_GROUP
+from tests.helpers.network import Gate, free_port
+from tests.helpers.runners import BALANCE_LAB, cli_in_new_process, cli_in_this_process, run_in_this_process
+from tests.helpers.stores import all_runs
 
-LONG = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=1", "data.batch_size=4",
-        "data.val_sequences=12", "trainer.enable_progress_bar=false"]
+LONG = [
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=20",
+    "trainer.log_every_n_steps=1",
+    "data.batch_size=4",
+    "data.val_sequences=12",
+    "trainer.enable_progress_bar=false",
+]
 # A small model on byte tokens for the tests that need a run to be interrupted, not a model to learn:
 # a third of the tiny preset's step time, the same code paths.
-SMALL = ["data.tokenizer=bytes", "model.vocab_size=256", "model.n_layers=2", "model.n_routed_experts=8", "model.top_k=2"]
+SMALL = [
+    "data.tokenizer=bytes",
+    "model.vocab_size=256",
+    "model.n_layers=2",
+    "model.n_routed_experts=8",
+    "model.top_k=2",
+]
 COMPARED = ["val/loss", "val/maxvio_global", "train/maxvio_batch_mean", "train/maxvio_compute_batch_mean", "train/loss"]
 
 
@@ -34,8 +48,10 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120, since_
     deadline = time.monotonic() + timeout
     while not path.exists() or (since_ns is not None and path.stat().st_mtime_ns == since_ns):
         if process.poll() is not None:
-            raise AssertionError(f"training ended (status {process.returncode}) before {path} was written: "
-                                 f"{process.stderr.read()[-2000:]}")
+            raise AssertionError(
+                f"training ended (status {process.returncode}) before {path} was written: "
+                f"{process.stderr.read()[-2000:]}"
+            )
         assert time.monotonic() < deadline, f"{path} was never written"
         time.sleep(0.02)
 
@@ -60,8 +76,11 @@ def wait_until_group_is_dead(pgid: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         stats = {int(entry.name): stat_fields(int(entry.name)) for entry in Path("/proc").glob("[0-9]*")}
-        alive = [pid for pid, fields in stats.items()  # fields: state, parent, group, ... (None: it just ended)
-                 if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X")]
+        alive = [
+            pid
+            for pid, fields in stats.items()  # fields: state, parent, group, ... (None: it just ended)
+            if fields and int(fields[2]) == pgid and fields[0] not in ("Z", "X")
+        ]
         if not alive:
             return
         assert time.monotonic() < deadline, f"processes {alive} of group {pgid} outlived SIGKILL"
@@ -92,7 +111,7 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
     """SIGTERM, resume, SIGINT to the resumed process, resume again: the same MLflow run ends FINISHED
     with every metric of a run never interrupted (loss-free: its bias is state that must survive)."""
     args = ["balance=loss_free", *LONG, *SMALL, "seed=7"]
-    assert run_in_process(*args).returncode == 0  # the reference: the same run, never interrupted
+    assert run_in_this_process(*args).returncode == 0  # the reference: the same run, never interrupted
     reference = only_run(store)
 
     checkpoint = tmp_path / "ckpt" / "last.ckpt"
@@ -102,14 +121,15 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
     assert 3 <= first_stop < 40
 
     saved_ns = checkpoint.stat().st_mtime_ns
-    process = subprocess.Popen([BALANCE_LAB, "run", "--resume", run_id], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [BALANCE_LAB, "run", "--resume", run_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     wait_for(checkpoint, process, since_ns=saved_ns)  # the resumed run has trained on and saved again
     again_id, second_stop, stderr = stop_with(process, signal.SIGINT, store, checkpoint)
     assert again_id == run_id and first_stop < second_stop < 40
     assert f"at step {first_stop} from {checkpoint}" in stderr  # `resuming <name> (<id>) at step N from <ckpt>`
 
-    resumed = run_in_process("--resume", run_id)  # the last leg: what a resume records, not its process
+    resumed = run_in_this_process("--resume", run_id)  # the last leg: what a resume records, not its process
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"at step {second_stop}" in resumed.stderr
     run = MlflowClient(store).get_run(run_id)
@@ -124,11 +144,12 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
 @pytest.mark.slow
 def test_resume_refuses_a_run_whose_process_is_alive(store, tmp_path):
     checkpoint = tmp_path / "ckpt" / "last.ckpt"
-    process = start_run(*LONG, *SMALL, "trainer.max_steps=400", "checkpoint.every_n_steps=2",
-                        f"checkpoint.dir={checkpoint.parent}")
+    process = start_run(
+        *LONG, *SMALL, "trainer.max_steps=400", "checkpoint.every_n_steps=2", f"checkpoint.dir={checkpoint.parent}"
+    )
     try:
         wait_for(checkpoint, process)
-        result = run_in_process("--resume", only_run(store).info.run_id)  # refused before any exec
+        result = run_in_this_process("--resume", only_run(store).info.run_id)  # refused before any exec
         assert result.returncode == 2 and "is RUNNING (process" in result.stderr and "is running" in result.stderr
     finally:
         process.kill()
@@ -155,9 +176,18 @@ def test_a_signal_to_rank_zero_stops_every_ddp_rank_at_the_same_step(store, tmp_
     import torch
 
     checkpoint = tmp_path / "ckpt" / "last.ckpt"
-    process = start_run("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-                        *LONG, "trainer.max_steps=60", "model.n_layers=3", "model.seq_len=32",
-                        "checkpoint.every_n_steps=2", f"checkpoint.dir={checkpoint.parent}")
+    process = start_run(
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        *LONG,
+        "trainer.max_steps=60",
+        "model.n_layers=3",
+        "model.seq_len=32",
+        "checkpoint.every_n_steps=2",
+        f"checkpoint.dir={checkpoint.parent}",
+    )
     wait_for(checkpoint, process, timeout=180)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
@@ -176,7 +206,7 @@ def test_a_signal_to_rank_zero_stops_every_ddp_rank_at_the_same_step(store, tmp_
 
 @pytest.mark.slow
 def test_a_nan_loss_stops_the_run_instead_of_training_on(store):
-    result = run_in_process(*LONG, "model.init_std=1e30")  # logits overflow: the loss is not finite at once
+    result = run_in_this_process(*LONG, "model.init_std=1e30")  # logits overflow: the loss is not finite at once
     assert result.returncode == 1, result.stderr[-2000:]
     assert "NonFiniteLoss: train/loss is nan at step " in result.stderr  # step 0 or 1: the first update overflows
     run = only_run(store)
@@ -185,12 +215,24 @@ def test_a_nan_loss_stops_the_run_instead_of_training_on(store):
 
 @pytest.mark.slow
 def test_two_sweeps_on_one_sqlite_store_at_once_lose_no_run_and_no_metric(store):
-    short = ["trainer.max_steps=6", "trainer.val_check_interval=3", "trainer.log_every_n_steps=1", "data.batch_size=4",
-             "data.val_sequences=12"]
+    short = [
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "trainer.log_every_n_steps=1",
+        "data.batch_size=4",
+        "data.val_sequences=12",
+    ]
     # --jobs 1: each sweep trains its runs one after the other in its own process; the two sweeps
     # (one run each at any moment) write to the store at once
-    sweeps = [subprocess.Popen([BALANCE_LAB, "sweep", "paper_main", f"seeds=[{s}]", *short, "--jobs", "1"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in (0, 1)]
+    sweeps = [
+        subprocess.Popen(
+            [BALANCE_LAB, "sweep", "paper_main", f"seeds=[{s}]", *short, "--jobs", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in (0, 1)
+    ]
     for process in sweeps:
         out, err = process.communicate(timeout=600)
         assert process.returncode == 0, out[-3000:] + err[-3000:]
@@ -208,10 +250,26 @@ def test_two_sweeps_on_one_sqlite_store_at_once_lose_no_run_and_no_metric(store)
 
 
 def start_server(backend: str, port: int, log: Path) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True,
-                              env={**os.environ, **SERVER_ENV})
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            backend,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=open(log, "a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **SERVER_ENV},
+    )
     import urllib.request
 
     deadline = time.monotonic() + 90
@@ -231,7 +289,7 @@ def stop_server(server: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_path, monkeypatch):
-    """The run talks to a real `mlflow server` through a gate (tests/network.py) that drops every
+    """The run talks to a real `mlflow server` through a gate (tests/helpers/network.py) that drops every
     connection and refuses new ones mid-run, then lets them through again: what the client sees of a
     server that goes away and comes back, without paying for a second server start."""
     backend, port = f"sqlite:///{tmp_path / 'server.db'}", free_port()
@@ -297,8 +355,9 @@ def test_what_a_store_never_took_is_written_down_and_replayed(store, tmp_path, m
 @pytest.mark.slow
 def test_an_interrupted_sweep_continues_its_stopped_run_from_the_checkpoint(store, tmp_path):
     args = ["sweep", "paper_main", "seeds=[0]", *LONG, *SMALL, "trainer.max_steps=20", "checkpoint.every_n_steps=2"]
-    sweep = subprocess.Popen([BALANCE_LAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)  # its own process group, as a terminal's foreground job
+    sweep = subprocess.Popen(
+        [BALANCE_LAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group, as a terminal's foreground job
     deadline = time.monotonic() + 180
     while not list(Path("multirun").rglob("last.ckpt")):
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-2000:]
@@ -314,7 +373,7 @@ def test_an_interrupted_sweep_continues_its_stopped_run_from_the_checkpoint(stor
     assert len(killed) == 1 and killed[0].data.tags["balance_lab.checkpoint"].endswith("last.ckpt")
     time.sleep(1)  # the multirun driver exits after its job
 
-    again = run_cli(*args)
+    again = cli_in_new_process(*args)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     continued = MlflowClient(store).get_run(killed[0].info.run_id)
     assert continued.info.status == "FINISHED"  # the same run, continued, not a new one
@@ -327,10 +386,19 @@ def test_an_interrupted_sweep_continues_its_stopped_run_from_the_checkpoint(stor
 @pytest.mark.slow
 def test_kill_9_of_a_sweep_leaves_nothing_running_after_runs_stale_and_the_rerun_counts_it(store, tmp_path):
     # one point (loss-free, seed 0): the interrupted-sweep test above covers a point never started
-    args = ["sweep", "paper_main", "seeds=[0]", "balance=loss_free", *LONG, *SMALL, "trainer.max_steps=20",
-            "checkpoint.every_n_steps=2"]
-    sweep = subprocess.Popen([BALANCE_LAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+    args = [
+        "sweep",
+        "paper_main",
+        "seeds=[0]",
+        "balance=loss_free",
+        *LONG,
+        *SMALL,
+        "trainer.max_steps=20",
+        "checkpoint.every_n_steps=2",
+    ]
+    sweep = subprocess.Popen(
+        [BALANCE_LAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 180
     while not list(Path("multirun").rglob("last.ckpt")):
         assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-2000:]
@@ -344,11 +412,11 @@ def test_kill_9_of_a_sweep_leaves_nothing_running_after_runs_stale_and_the_rerun
     running = [r for r in all_runs(store) if r.info.status == "RUNNING"]
     assert len(running) == 2, [(r.info.run_name, r.info.status) for r in all_runs(store)]  # parent + first child
 
-    listed = cli_in_process("runs", "--stale", "--dry-run")  # look first: nothing changes
+    listed = cli_in_this_process("runs", "--stale", "--dry-run")  # look first: nothing changes
     assert listed.returncode == 0 and listed.stdout.count("would mark KILLED") == 2, listed.stdout + listed.stderr
     assert all(r.info.run_id in listed.stdout for r in running)
     assert len([r for r in all_runs(store) if r.info.status == "RUNNING"]) == 2
-    marked = cli_in_process("runs", "--stale")
+    marked = cli_in_this_process("runs", "--stale")
     assert marked.returncode == 0 and "2 stale run(s)" in marked.stdout, marked.stdout + marked.stderr
     assert "run the same sweep again to continue its stopped runs: balance-lab sweep paper_main" in marked.stdout
     assert not [r for r in all_runs(store) if r.info.status == "RUNNING"]
@@ -359,12 +427,12 @@ def test_kill_9_of_a_sweep_leaves_nothing_running_after_runs_stale_and_the_rerun
     assert child.info.status == "KILLED" and "is gone" in child.data.tags["balance_lab.status_reason"]
     assert f"resume: balance-lab run --resume {child.info.run_id}" in marked.stdout
 
-    again = run_cli(*args)
+    again = cli_in_new_process(*args)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     children = [r for r in all_runs(store) if "mlflow.parentRunId" in r.data.tags]
     assert [r.info.status for r in children] == ["FINISHED"], [(r.info.run_name, r.info.status) for r in children]
     assert children[0].info.run_id == child.info.run_id  # the killed run continued, in the same MLflow run
-    report = cli_in_process("report", "paper_main", "--format", "md", "--no-write")
+    report = cli_in_this_process("report", "paper_main", "--format", "md", "--no-write")
     assert report.returncode == 0, report.stderr[-2000:]
     assert "Sweep invocations: 2 (1 FINISHED, 1 KILLED)" in report.stdout
     assert "## Runs not counted" not in report.stdout  # the killed run continued and finished: counted once
@@ -381,7 +449,9 @@ def test_a_killed_process_its_parent_has_not_reaped_yet_is_gone():
         assert owner_of(tags).state == "alive"
         os.kill(child.pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":  # not reaped: we are its parent
+        while (
+            Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        ):  # not reaped: we are its parent
             assert time.monotonic() < deadline
             time.sleep(0.01)
         owner = owner_of(tags)

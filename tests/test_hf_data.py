@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import all_runs, cli_in_process, run_in_process
+from tests.helpers.runners import cli_in_this_process, run_in_this_process
+from tests.helpers.stores import all_runs
 
-WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
-         "they you were her she there one all would their we him been has when who will more no if out so said").split()
+WORDS = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
+    "they you were her she there one all would their we him been has when who will more no if out so said"
+).split()
 SOURCES = ("web", "forum", "news")
 
 
@@ -22,13 +25,17 @@ def _text(rng: random.Random) -> str:
 
 def _rows(n: int, seed: int) -> list[dict]:
     rng = random.Random(seed)
-    return [{"text": _text(rng), "source": SOURCES[i % 3], "meta": {"lang": rng.choice(["en", "fr"])}, "id": i}
-            for i in range(n)]
+    return [
+        {"text": _text(rng), "source": SOURCES[i % 3], "meta": {"lang": rng.choice(["en", "fr"])}, "id": i}
+        for i in range(n)
+    ]
 
 
 def _code_rows(n: int) -> list[dict]:
-    return [{"content": f"def f{i}(x):\n    return x * {i} + {i % 7}\n" * (1 + i % 5), "repo": f"r{i % 4}"}
-            for i in range(n)]
+    return [
+        {"content": f"def f{i}(x):\n    return x * {i} + {i % 7}\n" * (1 + i % 5), "repo": f"r{i % 4}"}
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +64,7 @@ def corpora(tmp_path_factory) -> Path:
 
 
 def _tokenize(out: Path, *args: str):
-    return cli_in_process("data", "tokenize", str(out), "--source", "hf", "--vocab-size", "300", *args)
+    return cli_in_this_process("data", "tokenize", str(out), "--source", "hf", "--vocab-size", "300", *args)
 
 
 def _documents(out: Path, domain: str, split: str) -> list[str]:
@@ -76,8 +83,9 @@ def _documents(out: Path, domain: str, split: str) -> list[str]:
 def by_source(corpora, tmp_path_factory) -> Path:
     """The web shards with the `source` column as domains, two of its three values, weighted."""
     out = tmp_path_factory.mktemp("tok") / "by_source"
-    result = _tokenize(out, "--path", str(corpora / "web" / "*.parquet"), "--domain-field", "source",
-                       "data.domains={web: 3, news: 1}")
+    result = _tokenize(
+        out, "--path", str(corpora / "web" / "*.parquet"), "--domain-field", "source", "data.domains={web: 3, news: 1}"
+    )
     assert result.returncode == 0, result.stderr
     return out
 
@@ -113,9 +121,19 @@ def test_the_datasets_own_validation_split_is_used_when_it_has_one(corpora, tmp_
 
 def test_streamed_in_two_processes_the_token_files_are_the_same_bytes(corpora, by_source, tmp_path):
     out = tmp_path / "streamed"
-    result = _tokenize(out, "--path", str(corpora / "web" / "*.parquet"), "--domain-field", "source",
-                       "data.domains={web: 3, news: 1}", "--tokenizer", str(by_source / "tokenizer.json"),
-                       "--streaming", "--workers", "2")
+    result = _tokenize(
+        out,
+        "--path",
+        str(corpora / "web" / "*.parquet"),
+        "--domain-field",
+        "source",
+        "data.domains={web: 3, news: 1}",
+        "--tokenizer",
+        str(by_source / "tokenizer.json"),
+        "--streaming",
+        "--workers",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     for name in sorted(p.name for p in by_source.iterdir()):
         assert (out / name).read_bytes() == (by_source / name).read_bytes(), name
@@ -123,14 +141,26 @@ def test_streamed_in_two_processes_the_token_files_are_the_same_bytes(corpora, b
 
 def test_one_dataset_per_domain_mixes_formats_fields_and_compression(corpora, tmp_path):
     out = tmp_path / "mix"
-    mix = (f"data.domains={{web: {{path: '{corpora / 'web'}', weight: 0.6}}, code: {{path: "
-           f"'{corpora / 'code.jsonl.zst'}', text_field: content, weight: 0.4}}}}")
+    mix = (
+        f"data.domains={{web: {{path: '{corpora / 'web'}', weight: 0.6}}, code: {{path: "
+        f"'{corpora / 'code.jsonl.zst'}', text_field: content, weight: 0.4}}}}"
+    )
     assert _tokenize(out, mix).returncode == 0
     code = _documents(out, "code", "train") + _documents(out, "code", "val")
     assert sorted(code) == sorted(r["content"] for r in _code_rows(200))
     gz = tmp_path / "gz"
-    assert _tokenize(gz, "--path", str(corpora / "code.jsonl.gz"), "--text-field", "content",
-                     "--tokenizer", str(out / "tokenizer.json")).returncode == 0
+    assert (
+        _tokenize(
+            gz,
+            "--path",
+            str(corpora / "code.jsonl.gz"),
+            "--text-field",
+            "content",
+            "--tokenizer",
+            str(out / "tokenizer.json"),
+        ).returncode
+        == 0
+    )
     assert (gz / "all.train.bin").read_bytes() == (out / "code.train.bin").read_bytes()  # .gz reads as .zst did
 
 
@@ -141,7 +171,9 @@ def test_an_existing_tokenizer_is_honoured_with_its_own_end_of_text(corpora, tmp
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.add_special_tokens(["<unk>", "<s>", "</s>"])
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
     path = tmp_path / "tokenizer.json"
     tokenizer.save(str(path))
 
@@ -167,14 +199,21 @@ def _one_line_error(result, *words: str) -> None:
 def test_bad_input_is_one_line_and_writes_nothing(corpora, tmp_path, monkeypatch):
     out = tmp_path / "out"
     web = str(corpora / "web" / "*.parquet")
-    _one_line_error(_tokenize(out, "--path", web, "--text-field", "body"), "data.text_field='body'",
-                    "text, source, meta, id")
-    _one_line_error(_tokenize(out, "--path", web, "--domain-field", "source", "data.domains={web: 1, blog: 1}"),
-                    "source='blog'", "forum, news, web")
+    _one_line_error(
+        _tokenize(out, "--path", web, "--text-field", "body"), "data.text_field='body'", "text, source, meta, id"
+    )
+    _one_line_error(
+        _tokenize(out, "--path", web, "--domain-field", "source", "data.domains={web: 1, blog: 1}"),
+        "source='blog'",
+        "forum, news, web",
+    )
     _one_line_error(_tokenize(out, "--path", str(corpora / "not-a-dataset.parquet")), "not a dataset", "Parquet")
-    _one_line_error(_tokenize(out, "--path", str(corpora / "picture.png")), "picture.png is not a dataset file", ".parquet")
-    _one_line_error(_tokenize(out, "--path", str(corpora / "splits"), "data.split=dev"), "data.split='dev'",
-                    "train, validation")
+    _one_line_error(
+        _tokenize(out, "--path", str(corpora / "picture.png")), "picture.png is not a dataset file", ".parquet"
+    )
+    _one_line_error(
+        _tokenize(out, "--path", str(corpora / "splits"), "data.split=dev"), "data.split='dev'", "train, validation"
+    )
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _one_line_error(_tokenize(out, "--path", "someone/some-corpus"), "someone/some-corpus", "HF_HUB_OFFLINE")
     monkeypatch.delenv("HF_HUB_OFFLINE")
@@ -189,8 +228,14 @@ def test_a_vocabulary_larger_than_the_token_dtype_is_refused(corpora, tmp_path):
     big = Tokenizer(models.WordLevel({f"w{i}": i for i in range(70_000)} | {"</s>": 70_000}, unk_token="w0"))
     big.save(str(tmp_path / "big.json"))
     out = tmp_path / "out"
-    _one_line_error(_tokenize(out, "--path", str(corpora / "splits"), "--tokenizer", str(tmp_path / "big.json"),
-                              "--dtype", "uint16"), "--dtype uint16", "70,001 tokens", "uint32")
+    _one_line_error(
+        _tokenize(
+            out, "--path", str(corpora / "splits"), "--tokenizer", str(tmp_path / "big.json"), "--dtype", "uint16"
+        ),
+        "--dtype uint16",
+        "70,001 tokens",
+        "uint32",
+    )
     assert not out.exists()
     assert _tokenize(out, "--path", str(corpora / "splits"), "--tokenizer", str(tmp_path / "big.json")).returncode == 0
     assert json.loads((out / "meta.json").read_text())["dtype"] == "uint32"  # auto
@@ -230,10 +275,20 @@ def test_run_config_checks_are_one_line(corpora):
 @pytest.mark.slow
 def test_a_run_on_a_hf_corpus_tokenises_it_once_before_the_run_and_trains(store, corpora, tmp_path):
     cache = tmp_path / "cache"
-    args = ["data=hf", f"data.path={corpora / 'web'}", "data.domain_field=source", f"data.cache_dir={cache}",
-            "model.vocab_size=300", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
-            "data.val_sequences=6", "model.seq_len=32", "trainer.enable_progress_bar=false"]
-    result = run_in_process(*args)
+    args = [
+        "data=hf",
+        f"data.path={corpora / 'web'}",
+        "data.domain_field=source",
+        f"data.cache_dir={cache}",
+        "model.vocab_size=300",
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=2",
+        "data.batch_size=4",
+        "data.val_sequences=6",
+        "model.seq_len=32",
+        "trainer.enable_progress_bar=false",
+    ]
+    result = run_in_this_process(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tokenised into" in result.stdout
     (folder,) = [p for p in cache.iterdir() if p.is_dir()]
@@ -242,7 +297,7 @@ def test_a_run_on_a_hf_corpus_tokenises_it_once_before_the_run_and_trains(store,
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "hf"
     assert {f"val/top_expert_freq/{s}" for s in SOURCES} <= set(run.data.metrics)
 
-    bad = run_in_process(*args, "data.text_field=body")  # caught before any run exists: no ghost in the store
+    bad = run_in_this_process(*args, "data.text_field=body")  # caught before any run exists: no ghost in the store
     assert bad.returncode == 2 and "data.text_field='body'" in bad.stderr
     assert len(all_runs(store)) == 1
 
@@ -250,16 +305,28 @@ def test_a_run_on_a_hf_corpus_tokenises_it_once_before_the_run_and_trains(store,
 @pytest.mark.slow
 def test_the_example_layouts_read_as_the_public_corpora_do(tmp_path):
     """`data example`: FineWeb-, The Stack- and SlimPajama-like files that data=hf reads with their own columns."""
-    result = cli_in_process("data", "example", str(tmp_path / "ex"))
+    result = cli_in_this_process("data", "example", str(tmp_path / "ex"))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "tok"
-    pajama = _tokenize(out, "--path", str(tmp_path / "ex" / "slimpajama"), "--domain-field", "meta.redpajama_set_name",
-                       "--max-documents", "40")
+    pajama = _tokenize(
+        out,
+        "--path",
+        str(tmp_path / "ex" / "slimpajama"),
+        "--domain-field",
+        "meta.redpajama_set_name",
+        "--max-documents",
+        "40",
+    )
     assert pajama.returncode == 0, pajama.stderr
     meta = json.loads((out / "meta.json").read_text())
     assert set(meta["domains"]) == {"RedPajamaGithub", "RedPajamaWikipedia", "RedPajamaArXiv"}
     assert all(info["val"]["documents"] > 0 for info in meta["domains"].values())  # its validation/ folder
-    mix = (f"data.domains={{web: {{path: '{tmp_path / 'ex' / 'fineweb'}'}}, code: {{path: "
-           f"'{tmp_path / 'ex' / 'the-stack'}', text_field: content}}}}")
-    assert _tokenize(tmp_path / "mix", mix, "--max-documents", "20", "--tokenizer", str(out / "tokenizer.json")).returncode == 0
-    assert cli_in_process("data", "example", str(tmp_path / "ex")).returncode == 2  # not over a full folder
+    mix = (
+        f"data.domains={{web: {{path: '{tmp_path / 'ex' / 'fineweb'}'}}, code: {{path: "
+        f"'{tmp_path / 'ex' / 'the-stack'}', text_field: content}}}}"
+    )
+    assert (
+        _tokenize(tmp_path / "mix", mix, "--max-documents", "20", "--tokenizer", str(out / "tokenizer.json")).returncode
+        == 0
+    )
+    assert cli_in_this_process("data", "example", str(tmp_path / "ex")).returncode == 2  # not over a full folder

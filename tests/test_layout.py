@@ -63,8 +63,12 @@ def test_every_module_belongs_to_a_wing_of_the_readme():
 
 
 def test_no_wing_imports_one_above_it():
-    upward = [f"{m} -> {i}" for m, imports in import_graph().items() for i in imports
-              if wing(i) != "balance_lab" and wing(m) != "balance_lab" and RANK[wing(i)] > RANK[wing(m)]]
+    upward = [
+        f"{m} -> {i}"
+        for m, imports in import_graph().items()
+        for i in imports
+        if wing(i) != "balance_lab" and wing(m) != "balance_lab" and RANK[wing(i)] > RANK[wing(m)]
+    ]
     assert not upward, upward
 
 
@@ -77,7 +81,7 @@ def test_no_import_cycle_between_files():
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(path[path.index(nxt):] + [nxt])
+                cycles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = "done"
@@ -89,7 +93,9 @@ def test_no_import_cycle_between_files():
 
 
 def test_no_source_file_over_400_lines():
-    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    long = {
+        str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400
+    }
     assert not long, long
 
 
@@ -100,10 +106,15 @@ def test_data_source_kind_is_tested_in_one_place_only():
 
     registry = PACKAGE / "data" / "sources" / "__init__.py"
     asking = re.compile(r"""(\.source\s*(==|!=|in\b))|(get\(["']source["'])|(\["source"\])""")
-    offenders = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p != registry and asking.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p != registry and asking.search(p.read_text())
+    ]
     assert not offenders, offenders
-    listed = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
-              if re.search(r"""["']builtin["'],\s*["']text_dir["'],\s*["']tokens["']""", p.read_text())]
+    listed = [
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if re.search(r"""["']builtin["'],\s*["']text_dir["'],\s*["']tokens["']""", p.read_text())
+    ]
     assert listed == [], listed  # the registry's dict is the list
 
 

@@ -4,25 +4,40 @@ over micro-batches; validation and no-grad forwards never touch counters or bias
 import lightning as L
 import pytest
 import torch
-from balance_lab.config.compose import compose_config
 
-from balance_lab.training.build import build
+from balance_lab.config.compose import compose_config
 from balance_lab.metrics import maxvio_per_layer
+from balance_lab.training.build import build
 
 
 @pytest.fixture
 def built(corpus_cache):
-    overrides = ["model=tiny", "model.n_layers=3", "balance=loss_free", "trainer.max_steps=3",
-                 "trainer.accumulate_grad_batches=2", "data.batch_size=2", "data.val_sequences=6",
-                 f"data.cache_dir={corpus_cache}"]
+    overrides = [
+        "model=tiny",
+        "model.n_layers=3",
+        "balance=loss_free",
+        "trainer.max_steps=3",
+        "trainer.accumulate_grad_batches=2",
+        "data.batch_size=2",
+        "data.val_sequences=6",
+        f"data.cache_dir={corpus_cache}",
+    ]
     cfg = compose_config(overrides)
     return cfg, build(cfg)
 
 
 def trainer(cfg, **kw):
-    return L.Trainer(accelerator="cpu", max_steps=cfg.trainer.max_steps, logger=False, enable_progress_bar=False,
-                     enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     accumulate_grad_batches=cfg.trainer.accumulate_grad_batches, **kw)
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=cfg.trainer.max_steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        **kw,
+    )
 
 
 def biases(module):
@@ -80,9 +95,19 @@ def test_run_averaged_maxvio_is_the_mean_over_every_optimizer_step(built):
 def test_dropped_fraction_per_step_run_mean_and_validation(corpus_cache):
     """Capacity 0.5: each step's fraction of dropped slots, their run mean, and validation's own
     (validation drops at the same capacity); the loads the balancer gets stay the router's choice."""
-    cfg = compose_config(["model=tiny", "model.n_layers=3", "balance=loss_free", "balance.capacity_factor=0.5",
-                          "trainer.max_steps=3", "trainer.accumulate_grad_batches=2", "data.batch_size=2",
-                          "data.val_sequences=6", f"data.cache_dir={corpus_cache}"])
+    cfg = compose_config(
+        [
+            "model=tiny",
+            "model.n_layers=3",
+            "balance=loss_free",
+            "balance.capacity_factor=0.5",
+            "trainer.max_steps=3",
+            "trainer.accumulate_grad_batches=2",
+            "data.batch_size=2",
+            "data.val_sequences=6",
+            f"data.cache_dir={corpus_cache}",
+        ]
+    )
     module = build(cfg).module
     datamodule = build(cfg).datamodule
     per_step, slots = [], []
@@ -127,7 +152,9 @@ def test_a_fused_optimizer_is_clipped_by_the_module(built, algorithm):
     fused = torch.optim.AdamW(params, fused=True)
     module.configure_gradient_clipping(fused, gradient_clip_val=1.0, gradient_clip_algorithm=algorithm)
     if algorithm == "norm":
-        assert torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item() == pytest.approx(1.0, rel=1e-3)
+        assert torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])).item() == pytest.approx(
+            1.0, rel=1e-3
+        )
     else:
         assert all(p.grad.max().item() == 1.0 for p in params)
     for p in params:

@@ -24,8 +24,15 @@ def fixed_router(logits_TE, top_k, options=RoutingArgs(), bias=None, norm_gates=
     term = LossFreeBias(E, update_rate=1e-3)
     if bias is not None:
         term.bias_E.copy_(torch.tensor(bias))
-    router = Router(d_model=T, n_experts=E, top_k=top_k, score_func="sigmoid", norm_gates=norm_gates,
-                    balancer=Balancer([term]), options=options)
+    router = Router(
+        d_model=T,
+        n_experts=E,
+        top_k=top_k,
+        score_func="sigmoid",
+        norm_gates=norm_gates,
+        balancer=Balancer([term]),
+        options=options,
+    )
     with torch.no_grad():
         router.proj.weight.copy_(logits_TE.T)
     return router, torch.eye(T)
@@ -148,7 +155,8 @@ def test_sinkhorn_selection_spreads_a_collapsed_router_in_training_only():
     assert trained.experts_TK.flatten().tolist() == reference.tolist()
     assert trained.counts_E.tolist() == [0, 4, 4, 4]  # d1 of expert 0 falls below e^-1 of the others'
     assert trained.gates_TK.flatten().tolist() == pytest.approx(
-        torch.sigmoid(logits.gather(1, trained.experts_TK)).flatten().tolist())  # gates: unnormalised scores
+        torch.sigmoid(logits.gather(1, trained.experts_TK)).flatten().tolist()
+    )  # gates: unnormalised scores
     evaluated = router.eval()(x, batch_size=1)
     assert evaluated.counts_E.tolist() == [12, 0, 0, 0]  # evaluation: plain top-K
 
@@ -213,7 +221,7 @@ def test_the_experts_read_the_input_without_jitter():
     jittered, plain = moe_layer(options=RoutingArgs(jitter=0.3)), moe_layer()
     routing = {}
     jittered.router.register_forward_hook(lambda m, i, out: routing.setdefault("r", out))
-    plain.router.register_forward_hook(lambda m, i, out: (routing["r"]))  # same choices and gates as the jittered
+    plain.router.register_forward_hook(lambda m, i, out: routing["r"])  # same choices and gates as the jittered
     torch.manual_seed(0)
     torch.testing.assert_close(jittered(x_BSD).y_BSD, plain(x_BSD).y_BSD)
 
@@ -229,35 +237,47 @@ def test_centred_update_keeps_zero_mean_and_never_changes_the_additive_choice():
     shift = plain.bias_E - centred.bias_E
     torch.testing.assert_close(shift, shift.mean().expand(4))  # the two differ by one constant ...
     scores = torch.rand(100, 4, generator=torch.Generator().manual_seed(0))
-    same = plain.selection_scores(scores).topk(2).indices.sort().values == centred.selection_scores(scores).topk(2).indices.sort().values
+    same = (
+        plain.selection_scores(scores).topk(2).indices.sort().values
+        == centred.selection_scores(scores).topk(2).indices.sort().values
+    )
     assert same.all()  # ... which top-K of s + b cannot see
 
 
 # ---- knobs ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("cfg, message", [
-    ({"capacity_factor": 0}, "balance.capacity_factor=0: must be > 0, or null for no dropping"),
-    ({"capacity_factor": "big"}, "balance.capacity_factor='big'"),
-    ({"drop_policy": "random"}, "balance.drop_policy='random': choose one of probs, position"),
-    ({"renorm_kept": "yes"}, "balance.renorm_kept='yes': choose one of true, false"),
-    ({"center": 1}, "balance.center=1: choose one of true, false"),
-    ({"jitter": 1.5}, "balance.jitter=1.5: must be below 1"),
-    ({"jitter": -0.1}, "balance.jitter=-0.1"),
-    ({"sinkhorn_iters": 2.5}, "balance.sinkhorn_iters=2.5: must be an integer >= 0"),
-    ({"n_groups": 0}, "balance.n_groups=0: must be >= 1 (1 = no groups)"),
-    ({"sinkhorn_iters": 10, "update_rate": 1e-3}, "Sinkhorn selection balances by itself; set balance.update_rate=0"),
-    ({"sinkhorn_iters": 10, "alpha": 1e-3}, "set balance.alpha=0"),
-])
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        ({"capacity_factor": 0}, "balance.capacity_factor=0: must be > 0, or null for no dropping"),
+        ({"capacity_factor": "big"}, "balance.capacity_factor='big'"),
+        ({"drop_policy": "random"}, "balance.drop_policy='random': choose one of probs, position"),
+        ({"renorm_kept": "yes"}, "balance.renorm_kept='yes': choose one of true, false"),
+        ({"center": 1}, "balance.center=1: choose one of true, false"),
+        ({"jitter": 1.5}, "balance.jitter=1.5: must be below 1"),
+        ({"jitter": -0.1}, "balance.jitter=-0.1"),
+        ({"sinkhorn_iters": 2.5}, "balance.sinkhorn_iters=2.5: must be an integer >= 0"),
+        ({"n_groups": 0}, "balance.n_groups=0: must be >= 1 (1 = no groups)"),
+        (
+            {"sinkhorn_iters": 10, "update_rate": 1e-3},
+            "Sinkhorn selection balances by itself; set balance.update_rate=0",
+        ),
+        ({"sinkhorn_iters": 10, "alpha": 1e-3}, "set balance.alpha=0"),
+    ],
+)
 def test_bad_mechanism_knobs_name_the_knob_and_the_valid_values(cfg, message):
     with pytest.raises(ValueError) as error:
         check_balance(cfg)
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("options, message", [
-    (RoutingArgs(n_groups=3), "balance.n_groups=3: must divide model.n_routed_experts=16"),
-    (RoutingArgs(n_groups=4, group_topk=5), "balance.group_topk=5: must be between 1 and balance.n_groups=4"),
-    (RoutingArgs(n_groups=8, group_topk=1), "1 group(s) of 2 experts hold fewer than model.top_k=4"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (RoutingArgs(n_groups=3), "balance.n_groups=3: must divide model.n_routed_experts=16"),
+        (RoutingArgs(n_groups=4, group_topk=5), "balance.group_topk=5: must be between 1 and balance.n_groups=4"),
+        (RoutingArgs(n_groups=8, group_topk=1), "1 group(s) of 2 experts hold fewer than model.top_k=4"),
+    ],
+)
 def test_group_knobs_that_the_model_shape_rules_out(options, message):
     with pytest.raises(ValueError) as error:
         options.check(n_experts=16, top_k=4)

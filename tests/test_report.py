@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import SWEPT_GROUP, cli_in_process
+from tests.helpers.groups import SWEPT_GROUP
+from tests.helpers.runners import cli_in_this_process
 
 pytestmark = [pytest.mark.slow, SWEPT_GROUP]  # the fixture trains a 4-run sweep and a failing run (~1 min)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -64,7 +65,10 @@ def test_every_plot_is_a_png_logged_to_the_parent_run(swept):
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`balance_lab.role` = 'sweep_parent'")
     logged = {Path(f.path).stem for f in client.list_artifacts(parent.info.run_id, "plots")}
     assert logged == names
-    assert {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")} >= {"report.md", "summary.csv"}
+    assert {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")} >= {
+        "report.md",
+        "summary.csv",
+    }
 
 
 def test_report_md_links_only_files_that_exist_and_shows_the_paper_and_the_command(swept):
@@ -93,17 +97,19 @@ def test_paired_differences_match_the_runs(swept):
 
 def test_formats_and_bad_input(swept):
     uri, folder = swept.uri, swept.reports
-    csv = cli_in_process("report", "paper_main", "--format", "csv", "--no-write", "--tracking-uri", uri)
+    csv = cli_in_this_process("report", "paper_main", "--format", "csv", "--no-write", "--tracking-uri", uri)
     assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("label,n_seeds,seeds,val/ppl mean")
-    md = cli_in_process("report", "paper_main", "--format", "md", "--no-write", "--tracking-uri", uri, "--metric", "val/loss:min")
+    md = cli_in_this_process(
+        "report", "paper_main", "--format", "md", "--no-write", "--tracking-uri", uri, "--metric", "val/loss:min"
+    )
     assert md.returncode == 0 and md.stdout.startswith("# Sweep `paper_main`") and "val/loss" in md.stdout
-    bad = cli_in_process("report", "paper_mian", "--tracking-uri", uri)
+    bad = cli_in_this_process("report", "paper_mian", "--tracking-uri", uri)
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"error: no experiment named 'paper_mian' in {uri}; choose one of paper_main"
-    bad = cli_in_process("report", "paper_main", "--format", "pdf", "--tracking-uri", uri)
+    bad = cli_in_this_process("report", "paper_main", "--format", "pdf", "--tracking-uri", uri)
     assert bad.returncode == 2 and "choose one of table, md, csv, html" in bad.stderr
-    bad = cli_in_process("report", "paper_main", "--baseline", "nothing-like-it", "--tracking-uri", uri)
+    bad = cli_in_this_process("report", "paper_main", "--baseline", "nothing-like-it", "--tracking-uri", uri)
     assert bad.returncode == 2 and "aux_loss-a1e-3-micro" in bad.stderr
-    missing = cli_in_process("report", "--tracking-uri", f"sqlite:///{folder / 'absent.db'}")
+    missing = cli_in_this_process("report", "--tracking-uri", f"sqlite:///{folder / 'absent.db'}")
     assert missing.returncode == 2 and "no MLflow store" in missing.stderr
     assert not (folder / "absent.db").exists()

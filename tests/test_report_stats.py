@@ -12,27 +12,54 @@ def run_table(rows):
     """Rows of (run_name, seed, status, config_hash, start_time, ppl, maxvio, balance, alpha, update_rate)."""
     records = []
     for name, seed, status, hash_, start, ppl, vio, balance, alpha, rate in rows:
-        records.append({"run_id": f"id-{name}-{start}", "status": status, "start_time": pd.Timestamp(start, unit="s"),
-                        "artifact_uri": "/nowhere", "tags.mlflow.runName": name,
-                        "tags.balance_lab.config_hash": hash_, "tags.sweep.balance": balance, "tags.sweep.seed": str(seed),
-                        "params.seed": str(seed), "params.balance.name": balance, "params.balance.alpha": alpha,
-                        "params.balance.update_rate": rate, "params.model.name": "tiny", "params.trainer.max_steps": "300",
-                        "params.logger.parent_run_id": f"parent-{start}", "metrics.val/ppl": ppl,
-                        "metrics.val/maxvio_global": vio})
+        records.append(
+            {
+                "run_id": f"id-{name}-{start}",
+                "status": status,
+                "start_time": pd.Timestamp(start, unit="s"),
+                "artifact_uri": "/nowhere",
+                "tags.mlflow.runName": name,
+                "tags.balance_lab.config_hash": hash_,
+                "tags.sweep.balance": balance,
+                "tags.sweep.seed": str(seed),
+                "params.seed": str(seed),
+                "params.balance.name": balance,
+                "params.balance.alpha": alpha,
+                "params.balance.update_rate": rate,
+                "params.model.name": "tiny",
+                "params.trainer.max_steps": "300",
+                "params.logger.parent_run_id": f"parent-{start}",
+                "metrics.val/ppl": ppl,
+                "metrics.val/maxvio_global": vio,
+            }
+        )
     return pd.DataFrame(records)
 
 
-RUNS = run_table([
-    ("loss_free-u1e-2-sign-add-tiny-s0", 0, "FINISHED", "h-lf0", 1, 6.0, 0.20, "loss_free", "0.0", "0.01"),
-    ("loss_free-u1e-2-sign-add-tiny-s1", 1, "FINISHED", "h-lf1", 2, 6.2, 0.30, "loss_free", "0.0", "0.01"),
-    ("loss_free-u1e-2-sign-add-tiny-s2", 2, "FINISHED", "h-lf2", 3, 6.1, 0.10, "loss_free", "0.0", "0.01"),
-    ("aux_loss-a1e-3-micro-tiny-s0", 0, "FINISHED", "h-ax0", 4, 7.0, 0.90, "aux_loss", "0.001", "0.0"),
-    ("aux_loss-a1e-3-micro-tiny-s1", 1, "FINISHED", "h-ax1", 5, 8.2, 0.80, "aux_loss", "0.001", "0.0"),
-    ("aux_loss-a1e-3-micro-tiny-s2", 2, "FINISHED", "h-ax2", 6, 9.1, 0.70, "aux_loss", "0.001", "0.0"),
-    # an older finished run of the same config as aux s2 (a sweep --rerun): replaced by the newer one
-    ("aux_loss-a1e-3-micro-tiny-s2", 2, "FINISHED", "h-ax2", 0, 99.0, 9.0, "aux_loss", "0.001", "0.0"),
-    ("aux_loss-a1e-3-micro-tiny-s3", 3, "FAILED", "h-ax3", 7, float("nan"), float("nan"), "aux_loss", "0.001", "0.0"),
-])
+RUNS = run_table(
+    [
+        ("loss_free-u1e-2-sign-add-tiny-s0", 0, "FINISHED", "h-lf0", 1, 6.0, 0.20, "loss_free", "0.0", "0.01"),
+        ("loss_free-u1e-2-sign-add-tiny-s1", 1, "FINISHED", "h-lf1", 2, 6.2, 0.30, "loss_free", "0.0", "0.01"),
+        ("loss_free-u1e-2-sign-add-tiny-s2", 2, "FINISHED", "h-lf2", 3, 6.1, 0.10, "loss_free", "0.0", "0.01"),
+        ("aux_loss-a1e-3-micro-tiny-s0", 0, "FINISHED", "h-ax0", 4, 7.0, 0.90, "aux_loss", "0.001", "0.0"),
+        ("aux_loss-a1e-3-micro-tiny-s1", 1, "FINISHED", "h-ax1", 5, 8.2, 0.80, "aux_loss", "0.001", "0.0"),
+        ("aux_loss-a1e-3-micro-tiny-s2", 2, "FINISHED", "h-ax2", 6, 9.1, 0.70, "aux_loss", "0.001", "0.0"),
+        # an older finished run of the same config as aux s2 (a sweep --rerun): replaced by the newer one
+        ("aux_loss-a1e-3-micro-tiny-s2", 2, "FINISHED", "h-ax2", 0, 99.0, 9.0, "aux_loss", "0.001", "0.0"),
+        (
+            "aux_loss-a1e-3-micro-tiny-s3",
+            3,
+            "FAILED",
+            "h-ax3",
+            7,
+            float("nan"),
+            float("nan"),
+            "aux_loss",
+            "0.001",
+            "0.0",
+        ),
+    ]
+)
 
 
 def test_configurations_group_by_everything_but_the_seed_and_keep_the_latest_rerun():
@@ -52,7 +79,7 @@ def test_summary_is_mean_std_and_n_over_seeds_in_sweep_order():
     aux = summary.loc["aux_loss-a1e-3-micro"]
     assert aux["n_seeds"] == 3 and aux["seeds"] == "0,1,2"
     assert aux["val/ppl mean"] == pytest.approx(8.1)  # (7.0 + 8.2 + 9.1) / 3
-    assert aux["val/ppl std"] == pytest.approx(math.sqrt(((7.0 - 8.1) ** 2 + 0.1 ** 2 + 1.0 ** 2) / 2))
+    assert aux["val/ppl std"] == pytest.approx(math.sqrt(((7.0 - 8.1) ** 2 + 0.1**2 + 1.0**2) / 2))
     ppl = next(c for c in columns if c.key == "val/ppl")
     assert stats.best_labels(summary.reset_index(), ppl) == {"loss_free-u1e-2-sign-add"}
 
@@ -77,8 +104,10 @@ def test_the_papers_ordering_is_checked_pair_by_pair():
     summary = stats.summarise(runs.finished, stats.columns_for(runs.finished))
     comparison = published.compare("paper_main", runs.finished, summary)
     assert list(comparison.rows["paper ppl"]) == [9.56, 9.50]
-    assert comparison.verdicts == ["perplexity: the ordering matches the paper (1 of 1 pairs)",
-                                   "MaxVio_global: the ordering matches the paper (1 of 1 pairs)"]
+    assert comparison.verdicts == [
+        "perplexity: the ordering matches the paper (1 of 1 pairs)",
+        "MaxVio_global: the ordering matches the paper (1 of 1 pairs)",
+    ]
     flipped = summary.assign(**{"val/ppl mean": summary["val/ppl mean"][::-1].values})
     verdict = published.compare("paper_main", runs.finished, flipped).verdicts[0]
     assert verdict.startswith("perplexity: the ordering differs from the paper in 1 of 1 pairs")
@@ -92,8 +121,10 @@ def test_an_ordering_not_resolved_by_the_seeds_is_called_noise():
     one_seed = collect.split_runs("paper_main", RUNS[RUNS["params.seed"] == "0"])
     summary = stats.summarise(one_seed.finished, stats.columns_for(one_seed.finished))
     verdict = published.compare("paper_main", one_seed.finished, summary).verdicts[0]
-    assert verdict == ("perplexity: the ordering matches the paper (1 of 1 pairs); 1 of 1 pairs within seed noise "
-                       "(means less than 2 standard errors apart, or one seed)")
+    assert verdict == (
+        "perplexity: the ordering matches the paper (1 of 1 pairs); 1 of 1 pairs within seed noise "
+        "(means less than 2 standard errors apart, or one seed)"
+    )
 
 
 def test_the_global_batch_sweep_pairs_domain_specialisation_too():
@@ -124,9 +155,20 @@ def test_the_config_hash_of_a_run_leaving_the_new_knobs_off_is_the_hash_it_had_b
     from balance_lab.store.tracking import config_hash
 
     before = {"seed": 0, "balance": {"name": "loss_free", "update_rate": 0.01, "rule": "sign"}}
-    after = {"seed": 0, "balance": {**before["balance"], "center": False, "jitter": 0.0, "sinkhorn_iters": 0,
-                                    "n_groups": 1, "group_topk": 1, "capacity_factor": None, "drop_policy": "probs",
-                                    "renorm_kept": False}}
+    after = {
+        "seed": 0,
+        "balance": {
+            **before["balance"],
+            "center": False,
+            "jitter": 0.0,
+            "sinkhorn_iters": 0,
+            "n_groups": 1,
+            "group_topk": 1,
+            "capacity_factor": None,
+            "drop_policy": "probs",
+            "renorm_kept": False,
+        },
+    }
     assert config_hash(after) == config_hash(before)
     assert config_hash({**after, "balance": {**after["balance"], "capacity_factor": 1.25}}) != config_hash(before)
     assert config_hash({**after, "balance": {**after["balance"], "center": True}}) != config_hash(before)

@@ -14,8 +14,14 @@ def make_router(n_experts=4, top_k=1, score_func="sigmoid", norm_gates=False, bi
     term = LossFreeBias(n_experts, update_rate=1e-3)
     if bias is not None:
         term.bias_E.copy_(torch.tensor(bias))
-    router = Router(d_model=3, n_experts=n_experts, top_k=top_k, score_func=score_func, norm_gates=norm_gates,
-                    balancer=Balancer([term]))
+    router = Router(
+        d_model=3,
+        n_experts=n_experts,
+        top_k=top_k,
+        score_func=score_func,
+        norm_gates=norm_gates,
+        balancer=Balancer([term]),
+    )
     return router
 
 
@@ -59,8 +65,16 @@ def test_softmax_scores_and_gate_normalisation():
 
 def test_sorted_dispatch_matches_naive_per_token_reference():
     torch.manual_seed(0)
-    layer = MoELayer(d_model=16, n_routed=6, n_shared=1, top_k=2, expert_hidden=8, score_func="sigmoid",
-                     norm_gates=True, balancer=Balancer([]))
+    layer = MoELayer(
+        d_model=16,
+        n_routed=6,
+        n_shared=1,
+        top_k=2,
+        expert_hidden=8,
+        score_func="sigmoid",
+        norm_gates=True,
+        balancer=Balancer([]),
+    )
     for p in layer.parameters():
         nn.init.normal_(p, std=0.3)
     x = torch.randn(2, 5, 16)
@@ -104,8 +118,8 @@ def test_gather_only_dispatch_and_combine_have_the_values_and_gradients_of_index
     x = torch.randn(T, D, dtype=torch.float64, requires_grad=True)
     torch.testing.assert_close(ours(x), reference(x))
     weights = torch.randn(T, D, dtype=torch.float64)
-    grad_ours, = torch.autograd.grad((ours(x) * weights).sum(), x)
-    grad_ref, = torch.autograd.grad((reference(x) * weights).sum(), x)
+    (grad_ours,) = torch.autograd.grad((ours(x) * weights).sum(), x)
+    (grad_ref,) = torch.autograd.grad((reference(x) * weights).sum(), x)
     torch.testing.assert_close(grad_ours, grad_ref)
     assert torch.autograd.gradcheck(ours, (x,))
     cpu_path = combine(dispatch(x, order_N, inverse_N, K) * scale_ND, order_N, inverse_N, K, torch.float64)
@@ -121,8 +135,19 @@ def test_count_ids_equals_bincount():
 
 
 def test_counts_are_int64_per_sequence_and_sum_to_slots():
-    args = ModelArgs(vocab_size=256, seq_len=16, d_model=32, n_layers=3, n_heads=2, n_dense_layers=1,
-                     dense_hidden=64, n_routed_experts=8, n_shared_experts=1, top_k=3, expert_hidden=16)
+    args = ModelArgs(
+        vocab_size=256,
+        seq_len=16,
+        d_model=32,
+        n_layers=3,
+        n_heads=2,
+        n_dense_layers=1,
+        dense_hidden=64,
+        n_routed_experts=8,
+        n_shared_experts=1,
+        top_k=3,
+        expert_hidden=16,
+    )
     model = MoELM(args, make_balancer=lambda: build_balancer({"update_rate": 1e-3}, 8))
     out = model(torch.randint(0, 256, (4, 16)))
     assert out.counts_LBE.dtype == torch.int64
@@ -131,8 +156,18 @@ def test_counts_are_int64_per_sequence_and_sum_to_slots():
 
 
 def test_bias_stays_fp32_under_bf16_autocast_and_casts():
-    args = ModelArgs(vocab_size=256, seq_len=16, d_model=32, n_layers=2, n_heads=2, n_dense_layers=1,
-                     dense_hidden=64, n_routed_experts=8, top_k=2, expert_hidden=16)
+    args = ModelArgs(
+        vocab_size=256,
+        seq_len=16,
+        d_model=32,
+        n_layers=2,
+        n_heads=2,
+        n_dense_layers=1,
+        dense_hidden=64,
+        n_routed_experts=8,
+        top_k=2,
+        expert_hidden=16,
+    )
     model = MoELM(args, make_balancer=lambda: build_balancer({"update_rate": 1e-3}, 8)).to(torch.bfloat16)
     bias = model.moe_layers[0].balancer.terms[0].bias_E
     assert bias.dtype == torch.float32

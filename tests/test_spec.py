@@ -1,12 +1,13 @@
 """The run spec (config/spec.py): one parse per process, the CLI's check and the training process's
 the same function, only bad input is exit 2, and a bug in the model is a FAILED run with its traceback."""
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from balance_lab.config.compose import compose_config
 from balance_lab.config.validation import STRATEGIES, check_config
-from tests.conftest import SHORT_RUN, all_runs, cli_in_process, run_in_process
+from tests.helpers.runners import cli_in_this_process, run_in_this_process
+from tests.helpers.short import SHORT_RUN
+from tests.helpers.stores import all_runs
 
 
 def test_the_spec_holds_what_build_needs():
@@ -29,7 +30,7 @@ def test_a_bad_strategy_is_exit_2_at_the_cli_before_any_process_starts(store, mo
         raise AssertionError("a training process was started")
 
     monkeypatch.setattr(os, "execv", no_process)
-    result = cli_in_process("run", "trainer=ddp", "trainer.strategy=dpp")
+    result = cli_in_this_process("run", "trainer=ddp", "trainer.strategy=dpp")
     assert result.returncode == 2
     assert result.stderr.startswith("error: trainer.strategy='dpp': choose one of auto, ddp, ")
     assert result.stderr.count("\n") == 1 and all_runs(store) == []
@@ -41,7 +42,7 @@ def test_the_config_is_parsed_once_by_the_cli_and_once_by_the_training_process(s
     parses = []
     original = args.ModelArgs.from_config.__func__
     monkeypatch.setattr(args.ModelArgs, "from_config", classmethod(lambda cls, c: parses.append(1) or original(cls, c)))
-    result = run_in_process("balance=none", "trainer.max_steps=2", *SHORT_RUN[1:])
+    result = run_in_this_process("balance=none", "trainer.max_steps=2", *SHORT_RUN[1:])
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(parses) == 2  # `balance-lab run`'s check, then the training entry point's (another process there)
 
@@ -53,7 +54,7 @@ def test_an_exception_inside_the_model_is_a_failed_run_with_its_traceback(store,
         raise TypeError("a bug in the model, not bad input")
 
     monkeypatch.setattr(lm.MoELM, "__init__", broken)
-    result = run_in_process("balance=none", *SHORT_RUN)
+    result = run_in_this_process("balance=none", *SHORT_RUN)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "TypeError: a bug in the model" in result.stderr
     (run,) = all_runs(store)

@@ -7,12 +7,24 @@ from mlflow.tracking import MlflowClient
 
 from balance_lab.config.compose import compose_config
 from balance_lab.sweeping.grid import available_sweeps, expand, sweep_overrides
-from tests.conftest import SHORT_RUN, SWEPT_GROUP, all_runs, cli_in_process, run_cli, working_in_new_store
-from tests.test_cli import CONTRACT_METRICS
+from tests.helpers.groups import SWEPT_GROUP
+from tests.helpers.runners import cli_in_new_process, cli_in_this_process
+from tests.helpers.short import CONTRACT_METRICS, SHORT_RUN, short_run
+from tests.helpers.stores import all_runs, working_in_new_store
 
-SHORT = ["trainer.val_check_interval=2", "trainer.log_every_n_steps=2", "data.batch_size=4", "data.val_sequences=12"]
-EXPECTED_SIZES = {"paper_main": 6, "update_rate": 12, "update_rule": 6, "bias_type": 6, "aux_alpha": 12,
-                  "lbl_scope": 9, "gating": 12, "methods": 36, "seed_noise": 6, "capacity": 36}
+SHORT = short_run(steps=None, val_every=2)  # the steps are swept in one test
+EXPECTED_SIZES = {
+    "paper_main": 6,
+    "update_rate": 12,
+    "update_rule": 6,
+    "bias_type": 6,
+    "aux_alpha": 12,
+    "lbl_scope": 9,
+    "gating": 12,
+    "methods": 36,
+    "seed_noise": 6,
+    "capacity": 36,
+}
 
 
 def test_every_contracted_sweep_exists_expands_and_validates():
@@ -53,27 +65,30 @@ def test_seeds_and_model_are_overridable_and_plain_overrides_pin_a_dimension():
 
 
 def test_unknown_sweep_and_bad_point_fail_in_one_line(store):
-    result = cli_in_process("sweep", "paper_mian")
+    result = cli_in_this_process("sweep", "paper_mian")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: unknown sweep 'paper_mian': choose one of "
-                                     "aux_alpha, bias_type, capacity, demo, gating, lbl_scope, methods, paper_main, seed_noise, update_rate, "
-                                     "update_rule")
-    result = cli_in_process("sweep", "update_rate", "balance.update_rate=-1,1e-3")
+    assert result.stderr.strip() == (
+        "error: unknown sweep 'paper_mian': choose one of "
+        "aux_alpha, bias_type, capacity, demo, gating, lbl_scope, methods, paper_main, seed_noise, update_rate, "
+        "update_rule"
+    )
+    result = cli_in_this_process("sweep", "update_rate", "balance.update_rate=-1,1e-3")
     assert result.returncode == 2 and "balance.update_rate=-1" in result.stderr and "must be >= 0" in result.stderr
     assert all_runs(store) == []
 
 
 def test_an_unknown_launcher_fails_before_anything_is_recorded(store):
-    result = cli_in_process("sweep", "paper_main", "hydra/launcher=slurm")
+    result = cli_in_this_process("sweep", "paper_main", "hydra/launcher=slurm")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: unknown launcher hydra/launcher=slurm; "
-                                     "choose one of basic, joblib, submitit_local, submitit_slurm")
+    assert result.stderr.strip() == (
+        "error: unknown launcher hydra/launcher=slurm; choose one of basic, joblib, submitit_local, submitit_slurm"
+    )
     assert all_runs(store) == []
 
 
 def test_dry_run_prints_the_grid_and_records_nothing(store, tmp_path):
     before = (tmp_path / "mlflow.db").read_bytes()
-    result = cli_in_process("sweep", "gating", "seeds=[0]", "--dry-run")
+    result = cli_in_this_process("sweep", "gating", "seeds=[0]", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "sweep gating: 4 runs" in result.stdout and "softmax" in result.stdout
     assert (tmp_path / "mlflow.db").read_bytes() == before and not (tmp_path / "multirun").exists()
@@ -108,7 +123,7 @@ def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(swep
 
     # the same command again, on a copy: the shared store stays as it was
     with working_in_new_store(tmp_path, swept.root / "mlflow.db", corpus_cache) as copy:
-        again = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
+        again = cli_in_new_process("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--jobs", "2")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "0 finished, 0 failed, 4 skipped" in " ".join(again.stdout.split())
     copied = MlflowClient(copy)
@@ -119,8 +134,9 @@ def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(swep
 @pytest.mark.slow
 def test_a_failing_run_is_marked_failed_the_others_finish_and_the_exit_is_non_zero(store):
     # fail_after_steps=7 only fires in the run that reaches step 7, the second of three
-    result = run_cli("sweep", "paper_main", "balance=loss_free", "seeds=[0]", "trainer.max_steps=4,7,5",
-                     "fail_after_steps=7", *SHORT)
+    result = cli_in_new_process(
+        "sweep", "paper_main", "balance=loss_free", "seeds=[0]", "trainer.max_steps=4,7,5", "fail_after_steps=7", *SHORT
+    )
     assert result.returncode == 1
     runs = [r for r in all_runs(store) if r.data.tags.get("balance_lab.role") != "sweep_parent"]
     statuses = sorted(r.info.status for r in runs)
@@ -134,8 +150,16 @@ def test_a_failing_run_is_marked_failed_the_others_finish_and_the_exit_is_non_ze
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_the_grid(store):
     # one point: each submitit job is a process of its own (its imports cost more than its 3 steps)
-    result = run_cli("sweep", "paper_main", "seeds=[0]", "balance=loss_free", "trainer.max_steps=3", *SHORT,
-                     "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+    result = cli_in_new_process(
+        "sweep",
+        "paper_main",
+        "seeds=[0]",
+        "balance=loss_free",
+        "trainer.max_steps=3",
+        *SHORT,
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = [r for r in all_runs(store) if r.data.tags.get("balance_lab.role") != "sweep_parent"]
     assert [r.data.params["balance.name"] for r in runs] == ["loss_free"]

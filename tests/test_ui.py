@@ -15,10 +15,14 @@ import pytest
 
 from balance_lab.ui.port_owner import command_line, group_members, listening_pids
 from balance_lab.ui.server import SERVER_ENV
-from tests.conftest import BALANCE_LAB, SWEPT_GROUP, run_cli
-from tests.network import free_port
+from tests.helpers.groups import SWEPT_GROUP
+from tests.helpers.network import free_port
+from tests.helpers.runners import BALANCE_LAB, cli_in_new_process
 
-pytestmark = [pytest.mark.slow, SWEPT_GROUP]  # uses the session's small sweep (trained once, shared with the report tests)
+pytestmark = [
+    pytest.mark.slow,
+    SWEPT_GROUP,
+]  # uses the session's small sweep (trained once, shared with the report tests)
 
 
 def api(base: str, path: str, params: dict | None = None, body: dict | None = None) -> dict:
@@ -46,8 +50,12 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 def test_ui_serves_the_sweep_through_the_rest_api_and_stops_cleanly(swept):
     uri = swept.uri
     port = free_port()
-    process = subprocess.Popen([BALANCE_LAB, "ui", "--port", str(port), "--tracking-uri", uri],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [BALANCE_LAB, "ui", "--port", str(port), "--tracking-uri", uri],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     base = f"http://127.0.0.1:{port}"
     printed = []
     try:
@@ -60,15 +68,20 @@ def test_ui_serves_the_sweep_through_the_rest_api_and_stops_cleanly(swept):
         summary = "".join(printed)
         assert f"MLflow UI: {base}" in summary and "paper_main" in summary
         experiment = api(base, "experiments/get-by-name", {"experiment_name": "paper_main"})["experiment"]
-        runs = api(base, "runs/search", body={"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+        runs = api(base, "runs/search", body={"experiment_ids": [experiment["experiment_id"]], "max_results": 100})[
+            "runs"
+        ]
         tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
         (parent,) = [r for r, t in zip(runs, tags) if t.get("balance_lab.role") == "sweep_parent"]
         parent_id = parent["info"]["run_id"]
         children = [(r, t) for r, t in zip(runs, tags) if t.get("mlflow.parentRunId") == parent_id]
         assert len(children) == 4
         assert {t["mlflow.runName"] for _, t in children} == {
-            "aux_loss-a1e-3-micro-tiny-s0", "aux_loss-a1e-3-micro-tiny-s1",
-            "loss_free-u1e-2-sign-add-tiny-s0", "loss_free-u1e-2-sign-add-tiny-s1"}
+            "aux_loss-a1e-3-micro-tiny-s0",
+            "aux_loss-a1e-3-micro-tiny-s1",
+            "loss_free-u1e-2-sign-add-tiny-s0",
+            "loss_free-u1e-2-sign-add-tiny-s1",
+        }
         for run, tag in children:
             metrics = {m["key"] for m in run["data"]["metrics"]}
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
@@ -100,10 +113,12 @@ def test_a_port_in_use_is_a_one_line_error(swept):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = run_cli("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
+        result = cli_in_new_process("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"error: --port {port} is in use on 127.0.0.1, held by pid {os.getpid()} "
-                                     f"({command_line(os.getpid())[:80]}); choose another port, or --port 0 for a free one")
+    assert result.stderr.strip() == (
+        f"error: --port {port} is in use on 127.0.0.1, held by pid {os.getpid()} "
+        f"({command_line(os.getpid())[:80]}); choose another port, or --port 0 for a free one"
+    )
 
 
 def wait_for_server(port: int, process: subprocess.Popen | None = None) -> int:
@@ -124,14 +139,22 @@ def wait_for_server(port: int, process: subprocess.Popen | None = None) -> int:
 def test_kill_9_of_the_ui_takes_its_server_and_workers_with_it(swept):
     uri = swept.uri
     port = free_port()
-    ui = subprocess.Popen([BALANCE_LAB, "ui", "--port", str(port), "--tracking-uri", uri],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ui = subprocess.Popen(
+        [BALANCE_LAB, "ui", "--port", str(port), "--tracking-uri", uri],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     group = wait_for_server(port, ui)
     try:
         assert len(group_members(group)) >= 3  # guard, mlflow server, uvicorn (+ MLflow's job runner and consumers)
-        second = run_cli("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
-        assert second.returncode == 2 and (f"held by the MLflow server of a running balance-lab ui (pid {ui.pid}, "
-                                           f"store {uri}): use that one") in second.stderr, second.stderr
+        second = cli_in_new_process("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
+        assert (
+            second.returncode == 2
+            and (f"held by the MLflow server of a running balance-lab ui (pid {ui.pid}, store {uri}): use that one")
+            in second.stderr
+        ), second.stderr
         ui.kill()  # SIGKILL to balance-lab alone: nothing of it runs to stop the server
         ui.wait()
         wait_for(lambda: not group_members(group), 30, f"the server's process group to end ({group_members(group)})")
@@ -145,14 +168,20 @@ def test_a_server_nobody_stops_is_named_with_the_command_that_frees_the_port(swe
     """What a balance-lab ui before the guard left behind when killed: a server in its own session."""
     uri = swept.uri
     port = free_port()
-    leftover = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--port", str(port),
-                                 "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, env={**os.environ, **SERVER_ENV})
+    leftover = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env={**os.environ, **SERVER_ENV},
+    )
     group = wait_for_server(port, leftover)
     try:
-        result = run_cli("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
+        result = cli_in_new_process("ui", "--port", str(port), "--tracking-uri", uri, timeout=60)
         assert result.returncode == 2
-        assert f"held by an MLflow server (pid {listening_pids(port)[0]}, store {uri}) that nobody stops" in result.stderr
+        assert (
+            f"held by an MLflow server (pid {listening_pids(port)[0]}, store {uri}) that nobody stops" in result.stderr
+        )
         command = result.stderr.split("stop it with: ")[1].split(";")[0]
         assert command == f"kill -- -{group}"
         subprocess.run(command, shell=True, check=True)  # what the message says to do frees the port
@@ -164,6 +193,6 @@ def test_a_server_nobody_stops_is_named_with_the_command_that_frees_the_port(swe
 
 
 def test_a_missing_store_is_a_one_line_error(tmp_path):
-    result = run_cli("ui", "--tracking-uri", f"sqlite:///{tmp_path / 'absent.db'}", timeout=60)
+    result = cli_in_new_process("ui", "--tracking-uri", f"sqlite:///{tmp_path / 'absent.db'}", timeout=60)
     assert result.returncode == 2 and "no MLflow store" in result.stderr
     assert not (tmp_path / "absent.db").exists()

@@ -9,7 +9,10 @@ from mlflow.tracking import MlflowClient
 from balance_lab.errors import ConfigError
 from balance_lab.sweeping import sequential as seq
 from balance_lab.sweeping.grid import expand
-from tests.conftest import SHORT_RUN, SWEPT_GROUP, all_runs, cli_in_process, run_cli, working_in_new_store
+from tests.helpers.groups import SWEPT_GROUP
+from tests.helpers.runners import cli_in_new_process, cli_in_this_process
+from tests.helpers.short import SHORT_RUN
+from tests.helpers.stores import all_runs, working_in_new_store
 
 
 def test_the_plan_continues_above_the_largest_seed_and_skips_used_ones():
@@ -30,16 +33,24 @@ def test_a_failed_run_leaves_its_look_incomplete_and_later_looks_unanalysed():
     assert [look.seeds for look in pairs["b"].looks] == [2]  # look 2 lacks seed 2, so look 3 is not analysed
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--until-resolved", "val/pplx"], "--until-resolved 'val/pplx': not a metric a run ends with; choose one of val/ppl"),
-    (["--until-resolved", "val/ppl", "--baseline", "nope"], "--baseline 'nope' matches 0 configurations; choose one of "
-                                                            "balance=aux_loss; balance=loss_free"),
-    (["--until-resolved", "val/ppl", "--max-seeds", "2"], "--max-seeds 2 is below the first batch's 3 seeds"),
-    (["seeds=[4]", "--until-resolved", "val/ppl"], "needs at least 2 seeds in the first batch, not [4]"),
-    (["--step", "2"], "--step and --baseline go with --until-resolved METRIC"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--until-resolved", "val/pplx"],
+            "--until-resolved 'val/pplx': not a metric a run ends with; choose one of val/ppl",
+        ),
+        (
+            ["--until-resolved", "val/ppl", "--baseline", "nope"],
+            "--baseline 'nope' matches 0 configurations; choose one of balance=aux_loss; balance=loss_free",
+        ),
+        (["--until-resolved", "val/ppl", "--max-seeds", "2"], "--max-seeds 2 is below the first batch's 3 seeds"),
+        (["seeds=[4]", "--until-resolved", "val/ppl"], "needs at least 2 seeds in the first batch, not [4]"),
+        (["--step", "2"], "--step and --baseline go with --until-resolved METRIC"),
+    ],
+)
 def test_bad_sequential_options_fail_in_one_line_and_record_nothing(store, args, message):
-    result = cli_in_process("sweep", "paper_main", *args)
+    result = cli_in_this_process("sweep", "paper_main", *args)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr and result.stderr.count("\n") == 1
     assert all_runs(store) == []
@@ -57,10 +68,22 @@ def test_a_sequential_sweep_reuses_finished_seeds_adds_the_next_and_records_ever
     all skipped, look 2 trains seed 2 for both methods under the same parent; the parent records the
     plan, each look and why it stopped; the report prints the sequential interval."""
     with working_in_new_store(tmp_path, swept.root / "mlflow.db", corpus_cache) as uri:
-        result = run_cli("sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--until-resolved", "val/ppl",
-                         "--max-seeds", "3", "--step", "1", "--jobs", "2")
+        result = cli_in_new_process(
+            "sweep",
+            "paper_main",
+            "seeds=[0,1]",
+            *SHORT_RUN,
+            "--until-resolved",
+            "val/ppl",
+            "--max-seeds",
+            "3",
+            "--step",
+            "1",
+            "--jobs",
+            "2",
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        report = cli_in_process("report", "paper_main", "--format", "md", "--no-write")
+        report = cli_in_this_process("report", "paper_main", "--format", "md", "--no-write")
     assert report.returncode == 0, report.stderr[-3000:]
     out = " ".join(result.stdout.split())
     assert "looks at 2, 3 seeds (seeds 0..2, declared now)" in out and "after look 2: val/ppl" in out
@@ -70,13 +93,19 @@ def test_a_sequential_sweep_reuses_finished_seeds_adds_the_next_and_records_ever
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     assert parent.data.params["sequential.seeds"] == "0,1,2" and parent.data.params["sequential.looks"] == "2,3"
-    children = client.search_runs([experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
     assert sorted(c.data.params["seed"] for c in children) == ["2", "2"]  # seeds 0 and 1 were finished before
     assert all(c.info.status == "FINISHED" for c in children)
-    record = json.loads(client.download_artifacts(parent.info.run_id, "sequential.json", str(tmp_path)) and
-                        (tmp_path / "sequential.json").read_text())
+    record = json.loads(
+        client.download_artifacts(parent.info.run_id, "sequential.json", str(tmp_path))
+        and (tmp_path / "sequential.json").read_text()
+    )
     looks = record["pairs"]["balance=loss_free"]["looks"]
-    assert [look["seeds"] for look in looks] == [2, 3] and record["stopped"] == parent.data.tags["balance_lab.sequential"]
+    assert [look["seeds"] for look in looks] == [2, 3] and record["stopped"] == parent.data.tags[
+        "balance_lab.sequential"
+    ]
     assert record["stopped"].startswith(("every pair resolved", "the seed budget is spent"))
     # the report recomputes the same last interval from the runs
     low, high = looks[-1]["low"], looks[-1]["high"]

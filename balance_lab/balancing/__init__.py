@@ -14,8 +14,14 @@ Routing it reads); nothing of the store, config, training or above.
 from importlib import import_module
 
 # Exports load lazily, so `balance_lab.balancing.knobs` (pure Python) can be checked without torch.
-_EXPORTS = {"Balancer": "base", "BalancingTerm": "base", "AuxLoss": "aux_loss", "RouterZLoss": "aux_loss",
-            "LossFreeBias": "loss_free", "build_balancer": "factory"}
+_EXPORTS = {
+    "Balancer": "base",
+    "BalancingTerm": "base",
+    "AuxLoss": "aux_loss",
+    "RouterZLoss": "aux_loss",
+    "LossFreeBias": "loss_free",
+    "build_balancer": "factory",
+}
 __all__ = list(_EXPORTS)
 
 

@@ -74,6 +74,8 @@ class Balancer(nn.Module):
     @torch.no_grad()
     def step_end(self, counts_E: torch.Tensor) -> None:
         if counts_E.is_floating_point():
-            raise TypeError(f"expert counts must be integers, got {counts_E.dtype} (float counts round and flip updates)")
+            raise TypeError(
+                f"expert counts must be integers, got {counts_E.dtype} (float counts round and flip updates)"
+            )
         for term in self.terms:
             term.step_end(counts_E)

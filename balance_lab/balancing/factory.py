@@ -15,8 +15,15 @@ def build_balancer(cfg: Mapping[str, Any], n_experts: int) -> Balancer:
     check_balance(cfg)
     terms: list[BalancingTerm] = []
     if cfg.get("update_rate", 0.0) > 0:
-        terms.append(LossFreeBias(n_experts, float(cfg["update_rate"]), cfg.get("rule", "sign"), cfg.get("bias", "additive"),
-                                  bool(cfg.get("center", False))))
+        terms.append(
+            LossFreeBias(
+                n_experts,
+                float(cfg["update_rate"]),
+                cfg.get("rule", "sign"),
+                cfg.get("bias", "additive"),
+                bool(cfg.get("center", False)),
+            )
+        )
     if cfg.get("alpha", 0.0) > 0:
         terms.append(AuxLoss(float(cfg["alpha"]), cfg.get("scope", "micro"), n_experts))
     if cfg.get("z_loss", 0.0) > 0:

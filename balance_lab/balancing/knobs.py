@@ -31,8 +31,11 @@ def check_balance(cfg: Mapping[str, Any]) -> None:
             raise ValueError(f"balance.{knob}={cfg[knob]!r}: choose one of true, false")
     for knob in ("update_rate", "alpha", "z_loss", "jitter"):
         _check_number(knob, cfg.get(knob, 0.0), "a number >= 0 (0 switches it off)")
-    for knob, what in (("sinkhorn_iters", "an integer >= 0 (0 switches Sinkhorn selection off)"),
-                       ("n_groups", "an integer >= 1 (1 = no groups)"), ("group_topk", "an integer >= 1")):
+    for knob, what in (
+        ("sinkhorn_iters", "an integer >= 0 (0 switches Sinkhorn selection off)"),
+        ("n_groups", "an integer >= 1 (1 = no groups)"),
+        ("group_topk", "an integer >= 1"),
+    ):
         _check_number(knob, cfg.get(knob, 1), what, integer=True, low=0 if knob == "sinkhorn_iters" else 1)
     if cfg.get("jitter", 0.0) >= 1:
         raise ValueError(f"balance.jitter={cfg['jitter']}: must be below 1 (the noise is U(1 - eps, 1 + eps))")
@@ -40,21 +43,28 @@ def check_balance(cfg: Mapping[str, Any]) -> None:
     if capacity is not None:
         _check_number("capacity_factor", capacity, "a number > 0, or null for no dropping", low=0, low_open=True)
     if cfg.get("name") and str(cfg["name"]).startswith("loss_free") and cfg.get("update_rate", 0) <= 0:
-        raise ValueError(f"balance.update_rate={cfg.get('update_rate')}: {cfg['name']} needs an update rate u > 0 "
-                         "(u = 0 is balance=none)")
+        raise ValueError(
+            f"balance.update_rate={cfg.get('update_rate')}: {cfg['name']} needs an update rate u > 0 "
+            "(u = 0 is balance=none)"
+        )
     if cfg.get("sinkhorn_iters", 0) > 0:
         for knob in ("update_rate", "alpha"):  # Megatron-Core refuses the aux loss with Sinkhorn too
             if cfg.get(knob, 0) > 0:
-                raise ValueError(f"balance.{knob}={cfg[knob]} with balance.sinkhorn_iters={cfg['sinkhorn_iters']}: "
-                                 f"Sinkhorn selection balances by itself; set balance.{knob}=0")
+                raise ValueError(
+                    f"balance.{knob}={cfg[knob]} with balance.sinkhorn_iters={cfg['sinkhorn_iters']}: "
+                    f"Sinkhorn selection balances by itself; set balance.{knob}=0"
+                )
 
 
-def _check_number(knob: str, value: Any, what: str, integer: bool = False, low: float = 0.0,
-                  low_open: bool = False) -> None:
+def _check_number(
+    knob: str, value: Any, what: str, integer: bool = False, low: float = 0.0, low_open: bool = False
+) -> None:
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         raise ValueError(f"balance.{knob}={value!r}: must be {what}")
     if value < low or (low_open and value == low):
-        raise ValueError(f"balance.{knob}={value}: must be {what.removeprefix('a number ').removeprefix('an integer ')}")
+        raise ValueError(
+            f"balance.{knob}={value}: must be {what.removeprefix('a number ').removeprefix('an integer ')}"
+        )
 
 
 # Knobs added after runs were first recorded, at the value that switches each off. A run recorded

@@ -21,8 +21,9 @@ from balance_lab.balancing.knobs import BIAS_TYPES, RULES
 
 
 class LossFreeBias(BalancingTerm):
-    def __init__(self, n_experts: int, update_rate: float, rule: str = "sign", bias: str = "additive",
-                 center: bool = False):
+    def __init__(
+        self, n_experts: int, update_rate: float, rule: str = "sign", bias: str = "additive", center: bool = False
+    ):
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"balance.rule={rule!r}: choose one of {', '.join(RULES)}")

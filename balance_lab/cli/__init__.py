@@ -5,9 +5,8 @@ importing a command module registers its command. Entry point: `balance-lab = ba
 May import every wing, lazily, inside the command that needs it (`balance-lab --help` stays instant).
 """
 
-from balance_lab.cli.app import app
-
 # Importing a command's module registers it; `balance-lab --help` lists them in this order.
-from balance_lab.cli import run, sweep, runs, report, ui, configs, data  # noqa: E402, F401, I001
+from balance_lab.cli import configs, data, report, run, runs, sweep, ui  # noqa: E402, F401, I001
+from balance_lab.cli.app import app
 
 __all__ = ["app"]

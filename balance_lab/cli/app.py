@@ -22,13 +22,20 @@ data_app = typer.Typer(help="Prepare data for large runs (BPE token files).", no
 app.add_typer(data_app, name="data")
 
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-OverridesArg = typer.Argument(None, help="Hydra overrides, e.g. model=tiny balance=aux_loss trainer.max_steps=100 seed=1",
-                              show_default=False)
+OverridesArg = typer.Argument(
+    None, help="Hydra overrides, e.g. model=tiny balance=aux_loss trainer.max_steps=100 seed=1", show_default=False
+)
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="On an error, print the full error (Hydra's "
-                                      "message, Python's traceback) instead of one line.")) -> None:
+def main(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="On an error, print the full error (Hydra's message, Python's traceback) instead of one line.",
+    ),
+) -> None:
     """Load-balancing ablations of Mixture-of-Experts language models: train, sweep, report, browse."""
     if verbose:
         set_verbose()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-
-from balance_lab.cli.app import OverridesArg, PASSTHROUGH, compose, configs_app, fail
+from balance_lab.cli.app import PASSTHROUGH, OverridesArg, compose, configs_app, fail
 
 
 @configs_app.command("show", context_settings=PASSTHROUGH)
@@ -39,7 +38,10 @@ def configs_show(overrides: Optional[List[str]] = OverridesArg) -> None:
     table.add_row("total", f"{counts.total:,}")
     table.add_row("active per token", f"{counts.active:,}")
     table.add_row("embedding (tied)" if args.tie_embeddings else "embedding", f"{counts.embedding:,}")
-    table.add_row("MoE layers x routed experts", f"{args.n_moe_layers} x {args.n_routed_experts} (top-{args.top_k}, {args.n_shared_experts} shared)")
+    table.add_row(
+        "MoE layers x routed experts",
+        f"{args.n_moe_layers} x {args.n_routed_experts} (top-{args.top_k}, {args.n_shared_experts} shared)",
+    )
     table.add_row("training FLOPs per token", f"{train_flops_per_token(args, counts):,}")
     console.print(table)
 
@@ -47,10 +49,10 @@ def configs_show(overrides: Optional[List[str]] = OverridesArg) -> None:
 @configs_app.command("list")
 def configs_list() -> None:
     """List every config group and its options."""
-    from balance_lab.console import console as make_console
     from rich.table import Table
 
     from balance_lab.config.paths import conf_dir
+    from balance_lab.console import console as make_console
 
     table = Table(header_style="bold")
     table.add_column("group")

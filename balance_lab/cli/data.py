@@ -16,35 +16,74 @@ SOURCES = ("builtin", "text_dir", "hf")
 @data_app.command("tokenize", context_settings=PASSTHROUGH)
 def data_tokenize(
     out: Path = typer.Argument(..., help="Folder to write tokenizer.json, meta.json and <domain>.<split>.bin to."),
-    overrides: Optional[List[str]] = typer.Argument(None, show_default=False, help="With --source hf: more of the "
-                                                    "data=hf config, e.g. 'data.domains={web: 0.7, forum: 0.3}' or "
-                                                    "'data.domains={web: {path: a.parquet}, code: {path: b.jsonl.zst}}' "
-                                                    "(conf/data/hf.yaml has every key)."),
-    source: str = typer.Option("builtin", "--source", help="builtin (this Python's corpus), text_dir (--path: one "
-                               "subfolder of text files per domain) or hf (--path: any Hugging Face dataset)."),
-    path: Optional[str] = typer.Option(None, "--path", help="text_dir: the folder. hf: parquet / jsonl(.gz/.zst) / "
-                                       "arrow / csv / txt files (a glob), a folder of them, a save_to_disk folder, "
-                                       "or a hub dataset name (online only)."),
+    overrides: Optional[List[str]] = typer.Argument(
+        None,
+        show_default=False,
+        help="With --source hf: more of the "
+        "data=hf config, e.g. 'data.domains={web: 0.7, forum: 0.3}' or "
+        "'data.domains={web: {path: a.parquet}, code: {path: b.jsonl.zst}}' "
+        "(conf/data/hf.yaml has every key).",
+    ),
+    source: str = typer.Option(
+        "builtin",
+        "--source",
+        help="builtin (this Python's corpus), text_dir (--path: one "
+        "subfolder of text files per domain) or hf (--path: any Hugging Face dataset).",
+    ),
+    path: Optional[str] = typer.Option(
+        None,
+        "--path",
+        help="text_dir: the folder. hf: parquet / jsonl(.gz/.zst) / "
+        "arrow / csv / txt files (a glob), a folder of them, a save_to_disk folder, "
+        "or a hub dataset name (online only).",
+    ),
     text_field: Optional[str] = typer.Option(None, "--text-field", help="hf: the column with the text [text]."),
-    domain_field: Optional[str] = typer.Option(None, "--domain-field", help="hf: a column whose values are the "
-                                               "domains (a source or language field); default: one domain, all."),
+    domain_field: Optional[str] = typer.Option(
+        None,
+        "--domain-field",
+        help="hf: a column whose values are the domains (a source or language field); default: one domain, all.",
+    ),
     vocab_size: int = typer.Option(32000, "--vocab-size", min=257, help="BPE vocabulary (EOT included)."),
-    tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Use this tokenizer.json (Hugging Face "
-                                             "`tokenizers` format, e.g. GPT-2's or Llama's) instead of training one."),
-    eot: Optional[str] = typer.Option(None, "--eot", help="With --tokenizer: the token between documents (default: "
-                                      "its <|endoftext|>, <|end_of_text|>, </s> or <eos>)."),
-    retrain: bool = typer.Option(False, "--retrain", help="Train the tokenizer again even if OUT/tokenizer.json has "
-                                 "the same vocabulary size (by default it is reused: the cache)."),
-    max_documents: Optional[int] = typer.Option(None, "--max-documents", min=1, help="At most N documents per domain "
-                                                "(a quick look before the real thing)."),
-    val_fraction: float = typer.Option(0.05, "--val-fraction", min=0.0, max=1.0, help="Held-out fraction of documents "
-                                       "(by a hash of the document; hf: where the dataset has no validation split)."),
-    streaming: bool = typer.Option(False, "--streaming", help="hf: read the dataset as a stream (no Arrow copy: for "
-                                   "corpora larger than memory or disk)."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Tokenising processes (1: this one, with the tokenizer's "
-                                "own threads)."),
-    dtype: str = typer.Option("auto", "--dtype", help="Token dtype: auto (uint16 up to 65,536 tokens, else uint32), "
-                              "uint16 or uint32."),
+    tokenizer: Optional[Path] = typer.Option(
+        None,
+        "--tokenizer",
+        help="Use this tokenizer.json (Hugging Face "
+        "`tokenizers` format, e.g. GPT-2's or Llama's) instead of training one.",
+    ),
+    eot: Optional[str] = typer.Option(
+        None,
+        "--eot",
+        help="With --tokenizer: the token between documents (default: "
+        "its <|endoftext|>, <|end_of_text|>, </s> or <eos>).",
+    ),
+    retrain: bool = typer.Option(
+        False,
+        "--retrain",
+        help="Train the tokenizer again even if OUT/tokenizer.json has "
+        "the same vocabulary size (by default it is reused: the cache).",
+    ),
+    max_documents: Optional[int] = typer.Option(
+        None, "--max-documents", min=1, help="At most N documents per domain (a quick look before the real thing)."
+    ),
+    val_fraction: float = typer.Option(
+        0.05,
+        "--val-fraction",
+        min=0.0,
+        max=1.0,
+        help="Held-out fraction of documents "
+        "(by a hash of the document; hf: where the dataset has no validation split).",
+    ),
+    streaming: bool = typer.Option(
+        False,
+        "--streaming",
+        help="hf: read the dataset as a stream (no Arrow copy: for corpora larger than memory or disk).",
+    ),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Tokenising processes (1: this one, with the tokenizer's own threads)."
+    ),
+    dtype: str = typer.Option(
+        "auto", "--dtype", help="Token dtype: auto (uint16 up to 65,536 tokens, else uint32), uint16 or uint32."
+    ),
 ) -> None:
     """Write token files for `data=tokens`: a BPE trained locally, or your tokenizer.json.
 
@@ -83,12 +122,24 @@ def data_tokenize(
     options = dict(eot=eot, dtype=dtype, workers=workers)
     try:
         if source == "hf":
-            data = _hf_config(list(overrides or []), path, text_field, domain_field, vocab_size, tokenizer or reusable,
-                              max_documents, val_fraction, streaming, workers, eot)
+            data = _hf_config(
+                list(overrides or []),
+                path,
+                text_field,
+                domain_field,
+                vocab_size,
+                tokenizer or reusable,
+                max_documents,
+                val_fraction,
+                streaming,
+                workers,
+                eot,
+            )
             meta = _write_hf(data, out, dtype, console, fresh_bpe=tokenizer is None and reusable is None)
         else:
-            meta = _write_documents(source, path, max_documents, val_fraction, out, vocab_size, tokenizer or reusable,
-                                    options, console)
+            meta = _write_documents(
+                source, path, max_documents, val_fraction, out, vocab_size, tokenizer or reusable, options, console
+            )
     except ConfigError as exc:
         fail(str(exc))
     _print_summary(console, out, meta, time.perf_counter() - started)
@@ -103,8 +154,19 @@ def _reusable_tokenizer(out: Path, vocab_size: int, retrain: bool) -> Path | Non
     return target if vocab_of(load_tokenizer(target)) == vocab_size else None
 
 
-def _hf_config(overrides, path, text_field, domain_field, vocab_size, tokenizer, max_documents, val_fraction,
-               streaming, workers, eot):
+def _hf_config(
+    overrides,
+    path,
+    text_field,
+    domain_field,
+    vocab_size,
+    tokenizer,
+    max_documents,
+    val_fraction,
+    streaming,
+    workers,
+    eot,
+):
     """conf/data/hf.yaml with the user's data.* overrides, then the options given."""
     from omegaconf import OmegaConf
 
@@ -116,13 +178,23 @@ def _hf_config(overrides, path, text_field, domain_field, vocab_size, tokenizer,
         fail(f"{bad[0]!r}: only data.* keys configure what is tokenised (conf/data/hf.yaml)")
     data = compose_config(["data=hf", *overrides]).data
     OmegaConf.set_struct(data, False)
-    given = {"path": path, "text_field": text_field, "domain_field": domain_field, "eot": eot,
-             "tokenizer": str(tokenizer) if tokenizer else None, "max_documents": max_documents}
+    given = {
+        "path": path,
+        "text_field": text_field,
+        "domain_field": domain_field,
+        "eot": eot,
+        "tokenizer": str(tokenizer) if tokenizer else None,
+        "max_documents": max_documents,
+    }
     for key, value in given.items():
         if value is not None:
             data[key] = value
-    data.update(vocab_size=vocab_size, val_fraction=val_fraction, workers=workers,
-                streaming=streaming or data.get("streaming", False))
+    data.update(
+        vocab_size=vocab_size,
+        val_fraction=val_fraction,
+        workers=workers,
+        streaming=streaming or data.get("streaming", False),
+    )
     if data.get("path") is None and not data.get("domains"):
         fail("--source hf needs --path (files, a folder or a hub dataset name) or per-domain datasets in data.domains")
     source_for(data).check()
@@ -132,8 +204,12 @@ def _hf_config(overrides, path, text_field, domain_field, vocab_size, tokenizer,
 def _write_hf(data, out: Path, dtype: str, console, fresh_bpe: bool) -> dict:
     from balance_lab.data import hf
 
-    return _write_whole(out, console, fresh_bpe, lambda tmp, on_plan, on_trained, progress: hf.write(
-        data, tmp, dtype, progress, on_plan, on_trained))
+    return _write_whole(
+        out,
+        console,
+        fresh_bpe,
+        lambda tmp, on_plan, on_trained, progress: hf.write(data, tmp, dtype, progress, on_plan, on_trained),
+    )
 
 
 def _write_documents(source, path, max_documents, val_fraction, out, vocab_size, tokenizer, options, console) -> dict:
@@ -162,9 +238,17 @@ def _corpus_documents(source: str, path: Path | None, max_documents: int | None)
 
     if source == "text_dir" and path is None:
         raise ConfigError("--source text_dir needs --path FOLDER (one subfolder of text files per domain)")
-    data = OmegaConf.create({"source": source, "tokenizer": "bytes", "path": str(path) if path else None,
-                             "domains": None, "extensions": list(TEXT_EXTENSIONS), "math_documents": 4000,
-                             "corpus_seed": 1234})
+    data = OmegaConf.create(
+        {
+            "source": source,
+            "tokenizer": "bytes",
+            "path": str(path) if path else None,
+            "domains": None,
+            "extensions": list(TEXT_EXTENSIONS),
+            "math_documents": 4000,
+            "corpus_seed": 1234,
+        }
+    )
     try:
         makers = source_for(data).documents()
     except ConfigError as exc:
@@ -192,8 +276,13 @@ def _print_summary(console, out: Path, meta: dict, seconds: float) -> None:
     for column in ("domain", "train documents", "train tokens", "val documents", "val tokens"):
         table.add_column(column, justify="left" if column == "domain" else "right")
     for domain, info in meta["domains"].items():
-        table.add_row(domain, f"{info['train']['documents']:,}", f"{info['train']['tokens']:,}",
-                      f"{info['val']['documents']:,}", f"{info['val']['tokens']:,}")
+        table.add_row(
+            domain,
+            f"{info['train']['documents']:,}",
+            f"{info['train']['tokens']:,}",
+            f"{info['val']['documents']:,}",
+            f"{info['val']['tokens']:,}",
+        )
     console.print(table)
     console.print(f"use it: balance-lab run data=tokens data.path={out} model.vocab_size={meta['vocab_size']}")
 
@@ -201,8 +290,9 @@ def _print_summary(console, out: Path, meta: dict, seconds: float) -> None:
 @data_app.command("example")
 def data_example(
     out: Path = typer.Argument(..., help="Folder to write the example corpora to (new or empty)."),
-    copies: int = typer.Option(1, "--copies", min=1, help="Repeat the corpus N times (~17 MB of text each): a larger "
-                               "corpus for timing."),
+    copies: int = typer.Option(
+        1, "--copies", min=1, help="Repeat the corpus N times (~17 MB of text each): a larger corpus for timing."
+    ),
 ) -> None:
     """Write the built-in corpus as FineWeb-, The Stack- and SlimPajama-like files (parquet, jsonl.zst).
 

@@ -9,24 +9,39 @@ import typer
 
 from balance_lab.cli.app import app, existing_store, fail
 
-
 REPORT_FORMATS = ("table", "md", "csv", "html")
 
 
 @app.command()
 def report(
-    sweeps: Optional[List[str]] = typer.Argument(None, help="Sweep (experiment) names; default: every experiment in the store.",
-                                                 show_default=False),
-    output_format: str = typer.Option("table", "--format", "-f", help="What to print: table (rich), md, csv (summary) or html."),
+    sweeps: Optional[List[str]] = typer.Argument(
+        None, help="Sweep (experiment) names; default: every experiment in the store.", show_default=False
+    ),
+    output_format: str = typer.Option(
+        "table", "--format", "-f", help="What to print: table (rich), md, csv (summary) or html."
+    ),
     out: Path = typer.Option(Path("reports"), "--out", "-o", help="Reports go to `OUT/SWEEP/`."),
-    metric: Optional[List[str]] = typer.Option(None, "--metric", "-m", help="Extra metric column, e.g. val/loss or "
-                                               "train/aux_loss:min (':min'/':max' marks the best). Repeatable."),
-    run_filter: str = typer.Option("", "--run-filter", help="MLflow filter on the runs, e.g. \"params.model.name = 'tiny'\"."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="Configuration the others are compared with, seed by "
-                                           "seed (a label or a unique part of one); default: the first."),
-    write: bool = typer.Option(True, "--write/--no-write", help="Write `OUT/SWEEP/` and log the plots to the sweep's parent run."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
-                                               "else sqlite:///mlflow.db)."),
+    metric: Optional[List[str]] = typer.Option(
+        None,
+        "--metric",
+        "-m",
+        help="Extra metric column, e.g. val/loss or train/aux_loss:min (':min'/':max' marks the best). Repeatable.",
+    ),
+    run_filter: str = typer.Option(
+        "", "--run-filter", help="MLflow filter on the runs, e.g. \"params.model.name = 'tiny'\"."
+    ),
+    baseline: Optional[str] = typer.Option(
+        None,
+        "--baseline",
+        help="Configuration the others are compared with, seed by "
+        "seed (a label or a unique part of one); default: the first.",
+    ),
+    write: bool = typer.Option(
+        True, "--write/--no-write", help="Write `OUT/SWEEP/` and log the plots to the sweep's parent run."
+    ),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+    ),
 ) -> None:
     """Compare the configurations of a sweep: tables, paired differences, the paper's numbers, plots.
 
@@ -46,7 +61,7 @@ def report(
     if output_format not in REPORT_FORMATS:
         fail(f"unknown --format {output_format!r}; choose one of {', '.join(REPORT_FORMATS)}")
     uri = existing_store(tracking_uri)
-    from balance_lab.report import make, render
+    from balance_lab.report import html, make, render
 
     names = list(sweeps or []) or _experiments_with_runs(uri)
     if not names:
@@ -68,7 +83,7 @@ def report(
         elif output_format == "md":
             typer.echo(render.markdown(result), nl=False)
         else:
-            typer.echo(render.html(render.markdown(result), out / name, f"balance-lab report: {name}"), nl=False)
+            typer.echo(html.html(render.markdown(result), out / name, f"balance-lab report: {name}"), nl=False)
 
 
 def _experiments_with_runs(uri: str) -> list[str]:

@@ -9,15 +9,19 @@ from typing import List, Optional
 
 import typer
 
-from balance_lab.cli.app import OverridesArg, PASSTHROUGH, app, check, compose, fail, prepare_data, set_verbose
+from balance_lab.cli.app import PASSTHROUGH, OverridesArg, app, check, compose, fail, prepare_data, set_verbose
 
 
 @app.command(context_settings=PASSTHROUGH)
 def run(
     overrides: Optional[List[str]] = OverridesArg,
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a stopped run (KILLED, FAILED or a RUNNING one "
-                                         "whose process is gone) from its last checkpoint: an MLflow run id or a "
-                                         "checkpoint file. Same run, same config; no overrides."),
+    resume: Optional[str] = typer.Option(
+        None,
+        "--resume",
+        help="Continue a stopped run (KILLED, FAILED or a RUNNING one "
+        "whose process is gone) from its last checkpoint: an MLflow run id or a "
+        "checkpoint file. Same run, same config; no overrides.",
+    ),
 ) -> None:
     """Train one MoE LM and record it in MLflow.
 
@@ -56,12 +60,14 @@ def run(
 def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
     import tempfile
 
-    from balance_lab.store import tracking
     from balance_lab.errors import ConfigError
+    from balance_lab.store import tracking
     from balance_lab.training.resume import resume_target
 
     if overrides:
-        fail(f"--resume continues a run with the config it started with; leave out the overrides ({' '.join(overrides)})")
+        fail(
+            f"--resume continues a run with the config it started with; leave out the overrides ({' '.join(overrides)})"
+        )
     uri = tracking.resolve_tracking_uri()
     try:
         target = resume_target(ref, uri)
@@ -70,6 +76,16 @@ def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
     config_dir = Path(tempfile.mkdtemp(prefix="balance-lab-resume-"))
     (config_dir / "config.yaml").write_text(target.config_yaml)
     typer.echo(f"resuming {target.run_name} ({target.run_id}) at step {target.step} from {target.checkpoint}", err=True)
-    return [sys.executable, "-m", "balance_lab.train", "--config-path", str(config_dir), "--config-name", "config",
-            f"++resume_run_id={target.run_id}", f"++resume_ckpt='{target.checkpoint}'",
-            f"++checkpoint.dir='{target.checkpoint.parent}'", f"++logger.tracking_uri='{uri}'"]
+    return [
+        sys.executable,
+        "-m",
+        "balance_lab.train",
+        "--config-path",
+        str(config_dir),
+        "--config-name",
+        "config",
+        f"++resume_run_id={target.run_id}",
+        f"++resume_ckpt='{target.checkpoint}'",
+        f"++checkpoint.dir='{target.checkpoint.parent}'",
+        f"++logger.tracking_uri='{uri}'",
+    ]

@@ -12,16 +12,29 @@ from balance_lab.cli.app import app, existing_store, fail
 
 @app.command()
 def runs(
-    stale: bool = typer.Option(False, "--stale", help="Find RUNNING runs whose process is gone (kill -9, OOM, lost node) "
-                               "and mark them KILLED, so they can be resumed."),
-    older_than: float = typer.Option(10.0, "--older-than", min=0, help="With --stale, for runs owned by another host: "
-                                     "minutes without a heartbeat that count as gone."),
+    stale: bool = typer.Option(
+        False,
+        "--stale",
+        help="Find RUNNING runs whose process is gone (kill -9, OOM, lost node) "
+        "and mark them KILLED, so they can be resumed.",
+    ),
+    older_than: float = typer.Option(
+        10.0,
+        "--older-than",
+        min=0,
+        help="With --stale, for runs owned by another host: minutes without a heartbeat that count as gone.",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --stale, list what would be marked; change nothing."),
-    sync: Optional[Path] = typer.Option(None, "--sync", help="Send what a run kept while its store was away "
-                                        "(metrics, tags, artifacts: the unsent-RUN.jsonl file it named)."),
+    sync: Optional[Path] = typer.Option(
+        None,
+        "--sync",
+        help="Send what a run kept while its store was away "
+        "(metrics, tags, artifacts: the unsent-RUN.jsonl file it named).",
+    ),
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many of the latest runs to list."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
-                                               "else sqlite:///mlflow.db)."),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+    ),
 ) -> None:
     """List the latest runs; find and mark the ones whose process died.
 
@@ -39,8 +52,8 @@ def runs(
 
     from rich.table import Table
 
-    from balance_lab.store import tracking
     from balance_lab.console import console as make_console
+    from balance_lab.store import tracking
 
     uri = existing_store(tracking_uri)
     from balance_lab.store import runs as listing
@@ -59,8 +72,11 @@ def runs(
         for row in found:
             if not dry_run:
                 listing.mark_killed(client, row)
-            console.print(f"{'would mark' if dry_run else 'marked'} KILLED: {row.name} ({row.run_id}, {row.experiment}): "
-                          f"{row.note}; {row.next_step}", soft_wrap=True)  # one line per run: the command copies whole
+            console.print(
+                f"{'would mark' if dry_run else 'marked'} KILLED: {row.name} ({row.run_id}, {row.experiment}): "
+                f"{row.note}; {row.next_step}",
+                soft_wrap=True,
+            )  # one line per run: the command copies whole
         console.print(f"{len(found)} stale run(s)" + (" (nothing changed: --dry-run)" if dry_run and found else ""))
         return
     table = Table(header_style="bold")
@@ -68,7 +84,13 @@ def runs(
         table.add_column(column, justify="right" if column == "val ppl" else "left")
     for row in listing.latest_runs(client, limit):
         style = {"FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan"}.get(row.status, "")
-        table.add_row(row.name, row.experiment, f"[{style}]{row.status}[/]" if style else row.status,
-                      datetime.fromtimestamp(row.started).strftime("%Y-%m-%d %H:%M"),
-                      f"{row.val_ppl:.3f}" if row.val_ppl is not None else "-", row.run_id, row.note[:80])
+        table.add_row(
+            row.name,
+            row.experiment,
+            f"[{style}]{row.status}[/]" if style else row.status,
+            datetime.fromtimestamp(row.started).strftime("%Y-%m-%d %H:%M"),
+            f"{row.val_ppl:.3f}" if row.val_ppl is not None else "-",
+            row.run_id,
+            row.note[:80],
+        )
     console.print(table)

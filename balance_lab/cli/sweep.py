@@ -6,29 +6,51 @@ from typing import List, Optional
 
 import typer
 
-from balance_lab.cli.app import OverridesArg, PASSTHROUGH, app, fail, prepare_data
+from balance_lab.cli.app import PASSTHROUGH, OverridesArg, app, fail, prepare_data
 from balance_lab.config.paths import available_sweeps
 
 
 @app.command(context_settings=PASSTHROUGH)
 def sweep(
-    name: str = typer.Argument(..., help="A sweep file of sweeps/ (or of $BALANCE_LAB_SWEEPS_DIR): "
-                                         f"{', '.join(available_sweeps())}."),
+    name: str = typer.Argument(
+        ..., help=f"A sweep file of sweeps/ (or of $BALANCE_LAB_SWEEPS_DIR): {', '.join(available_sweeps())}."
+    ),
     overrides: Optional[List[str]] = OverridesArg,
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at a time on this machine (Hydra's joblib launcher)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and exit; nothing is trained or recorded."),
-    rerun: bool = typer.Option(False, "--rerun", help="Train again the runs that already FINISHED with the same config."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
-                                               "else sqlite:///mlflow.db)."),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", min=1, help="Runs at a time on this machine (Hydra's joblib launcher)."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the expanded grid and exit; nothing is trained or recorded."
+    ),
+    rerun: bool = typer.Option(
+        False, "--rerun", help="Train again the runs that already FINISHED with the same config."
+    ),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+    ),
     until_resolved: Optional[str] = typer.Option(
-        None, "--until-resolved", metavar="METRIC", help="After the grid's seeds, add --step seeds at a time until "
+        None,
+        "--until-resolved",
+        metavar="METRIC",
+        help="After the grid's seeds, add --step seeds at a time until "
         "METRIC's paired interval against --baseline excludes zero for every configuration, or --max-seeds are spent "
-        "(a group-sequential rule: the overall false-positive rate stays at 5%). E.g. val/ppl, val/maxvio_global."),
-    max_seeds: int = typer.Option(12, "--max-seeds", min=2, help="With --until-resolved: the seed budget per configuration."),
-    step: Optional[int] = typer.Option(None, "--step", min=1, help="With --until-resolved: seeds added per look "
-                                       "(default: as many as the grid's seeds)."),
-    baseline: Optional[str] = typer.Option(None, "--baseline", help="With --until-resolved: the configuration the "
-                                           "others are compared with (its swept values, or a unique part; default: the first)."),
+        "(a group-sequential rule: the overall false-positive rate stays at 5%). E.g. val/ppl, val/maxvio_global.",
+    ),
+    max_seeds: int = typer.Option(
+        12, "--max-seeds", min=2, help="With --until-resolved: the seed budget per configuration."
+    ),
+    step: Optional[int] = typer.Option(
+        None,
+        "--step",
+        min=1,
+        help="With --until-resolved: seeds added per look (default: as many as the grid's seeds).",
+    ),
+    baseline: Optional[str] = typer.Option(
+        None,
+        "--baseline",
+        help="With --until-resolved: the configuration the "
+        "others are compared with (its swept values, or a unique part; default: the first).",
+    ),
 ) -> None:
     """Run an ablation grid (method x rate x rule x ... x seed) as one MLflow sweep.
 
@@ -61,9 +83,9 @@ def sweep(
     from datetime import datetime
     from pathlib import Path
 
-    from balance_lab.store import tracking
     from balance_lab.console import console as make_console
     from balance_lab.errors import ConfigError
+    from balance_lab.store import tracking
     from balance_lab.sweeping.grid import expand
 
     overrides = list(overrides or [])
@@ -81,8 +103,8 @@ def sweep(
     except ConfigError as exc:
         fail(str(exc))
     uri = tracking.resolve_tracking_uri(tracking_uri)
-    from balance_lab.sweeping.display import grid_table, print_outcome
     from balance_lab.store.reachable import check_reachable
+    from balance_lab.sweeping.display import grid_table, print_outcome
 
     try:
         check_reachable(uri)
@@ -93,8 +115,10 @@ def sweep(
         _mark_finished(grid, uri, create_store=False)
         make_console().print(grid_table(grid, rerun))
         if until_resolved is not None:
-            make_console().print(f"until {until_resolved} is resolved against {chosen}: looks at "
-                                 f"{', '.join(map(str, plan.looks))} seeds, seeds {', '.join(map(str, plan.seeds))}")
+            make_console().print(
+                f"until {until_resolved} is resolved against {chosen}: looks at "
+                f"{', '.join(map(str, plan.looks))} seeds, seeds {', '.join(map(str, plan.seeds))}"
+            )
         return
     from balance_lab.sweeping.launch import check_launcher, launcher_overrides, run_sweep
 
@@ -114,6 +138,7 @@ def sweep(
     sweep_dir = Path("multirun") / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:
         if until_resolved is not None:
+
             def grid_for(seeds):
                 kept = [o for o in plain if o.partition("=")[0].lstrip("+~") not in ("seed", "seeds")]
                 later = expand(name, [*kept, f"seed={','.join(map(str, seeds))}"])
@@ -122,7 +147,8 @@ def sweep(
 
             launch = {"jobs": jobs, "rerun": rerun, "extra": extra, "tracking_uri": uri}
             parent_id, results, incomplete = sequential.run_until_resolved(
-                client, grid, grid_for, until_resolved, plan, chosen, command, launch, sweep_dir.resolve())
+                client, grid, grid_for, until_resolved, plan, chosen, command, launch, sweep_dir.resolve()
+            )
             failed = sum(o.status not in ("FINISHED", "SKIPPED") for o in results)
             if failed or incomplete:
                 typer.echo(f"{failed} runs did not finish (parent run {parent_id})", err=True)
@@ -130,9 +156,12 @@ def sweep(
             return
         parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
     except KeyboardInterrupt:
-        typer.echo("sweep interrupted: each running run finishes its step, saves a checkpoint and is marked KILLED; "
-                   f"run the same command again to continue them ({command})", err=True)
-        raise typer.Exit(130)
+        typer.echo(
+            "sweep interrupted: each running run finishes its step, saves a checkpoint and is marked KILLED; "
+            f"run the same command again to continue them ({command})",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     if print_outcome(grid, results, parent_id, log_path):
         raise typer.Exit(1)
 

@@ -14,16 +14,26 @@ def tokenize_progress(console, training_bpe: bool, what: str):
     then documents done, documents/s, tokens written and, where the size is known, a bar and the ETA."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[docs]}"),
-               TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[tokens]}"), TimeElapsedColumn(),
-               TimeRemainingColumn()]
+    columns = [
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[docs]}"),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[tokens]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(f"{what}: opening", total=None, docs="", rate="", tokens="")
         started = [time.perf_counter()]
 
         def on_plan(total_documents: int | None) -> None:
-            bar.update(task, total=total_documents,
-                       description=f"{what}: training the BPE" if training_bpe else f"{what}: tokenising")
+            bar.update(
+                task,
+                total=total_documents,
+                description=f"{what}: training the BPE" if training_bpe else f"{what}: tokenising",
+            )
 
         def on_trained() -> None:
             started[0] = time.perf_counter()
@@ -31,8 +41,13 @@ def tokenize_progress(console, training_bpe: bool, what: str):
 
         def progress(documents: int, tokens: int) -> None:
             rate = documents / max(1e-9, time.perf_counter() - started[0])
-            bar.update(task, completed=documents, docs=f"{documents:,} docs", rate=f"{rate:,.0f} docs/s",
-                       tokens=f"{tokens:,} tokens")
+            bar.update(
+                task,
+                completed=documents,
+                docs=f"{documents:,} docs",
+                rate=f"{rate:,.0f} docs/s",
+                tokens=f"{tokens:,} tokens",
+            )
 
         try:
             yield on_plan, on_trained, progress

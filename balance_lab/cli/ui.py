@@ -12,10 +12,13 @@ from balance_lab.cli.app import app, existing_store, fail
 
 @app.command()
 def ui(
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to serve on; 0.0.0.0 exposes the store to the network."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to serve on; 0.0.0.0 exposes the store to the network."
+    ),
     port: int = typer.Option(5000, "--port", "-p", min=0, max=65535, help="Port; 0 picks a free one."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, "
-                                               "else sqlite:///mlflow.db)."),
+    tracking_uri: Optional[str] = typer.Option(
+        None, "--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
+    ),
 ) -> None:
     """Browse every run, sweep, metric and plot in the MLflow UI (the real `mlflow server`).
 
@@ -30,9 +33,9 @@ def ui(
     """
     import tempfile
 
-    from balance_lab.ui import server
     from balance_lab.console import console as make_console
     from balance_lab.errors import ConfigError
+    from balance_lab.ui import server
 
     uri = existing_store(tracking_uri)
     try:
@@ -41,8 +44,10 @@ def ui(
         fail(str(exc))
     console = make_console()
     if host not in server.LOOPBACK:
-        console.print(f"[yellow]warning: serving on {host}: anyone who can reach this machine on port {port} can read "
-                      "and change every run (no authentication)[/]")
+        console.print(
+            f"[yellow]warning: serving on {host}: anyone who can reach this machine on port {port} can read "
+            "and change every run (no authentication)[/]"
+        )
     log_path = Path(tempfile.mkdtemp(prefix="balance-lab-ui-")) / "mlflow-server.log"
     server.stop_on_sigterm()  # `kill` stops the server too, as Ctrl-C does
     process = server.start(uri, host, port, log_path)

@@ -16,20 +16,61 @@ from balance_lab.errors import ConfigError
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
 # Lightning 2's precision strings (the short legacy forms included)
-PRECISIONS = ("64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
-              "transformer-engine-float16", "64", "32", "16", "bf16")
+PRECISIONS = (
+    "64-true",
+    "32-true",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "64",
+    "32",
+    "16",
+    "bf16",
+)
 # Lightning 2's registered strategies (tests/test_configs.py holds this list to Lightning's registry)
-STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
-              "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
-              "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
-              "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "deepspeed",
-              "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
-              "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload",
-              "single_device", "single_tpu", "single_xla", "xla", "xla_debug")
+STRATEGIES = (
+    "auto",
+    "ddp",
+    "ddp_find_unused_parameters_false",
+    "ddp_find_unused_parameters_true",
+    "ddp_fork",
+    "ddp_fork_find_unused_parameters_false",
+    "ddp_fork_find_unused_parameters_true",
+    "ddp_notebook",
+    "ddp_notebook_find_unused_parameters_false",
+    "ddp_notebook_find_unused_parameters_true",
+    "ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false",
+    "ddp_spawn_find_unused_parameters_true",
+    "deepspeed",
+    "deepspeed_stage_1",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme",
+    "fsdp",
+    "fsdp_cpu_offload",
+    "single_device",
+    "single_tpu",
+    "single_xla",
+    "xla",
+    "xla_debug",
+)
 
 
-def number(cfg: DictConfig, key: str, kind: type = float, low: float | None = None, high: float | None = None,
-           low_open: bool = False, allow_null: bool = False) -> Any:
+def number(
+    cfg: DictConfig,
+    key: str,
+    kind: type = float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    allow_null: bool = False,
+) -> Any:
     """cfg[key] as `kind`, within [low, high] ((low, high] with low_open), or a ConfigError naming it."""
     value = OmegaConf.select(cfg, key)
     if value is None and allow_null:
@@ -67,8 +108,12 @@ def check_trainer(cfg: DictConfig) -> dict:
     choice(cfg, "trainer.accelerator", ACCELERATORS)
     choice(cfg, "trainer.precision", PRECISIONS)
     devices = cfg.trainer.devices
-    if not (devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1)) or isinstance(devices, list)):
-        raise ConfigError(f"trainer.devices={devices!r}: must be a count >= 1, -1 (all), 'auto' or a list of device ids")
+    if not (
+        devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1)) or isinstance(devices, list)
+    ):
+        raise ConfigError(
+            f"trainer.devices={devices!r}: must be a count >= 1, -1 (all), 'auto' or a list of device ids"
+        )
     if isinstance(cfg.trainer.get("strategy"), str):  # absent: Lightning's "auto"; an object is Lightning's to check
         choice(cfg, "trainer.strategy", STRATEGIES)
     return trainer_arguments(cfg.trainer)
@@ -79,8 +124,17 @@ def check_model_and_balance(cfg: DictConfig):
     from balance_lab.balancing.knobs import check_balance
     from balance_lab.model.args import ModelArgs, RoutingArgs
 
-    for key in ("vocab_size", "seq_len", "d_model", "n_layers", "n_heads", "n_routed_experts", "top_k",
-                "expert_hidden", "dense_hidden"):
+    for key in (
+        "vocab_size",
+        "seq_len",
+        "d_model",
+        "n_layers",
+        "n_heads",
+        "n_routed_experts",
+        "top_k",
+        "expert_hidden",
+        "dense_hidden",
+    ):
         number(cfg, f"model.{key}", int, low=1)
     number(cfg, "model.n_shared_experts", int, low=0)
     number(cfg, "model.init_std", low=0, low_open=True)
@@ -125,11 +179,15 @@ def check_data(cfg: DictConfig):
     source.check()
     needed = source.vocab_size
     if needed == 256 and cfg.model.vocab_size != 256:  # rows no byte uses would double tiny's compute
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {source.tokenizer_text} reads 256 byte values; "
-                          "add model.vocab_size=256")
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size}: {source.tokenizer_text} reads 256 byte values; "
+            "add model.vocab_size=256"
+        )
     if cfg.model.vocab_size < needed:
-        raise ConfigError(f"model.vocab_size={cfg.model.vocab_size}: {source.tokenizer_text} has {needed} tokens; "
-                          f"add model.vocab_size={needed}")
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size}: {source.tokenizer_text} has {needed} tokens; "
+            f"add model.vocab_size={needed}"
+        )
     return source
 
 

@@ -27,7 +27,17 @@ from balance_lab.data.types import Document, DomainSplit
 
 CORPUS_VERSION = 1
 DOMAINS = ("code", "prose", "math")
-_SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "turtledemo", "ensurepip", "__pycache__"}
+_SKIP_DIRS = {
+    "site-packages",
+    "dist-packages",
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "turtledemo",
+    "ensurepip",
+    "__pycache__",
+}
 _MIN_DOCSTRING_CHARS = 200
 
 
@@ -57,7 +67,8 @@ def prose_documents() -> Iterator[Document]:
                 doc = ast.get_docstring(node)
                 if doc and len(doc) >= _MIN_DOCSTRING_CHARS:
                     name = getattr(node, "name", "<module>")
-                    yield Document(f"prose:{path.relative_to(root).as_posix()}:{name}:{node.lineno if hasattr(node, 'lineno') else 0}", doc)
+                    line = node.lineno if hasattr(node, "lineno") else 0
+                    yield Document(f"prose:{path.relative_to(root).as_posix()}:{name}:{line}", doc)
     from pydoc_data.topics import topics
 
     for name in sorted(topics):
@@ -115,17 +126,23 @@ def corpus_key(val_fraction: float, math_documents_n: int, seed: int) -> str:
     return f"v{CORPUS_VERSION}-py{version}-val{val_fraction}-math{math_documents_n}-seed{seed}"
 
 
-def load_builtin_corpus(cache_dir: str | Path, val_fraction: float = 0.05, math_documents_n: int = 4000,
-                        seed: int = 1234) -> dict[str, DomainSplit]:
+def load_builtin_corpus(
+    cache_dir: str | Path, val_fraction: float = 0.05, math_documents_n: int = 4000, seed: int = 1234
+) -> dict[str, DomainSplit]:
     """Every domain's train/val token streams, built on first use and then read from the cache."""
     path = Path(cache_dir).expanduser() / f"builtin-{corpus_key(val_fraction, math_documents_n, seed)}.npz"
     if path.exists():
         with np.load(path) as z:
-            return {d: DomainSplit(z[f"{d}_train"], z[f"{d}_val"], int(z[f"{d}_ntrain"]), int(z[f"{d}_nval"])) for d in DOMAINS}
+            return {
+                d: DomainSplit(z[f"{d}_train"], z[f"{d}_val"], int(z[f"{d}_ntrain"]), int(z[f"{d}_nval"]))
+                for d in DOMAINS
+            }
     tokenizer = ByteTokenizer()
     splits = {d: split_documents(domain_documents(d, math_documents_n, seed), val_fraction, tokenizer) for d in DOMAINS}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # write then rename: concurrent runs never read half a file
+    tmp = path.with_name(
+        f"{path.stem}.{os.getpid()}.tmp.npz"
+    )  # write then rename: concurrent runs never read half a file
     arrays = {}
     for d, s in splits.items():
         arrays |= {f"{d}_train": s.train, f"{d}_val": s.val, f"{d}_ntrain": s.n_train_docs, f"{d}_nval": s.n_val_docs}

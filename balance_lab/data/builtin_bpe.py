@@ -49,8 +49,12 @@ def _build(data: DictConfig, tmp: Path, progress) -> None:
     from balance_lab.data.tokens import document_chunks, tokenize_chunks
 
     if progress is None:
-        print(f"balance-lab: training a {data.vocab_size}-token BPE on the built-in corpus (once; cached in "
-              f"{token_dir(data)}) ...", file=sys.stderr, flush=True)
+        print(
+            f"balance-lab: training a {data.vocab_size}-token BPE on the built-in corpus (once; cached in "
+            f"{token_dir(data)}) ...",
+            file=sys.stderr,
+            flush=True,
+        )
     else:
         progress.on_plan(None)
     started = time.perf_counter()
@@ -58,8 +62,15 @@ def _build(data: DictConfig, tmp: Path, progress) -> None:
     documents = {domain: list(make()) for domain, make in builtin_makers(data).items()}  # ~15 MB of text
     makers = {domain: (lambda docs=docs: iter(docs)) for domain, docs in documents.items()}
     callbacks = {} if progress is None else {"progress": progress.progress, "on_trained": progress.on_trained}
-    tokenize_chunks(lambda: document_chunks(makers, lambda doc_id: is_validation(doc_id, data.val_fraction)), tmp,
-                    int(data.vocab_size), **callbacks)
+    tokenize_chunks(
+        lambda: document_chunks(makers, lambda doc_id: is_validation(doc_id, data.val_fraction)),
+        tmp,
+        int(data.vocab_size),
+        **callbacks,
+    )
     if progress is None:
-        print(f"balance-lab: built-in corpus tokenised in {time.perf_counter() - started:.0f} s", file=sys.stderr,
-              flush=True)
+        print(
+            f"balance-lab: built-in corpus tokenised in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )

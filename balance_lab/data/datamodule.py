@@ -80,7 +80,7 @@ class Strided(Sampler[int]):
         return iter(self.indices)
 
 
-GOLDEN = (5 ** 0.5 - 1) / 2  # the Weyl sequence frac(i * GOLDEN) fills [0, 1) most evenly
+GOLDEN = (5**0.5 - 1) / 2  # the Weyl sequence frac(i * GOLDEN) fills [0, 1) most evenly
 
 
 def random_windows(lengths: list[int], weights: list[float], seq_len: int, n: int, seed: int):
@@ -108,8 +108,17 @@ def even_windows(lengths: list[int], counts: list[int], seq_len: int):
 
 
 class LMDataModule(L.LightningDataModule):
-    def __init__(self, splits: Mapping[str, DomainSplit], weights: Mapping[str, float], seq_len: int,
-                 batch_size: int, val_sequences: int, num_train_samples: int, seed: int, bytes_per_token: float = 1.0):
+    def __init__(
+        self,
+        splits: Mapping[str, DomainSplit],
+        weights: Mapping[str, float],
+        seq_len: int,
+        batch_size: int,
+        val_sequences: int,
+        num_train_samples: int,
+        seed: int,
+        bytes_per_token: float = 1.0,
+    ):
         super().__init__()
         self.domains = list(weights)
         self.weights = [float(weights[d]) for d in self.domains]
@@ -124,21 +133,32 @@ class LMDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         streams = [self.splits[d].train for d in self.domains]
-        ids, offsets = random_windows([len(s) for s in streams], self.weights, self.seq_len, self.num_train_samples, self.seed)
+        ids, offsets = random_windows(
+            [len(s) for s in streams], self.weights, self.seq_len, self.num_train_samples, self.seed
+        )
         rank, world = self._rank_and_world()
         # Training resumed from a checkpoint (taken at an optimizer-step boundary) continues with the next micro-batch.
         done = self.trainer.global_step * self.trainer.accumulate_grad_batches if self.trainer else 0
         sampler = RankSlice(len(offsets), self.batch_size, rank, world, start_batch=done)
-        return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size,
-                          sampler=sampler, drop_last=True, pin_memory=self._to_cuda())
+        return DataLoader(
+            WindowDataset(streams, ids, offsets, self.seq_len),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            pin_memory=self._to_cuda(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         streams = [self.splits[d].val for d in self.domains]
         counts = [self.val_counts[d] for d in self.domains]
         ids, offsets = even_windows([len(s) for s in streams], counts, self.seq_len)
         rank, world = self._rank_and_world()
-        return DataLoader(WindowDataset(streams, ids, offsets, self.seq_len), batch_size=self.batch_size,
-                          sampler=Strided(len(offsets), rank, world), pin_memory=self._to_cuda())
+        return DataLoader(
+            WindowDataset(streams, ids, offsets, self.seq_len),
+            batch_size=self.batch_size,
+            sampler=Strided(len(offsets), rank, world),
+            pin_memory=self._to_cuda(),
+        )
 
     def _to_cuda(self) -> bool:
         """Batches bound for a GPU are pinned: the copy to it then does not stall the host."""

@@ -42,8 +42,9 @@ def _by_size(texts: list[str]) -> Iterator[list[str]]:
         yield texts[start:]
 
 
-def encoded(chunks: Iterable[tuple[str, str, list[str]]], tokenizer, eot_id: int, dtype: np.dtype,
-            workers: int = 1) -> Iterator[Encoded]:
+def encoded(
+    chunks: Iterable[tuple[str, str, list[str]]], tokenizer, eot_id: int, dtype: np.dtype, workers: int = 1
+) -> Iterator[Encoded]:
     if workers <= 1:
         for domain, split, texts in chunks:
             ids, n_bytes = encode_texts(tokenizer, texts, eot_id, dtype)
@@ -58,8 +59,12 @@ def _in_pool(chunks, tokenizer_json: str, eot_id: int, dtype: np.dtype, workers:
 
     # spawn, not fork: a forked child of a process whose tokenizers threads already ran turns them off
     # with a warning, and a training process has torch's threads as well.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_load,
-                             initargs=(tokenizer_json, eot_id, dtype.str)) as pool:
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_load,
+        initargs=(tokenizer_json, eot_id, dtype.str),
+    ) as pool:
         pending: deque = deque()
         for domain, split, texts in chunks:
             pending.append((domain, split, len(texts), pool.submit(_encode, texts)))

@@ -71,19 +71,37 @@ def write_example(out: Path, copies: int = 1) -> dict[str, int]:
     """Writes the three layouts; returns documents per layout."""
     web = _Shards(out / "fineweb" / "sample", "000_{:05d}.parquet", "parquet")
     code = _Shards(out / "the-stack" / "python", "data-{:05d}.jsonl.zst", "jsonl")
-    pajama = {s: _Shards(out / "slimpajama" / s / "chunk1", f"example_{s}_{{}}.jsonl.zst", "jsonl")
-              for s in ("train", "validation")}
+    pajama = {
+        s: _Shards(out / "slimpajama" / s / "chunk1", f"example_{s}_{{}}.jsonl.zst", "jsonl")
+        for s in ("train", "validation")
+    }
     counts = {"fineweb": 0, "the-stack": 0, "slimpajama": 0}
     for i, (domain, doc_id, text) in enumerate(_documents(copies)):
         if domain == "code":
             path = doc_id.split(":", 2)[-1]
-            code.add({"content": text, "max_stars_repo_path": path, "max_stars_repo_name": "python/cpython",
-                      "lang": "Python", "size": len(text.encode())})
+            code.add(
+                {
+                    "content": text,
+                    "max_stars_repo_path": path,
+                    "max_stars_repo_name": "python/cpython",
+                    "lang": "Python",
+                    "size": len(text.encode()),
+                }
+            )
             counts["the-stack"] += 1
         else:
-            web.add({"text": text, "id": _uuid(doc_id), "dump": "CC-MAIN-2024-10", "url": f"https://example.org/{i}",
-                     "date": "2024-02-21T00:00:00Z", "language": "en", "language_score": 0.95,
-                     "token_count": len(text) // 4})
+            web.add(
+                {
+                    "text": text,
+                    "id": _uuid(doc_id),
+                    "dump": "CC-MAIN-2024-10",
+                    "url": f"https://example.org/{i}",
+                    "date": "2024-02-21T00:00:00Z",
+                    "language": "en",
+                    "language_score": 0.95,
+                    "token_count": len(text) // 4,
+                }
+            )
             counts["fineweb"] += 1
         split = "validation" if hashlib.sha1(doc_id.encode()).digest()[0] < 8 else "train"  # ~3% held out
         pajama[split].add({"text": text, "meta": {"redpajama_set_name": SET_NAMES[domain]}})

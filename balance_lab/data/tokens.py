@@ -45,8 +45,12 @@ def train_bpe(texts: Iterable[str], vocab_size: int):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT_TOKEN], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT_TOKEN],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
 
@@ -71,13 +75,17 @@ def find_eot(tokenizer, eot: str | None = None, what: str = "--tokenizer") -> st
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     if eot is not None:
         if eot not in vocab:
-            raise ConfigError(f"--eot (data.eot) {eot!r}: not a token of {what}; its special tokens: {_specials(tokenizer)}")
+            raise ConfigError(
+                f"--eot (data.eot) {eot!r}: not a token of {what}; its special tokens: {_specials(tokenizer)}"
+            )
         return eot
     for name in EOT_NAMES:
         if name in vocab:
             return name
-    raise ConfigError(f"{what}: no end-of-text token ({', '.join(EOT_NAMES)}); name its separator with --eot "
-                      f"(data.eot); its special tokens: {_specials(tokenizer)}")
+    raise ConfigError(
+        f"{what}: no end-of-text token ({', '.join(EOT_NAMES)}); name its separator with --eot "
+        f"(data.eot); its special tokens: {_specials(tokenizer)}"
+    )
 
 
 def _specials(tokenizer) -> str:
@@ -93,8 +101,10 @@ def token_dtype(vocab_size: int, dtype: str = "auto") -> np.dtype:
         return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
     chosen = np.dtype(dtype)
     if vocab_size > np.iinfo(chosen).max + 1:
-        raise ConfigError(f"--dtype {dtype}: holds ids below {np.iinfo(chosen).max + 1:,} but the vocabulary has "
-                          f"{vocab_size:,} tokens; use --dtype uint32 (or auto)")
+        raise ConfigError(
+            f"--dtype {dtype}: holds ids below {np.iinfo(chosen).max + 1:,} but the vocabulary has "
+            f"{vocab_size:,} tokens; use --dtype uint32 (or auto)"
+        )
     return chosen
 
 
@@ -124,8 +134,15 @@ class SplitWriter:
         return self.stats
 
 
-def write_token_files(chunks: Iterable[Chunk], tokenizer, eot: str, out: Path, dtype: np.dtype, workers: int = 1,
-                      progress: Callable[[int, int], None] | None = None) -> dict:
+def write_token_files(
+    chunks: Iterable[Chunk],
+    tokenizer,
+    eot: str,
+    out: Path,
+    dtype: np.dtype,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Encodes every chunk into out/<domain>.<split>.bin (both splits' files exist for every domain seen)
     and returns meta.json's "domains" part; progress(documents, tokens) after each chunk."""
     from balance_lab.data.encoding import encoded
@@ -140,14 +157,23 @@ def write_token_files(chunks: Iterable[Chunk], tokenizer, eot: str, out: Path, d
         if progress is not None:
             progress(documents, tokens)
     # "file" only where the domain is not a safe file name itself (meta.json stays what it was otherwise).
-    return {d: {**({"file": file_stem(d)} if file_stem(d) != d else {}), **{s: w.close() for s, w in ws.items()}}
-            for d, ws in writers.items()}
+    return {
+        d: {**({"file": file_stem(d)} if file_stem(d) != d else {}), **{s: w.close() for s, w in ws.items()}}
+        for d, ws in writers.items()
+    }
 
 
-def tokenize_chunks(make_chunks: Callable[[], Iterator[Chunk]], out: Path, vocab_size: int,
-                    tokenizer_path: Path | None = None, eot: str | None = None, dtype: str = "auto", workers: int = 1,
-                    progress: Callable[[int, int], None] | None = None,
-                    on_trained: Callable[[], None] | None = None) -> dict:
+def tokenize_chunks(
+    make_chunks: Callable[[], Iterator[Chunk]],
+    out: Path,
+    vocab_size: int,
+    tokenizer_path: Path | None = None,
+    eot: str | None = None,
+    dtype: str = "auto",
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    on_trained: Callable[[], None] | None = None,
+) -> dict:
     """Token files for a corpus: the tokenizer (tokenizer_path's, or a BPE of vocab_size tokens trained on the
     training texts: a first pass over make_chunks()), then one encoding pass. Writes out/meta.json last."""
     out.mkdir(parents=True, exist_ok=True)
@@ -164,14 +190,21 @@ def tokenize_chunks(make_chunks: Callable[[], Iterator[Chunk]], out: Path, vocab
     np_dtype = token_dtype(vocab, dtype)
     tokenizer.save(str(target))
     domains = write_token_files(make_chunks(), tokenizer, eot, out, np_dtype, workers, progress)
-    meta = {"vocab_size": vocab, "dtype": np_dtype.name, "eot": tokenizer.token_to_id(eot), "eot_token": eot,
-            "tokenizer": target.name, "domains": domains}
+    meta = {
+        "vocab_size": vocab,
+        "dtype": np_dtype.name,
+        "eot": tokenizer.token_to_id(eot),
+        "eot_token": eot,
+        "tokenizer": target.name,
+        "domains": domains,
+    }
     (out / META).write_text(json.dumps(meta, indent=2))
     return meta
 
 
-def document_chunks(documents: dict[str, Callable[[], Iterator]], is_val: Callable[[str], bool],
-                    size: int = 256) -> Iterator[Chunk]:
+def document_chunks(
+    documents: dict[str, Callable[[], Iterator]], is_val: Callable[[str], bool], size: int = 256
+) -> Iterator[Chunk]:
     """Chunks from domain -> a function yielding Documents (id, text), the split by is_val(id)."""
     for domain, make in documents.items():
         pending: dict[str, list[str]] = {s: [] for s in SPLITS}

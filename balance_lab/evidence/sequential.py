@@ -97,6 +97,7 @@ class Look:
 @dataclass
 class Outcome:
     """A sequential comparison of one pair on one metric, over the looks run so far."""
+
     looks_planned: tuple[int, ...]
     looks: list[Look] = field(default_factory=list)
 

@@ -7,8 +7,15 @@ The subject of study, with balancing/ and data/: may import the shared leaves an
 
 from importlib import import_module
 
-_EXPORTS = {"ModelArgs": "args", "RoutingArgs": "args", "MoELM": "lm", "LMOutput": "lm", "ParamCounts": "params", "count_params": "params",
-            "train_flops_per_token": "params"}
+_EXPORTS = {
+    "ModelArgs": "args",
+    "RoutingArgs": "args",
+    "MoELM": "lm",
+    "LMOutput": "lm",
+    "ParamCounts": "params",
+    "count_params": "params",
+    "train_flops_per_token": "params",
+}
 __all__ = list(_EXPORTS)
 
 

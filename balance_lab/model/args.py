@@ -31,15 +31,27 @@ class ModelArgs:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.score_func in SCORE_FUNCS, f"model.score_func={self.score_func!r}: choose one of {', '.join(SCORE_FUNCS)}"),
-            (1 <= self.top_k <= self.n_routed_experts,
-             f"model.top_k={self.top_k}: must be between 1 and model.n_routed_experts={self.n_routed_experts}"),
-            (self.d_model % self.n_heads == 0,
-             f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}"),
-            ((self.d_model // self.n_heads) % 2 == 0, f"model head size {self.d_model // self.n_heads} must be even (rotary embedding)"),
-            (0 <= self.n_dense_layers < self.n_layers,
-             f"model.n_dense_layers={self.n_dense_layers}: must be between 0 and model.n_layers - 1 = {self.n_layers - 1}"
-             " (an MoE model needs at least one MoE layer)"),
+            (
+                self.score_func in SCORE_FUNCS,
+                f"model.score_func={self.score_func!r}: choose one of {', '.join(SCORE_FUNCS)}",
+            ),
+            (
+                1 <= self.top_k <= self.n_routed_experts,
+                f"model.top_k={self.top_k}: must be between 1 and model.n_routed_experts={self.n_routed_experts}",
+            ),
+            (
+                self.d_model % self.n_heads == 0,
+                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}",
+            ),
+            (
+                (self.d_model // self.n_heads) % 2 == 0,
+                f"model head size {self.d_model // self.n_heads} must be even (rotary embedding)",
+            ),
+            (
+                0 <= self.n_dense_layers < self.n_layers,
+                f"model.n_dense_layers={self.n_dense_layers}: must be between 0 and "
+                f"model.n_layers - 1 = {self.n_layers - 1} (an MoE model needs at least one MoE layer)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -83,14 +95,19 @@ class RoutingArgs:
     def check(self, n_experts: int, top_k: int) -> None:
         """Raises ValueError naming the knob the model's shape rules out."""
         if self.n_groups < 1 or n_experts % self.n_groups:
-            raise ValueError(f"balance.n_groups={self.n_groups}: must divide model.n_routed_experts={n_experts} "
-                             "(1 = no groups)")
+            raise ValueError(
+                f"balance.n_groups={self.n_groups}: must divide model.n_routed_experts={n_experts} (1 = no groups)"
+            )
         per_group = n_experts // self.n_groups
         if not 1 <= self.group_topk <= self.n_groups:
-            raise ValueError(f"balance.group_topk={self.group_topk}: must be between 1 and balance.n_groups={self.n_groups}")
+            raise ValueError(
+                f"balance.group_topk={self.group_topk}: must be between 1 and balance.n_groups={self.n_groups}"
+            )
         if self.n_groups > 1 and self.group_topk * per_group < top_k:
-            raise ValueError(f"balance.group_topk={self.group_topk}: {self.group_topk} group(s) of {per_group} experts "
-                             f"hold fewer than model.top_k={top_k}")
+            raise ValueError(
+                f"balance.group_topk={self.group_topk}: {self.group_topk} group(s) of {per_group} experts "
+                f"hold fewer than model.top_k={top_k}"
+            )
 
     @property
     def grouped(self) -> bool:

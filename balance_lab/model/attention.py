@@ -32,7 +32,9 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x_BSD: torch.Tensor) -> torch.Tensor:
         B, S, D = x_BSD.shape
-        q, k, v = self.qkv(x_BSD).view(B, S, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, S, d)
+        q, k, v = (
+            self.qkv(x_BSD).view(B, S, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        )  # 3 x (B, H, S, d)
         q, k = apply_rotary(q, self.cos_SF, self.sin_SF), apply_rotary(k, self.cos_SF, self.sin_SF)
         y_BHSd = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out(y_BHSd.transpose(1, 2).reshape(B, S, D))

@@ -25,8 +25,9 @@ def expert_capacity(tokens: int, top_k: int, n_experts: int, capacity_factor: fl
     return math.ceil(capacity_factor * tokens * top_k / n_experts)
 
 
-def kept_slots(experts_TK: torch.Tensor, gates_TK: torch.Tensor, n_experts: int, capacity: int,
-               policy: str) -> torch.Tensor:
+def kept_slots(
+    experts_TK: torch.Tensor, gates_TK: torch.Tensor, n_experts: int, capacity: int, policy: str
+) -> torch.Tensor:
     """(T, K) bool: True where a (token, expert) slot is within its expert's capacity."""
     expert_N = experts_TK.reshape(-1)  # slot n = token n // K, its (n % K)-th choice
     N = expert_N.numel()
@@ -38,7 +39,8 @@ def kept_slots(experts_TK: torch.Tensor, gates_TK: torch.Tensor, n_experts: int,
     slots_N = priority_N.index_select(0, expert_N.index_select(0, priority_N).argsort(stable=True))
     # ... then a slot's rank inside its expert is its position minus where its expert starts.
     counts_E = torch.zeros(n_experts, dtype=torch.int64, device=expert_N.device).index_add_(
-        0, expert_N, torch.ones_like(expert_N))
+        0, expert_N, torch.ones_like(expert_N)
+    )
     starts_E = counts_E.cumsum(0) - counts_E
     rank_N = torch.arange(N, device=expert_N.device) - starts_E.index_select(0, expert_N.index_select(0, slots_N))
     keep_N = torch.empty(N, dtype=torch.bool, device=expert_N.device)

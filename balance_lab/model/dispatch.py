@@ -41,8 +41,9 @@ class _Dispatch(torch.autograd.Function):
 
 class _Combine(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, out_ND: torch.Tensor, order_N: torch.Tensor, inverse_N: torch.Tensor, K: int,
-                dtype: torch.dtype) -> torch.Tensor:
+    def forward(
+        ctx, out_ND: torch.Tensor, order_N: torch.Tensor, inverse_N: torch.Tensor, K: int, dtype: torch.dtype
+    ) -> torch.Tensor:
         ctx.save_for_backward(order_N)
         ctx.K, ctx.out_dtype = K, out_ND.dtype
         out_TKD = out_ND.index_select(0, inverse_N).view(-1, K, out_ND.shape[-1])
@@ -61,8 +62,9 @@ def dispatch(x_TD: torch.Tensor, order_N: torch.Tensor, inverse_N: torch.Tensor,
     return x_TD.index_select(0, order_N // K)  # backward: index_add_
 
 
-def combine(out_ND: torch.Tensor, order_N: torch.Tensor, inverse_N: torch.Tensor, K: int,
-            dtype: torch.dtype) -> torch.Tensor:
+def combine(
+    out_ND: torch.Tensor, order_N: torch.Tensor, inverse_N: torch.Tensor, K: int, dtype: torch.dtype
+) -> torch.Tensor:
     """(N, D) expert outputs in expert order -> (T, D), each token's K outputs summed in `dtype`."""
     if out_ND.is_cuda:
         return _Combine.apply(out_ND, order_N, inverse_N, K, dtype)

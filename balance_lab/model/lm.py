@@ -35,8 +35,17 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(args.d_model, args.n_heads, args.seq_len, args.rope_theta)
         self.ffn_norm = nn.RMSNorm(args.d_model)
         if moe:
-            self.ffn = MoELayer(args.d_model, args.n_routed_experts, args.n_shared_experts, args.top_k,
-                                args.expert_hidden, args.score_func, args.norm_gates, make_balancer(), routing)
+            self.ffn = MoELayer(
+                args.d_model,
+                args.n_routed_experts,
+                args.n_shared_experts,
+                args.top_k,
+                args.expert_hidden,
+                args.score_func,
+                args.norm_gates,
+                make_balancer(),
+                routing,
+            )
         else:
             self.ffn = DenseFFN(args.d_model, args.dense_hidden)
 
@@ -59,7 +68,8 @@ class MoELM(nn.Module):
         self.args, self.routing = args, routing
         self.embed = nn.Embedding(args.vocab_size, args.d_model)
         self.blocks = nn.ModuleList(
-            Block(args, moe=i >= args.n_dense_layers, make_balancer=make_balancer, routing=routing) for i in range(args.n_layers)
+            Block(args, moe=i >= args.n_dense_layers, make_balancer=make_balancer, routing=routing)
+            for i in range(args.n_layers)
         )
         self.norm = nn.RMSNorm(args.d_model)
         self.head = nn.Linear(args.d_model, args.vocab_size, bias=False)

@@ -27,8 +27,18 @@ class MoEOutput:
 
 
 class MoELayer(nn.Module):
-    def __init__(self, d_model: int, n_routed: int, n_shared: int, top_k: int, expert_hidden: int,
-                 score_func: str, norm_gates: bool, balancer: nn.Module, routing: RoutingArgs = RoutingArgs()):
+    def __init__(
+        self,
+        d_model: int,
+        n_routed: int,
+        n_shared: int,
+        top_k: int,
+        expert_hidden: int,
+        score_func: str,
+        norm_gates: bool,
+        balancer: nn.Module,
+        routing: RoutingArgs = RoutingArgs(),
+    ):
         super().__init__()
         self.router = Router(d_model, n_routed, top_k, score_func, norm_gates, balancer, routing)
         self.experts = RoutedExperts(n_routed, d_model, expert_hidden)

@@ -69,8 +69,16 @@ def count_ids(ids_N: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class Router(nn.Module):
-    def __init__(self, d_model: int, n_experts: int, top_k: int, score_func: str, norm_gates: bool, balancer: nn.Module,
-                 options: RoutingArgs = RoutingArgs()):
+    def __init__(
+        self,
+        d_model: int,
+        n_experts: int,
+        top_k: int,
+        score_func: str,
+        norm_gates: bool,
+        balancer: nn.Module,
+        options: RoutingArgs = RoutingArgs(),
+    ):
         super().__init__()
         self.proj = nn.Linear(d_model, n_experts, bias=False)
         self.top_k = top_k

@@ -46,8 +46,9 @@ def load_sweep(tracking_uri: str, sweep: str, run_filter: str = "") -> SweepRuns
     mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name(sweep) is None:
         raise LookupError(sweep)
-    runs = mlflow.search_runs(experiment_names=[sweep], filter_string=run_filter, max_results=100_000,
-                              output_format="pandas")
+    runs = mlflow.search_runs(
+        experiment_names=[sweep], filter_string=run_filter, max_results=100_000, output_format="pandas"
+    )
     return split_runs(sweep, runs)
 
 
@@ -67,10 +68,22 @@ def split_runs(sweep: str, runs: pd.DataFrame) -> SweepRuns:
     finished, varying, common = _configurations(finished, _grid_order(parents))
     unfinished = runs[runs["status"] != "FINISHED"]
     reason = unfinished.get(f"tags.{tracking.TAG_STATUS_REASON}", pd.Series(index=unfinished.index, dtype=object))
-    unfinished = pd.DataFrame({"run_id": unfinished["run_id"], "run_name": unfinished["run_name"],
-                               "status": unfinished["status"], "reason": reason.fillna("")})
-    return SweepRuns(sweep, finished.reset_index(drop=True), unfinished.reset_index(drop=True),
-                     varying=varying, common=common, parents=parents)
+    unfinished = pd.DataFrame(
+        {
+            "run_id": unfinished["run_id"],
+            "run_name": unfinished["run_name"],
+            "status": unfinished["status"],
+            "reason": reason.fillna(""),
+        }
+    )
+    return SweepRuns(
+        sweep,
+        finished.reset_index(drop=True),
+        unfinished.reset_index(drop=True),
+        varying=varying,
+        common=common,
+        parents=parents,
+    )
 
 
 def _what_was_trained(column: str) -> bool:
@@ -85,8 +98,11 @@ def _grid_order(parents: pd.DataFrame) -> dict[str, list[str]]:
         return {}
     latest = parents.sort_values("start_time").iloc[-1]
     prefix = "params.sweep.values."
-    return {c.removeprefix(prefix): str(latest[c]).split(",") for c in parents.columns
-            if c.startswith(prefix) and isinstance(latest[c], str)}
+    return {
+        c.removeprefix(prefix): str(latest[c]).split(",")
+        for c in parents.columns
+        if c.startswith(prefix) and isinstance(latest[c], str)
+    }
 
 
 def _configurations(finished: pd.DataFrame, grid: dict[str, list[str]]) -> tuple[pd.DataFrame, list[str], str]:
@@ -106,9 +122,18 @@ def _configurations(finished: pd.DataFrame, grid: dict[str, list[str]]) -> tuple
     finished["label"] = finished["run_name"].map(lambda n: SEED_IN_NAME.sub("", str(n)))
     finished["label"] = _disambiguate(finished, varying)
     finished["label"], common = _drop_common_parts(finished["label"])
-    swept = sorted(c for c in finished.columns if c.startswith(f"tags.{tracking.SWEPT_TAG_PREFIX}") and c != "tags.sweep.seed")
-    keys = list(zip(*[finished[c].map(lambda v, c=c: _sort_value(v, grid.get(c.removeprefix("tags.sweep."), [])))
-                      for c in swept], finished["label"]))
+    swept = sorted(
+        c for c in finished.columns if c.startswith(f"tags.{tracking.SWEPT_TAG_PREFIX}") and c != "tags.sweep.seed"
+    )
+    keys = list(
+        zip(
+            *[
+                finished[c].map(lambda v, c=c: _sort_value(v, grid.get(c.removeprefix("tags.sweep."), [])))
+                for c in swept
+            ],
+            finished["label"],
+        )
+    )
     rank = {key: i for i, key in enumerate(sorted(set(keys)))}
     finished["order"] = [rank[k] for k in keys]
     return finished, varying, common
@@ -122,7 +147,11 @@ def _disambiguate(finished: pd.DataFrame, varying: list[str]) -> pd.Series:
         rows = finished["label"] == label
         differing = [k for k in varying if finished.loc[rows, f"params.{k}"].nunique() > 1]
         labels[rows] = finished.loc[rows].apply(
-            lambda r: label + " " + " ".join(f"{k}={r[f'params.{k}']}" for k in differing), axis=1)
+            lambda r, label=label, differing=differing: (
+                label + " " + " ".join(f"{k}={r[f'params.{k}']}" for k in differing)
+            ),
+            axis=1,
+        )
     return labels
 
 
@@ -151,9 +180,12 @@ def _sort_value(value, listed: list[str] = ()) -> tuple:
 
 def read_val_loads(runs: pd.DataFrame, tracking_uri: str) -> dict[str, dict]:
     """run_id -> loads/val_loads.json, read in place for local stores, downloaded otherwise."""
+
     def one(row) -> tuple[str, dict | None]:
         try:
-            return row.run_id, json.loads(artifact_text(row.artifact_uri, row.run_id, "loads/val_loads.json", tracking_uri))
+            return row.run_id, json.loads(
+                artifact_text(row.artifact_uri, row.run_id, "loads/val_loads.json", tracking_uri)
+            )
         except Exception:  # noqa: BLE001 - a run without loads (or an unreachable artifact) is drawn without them
             return row.run_id, None
 

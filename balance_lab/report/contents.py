@@ -9,8 +9,12 @@ import pandas as pd
 
 from balance_lab.report import collect, published, sequential, stats
 
-PLOTS = {"ppl_vs_maxvio": "Perplexity vs MaxVio_global", "maxvio_batch_steps": "MaxVio_batch over training",
-         "expert_loads": "Expert loads per layer", "domain_specialisation": "Expert selection per domain"}
+PLOTS = {
+    "ppl_vs_maxvio": "Perplexity vs MaxVio_global",
+    "maxvio_batch_steps": "MaxVio_batch over training",
+    "expert_loads": "Expert loads per layer",
+    "domain_specialisation": "Expert selection per domain",
+}
 
 
 @dataclass
@@ -25,7 +29,9 @@ class Report:
     paper: published.Comparison | None
     commands: list[str]
     git_shas: list[str]
-    invocations: dict[str, int] = field(default_factory=dict)  # sweep parent runs by status, e.g. {"FINISHED": 1, "KILLED": 1}
+    invocations: dict[str, int] = field(
+        default_factory=dict
+    )  # sweep parent runs by status, e.g. {"FINISHED": 1, "KILLED": 1}
     config_text: str = ""  # the resolved config.yaml of the first counted run
     plots: dict[str, str] = field(default_factory=dict)  # name -> path relative to the report folder
     files: dict[str, Path] = field(default_factory=dict)  # what was written: kind -> path

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from balance_lab.errors import ConfigError
-from balance_lab.report import collect, plots, published, render, sequential, stats
+from balance_lab.report import collect, html, plots, published, render, sequential, stats
 from balance_lab.report.contents import Report
 
 PAIRED_KEYS = ("val/ppl", "val/bpb", "val/maxvio_global", "train/maxvio_batch_mean")
@@ -18,12 +18,16 @@ PAIRED_SPECIALISATION = ("lbl_scope",)
 
 def paired_columns(sweep: str, columns: list) -> list:
     """The columns the paired comparison covers: perplexity and balance; specialisation where claimed."""
-    return [c for c in columns if c.key in PAIRED_KEYS or (
-        sweep in PAIRED_SPECIALISATION and c.key.startswith(stats.SPECIALISATION_PREFIX))]
+    return [
+        c
+        for c in columns
+        if c.key in PAIRED_KEYS or (sweep in PAIRED_SPECIALISATION and c.key.startswith(stats.SPECIALISATION_PREFIX))
+    ]
 
 
-def make_report(tracking_uri: str, sweep: str, extra_metrics: list[str] = (), run_filter: str = "",
-                baseline: str | None = None) -> Report:
+def make_report(
+    tracking_uri: str, sweep: str, extra_metrics: list[str] = (), run_filter: str = "", baseline: str | None = None
+) -> Report:
     """The numbers of one sweep's report (nothing written yet). Raises ConfigError on a bad argument."""
     try:
         runs = collect.load_sweep(tracking_uri, sweep, run_filter)
@@ -40,9 +44,19 @@ def make_report(tracking_uri: str, sweep: str, extra_metrics: list[str] = (), ru
     paper = published.compare(sweep, runs.finished, summary)
     for p in paired:
         p.paper = published.scaled_difference(paper, p.label, p.baseline, p.metric, p.baseline_mean)
-    report = Report(sweep, tracking_uri, runs, columns, summary, chosen, paired, paper, _commands(runs.parents),
-                    sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())),
-                    _invocations(runs.parents))
+    report = Report(
+        sweep,
+        tracking_uri,
+        runs,
+        columns,
+        summary,
+        chosen,
+        paired,
+        paper,
+        _commands(runs.parents),
+        sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())),
+        _invocations(runs.parents),
+    )
     report.sequential_plan = sequential.read_plan(runs)
     if report.sequential_plan is not None:
         chosen_columns = paired_columns(sweep, columns)
@@ -64,9 +78,13 @@ def write_report(report: Report, out_root: Path, log_to_parent: bool = True) -> 
     render.runs_table(report).to_csv(out / "runs.csv", index=False)
     markdown = render.markdown(report)
     (out / "report.md").write_text(markdown)
-    (out / "report.html").write_text(render.html(markdown, out, title=f"balance-lab report: {report.sweep}"))
-    report.files = {"md": out / "report.md", "html": out / "report.html", "summary": out / "summary.csv",
-                    "runs": out / "runs.csv"}
+    (out / "report.html").write_text(html.html(markdown, out, title=f"balance-lab report: {report.sweep}"))
+    report.files = {
+        "md": out / "report.md",
+        "html": out / "report.html",
+        "summary": out / "summary.csv",
+        "runs": out / "runs.csv",
+    }
     if log_to_parent and not report.runs.parents.empty:
         _log_to_parent(report, out)
     return report
@@ -111,12 +129,17 @@ def _draw(report: Report, out: Path) -> dict[str, str]:
     runs, order = report.runs.finished, list(report.summary["label"])
     paths = {"ppl_vs_maxvio": plots.ppl_vs_maxvio(report.summary, out / "plots" / "ppl_vs_maxvio.png")}
     drawn = order[: plots.MAX_LEGEND]  # only the curves that are drawn are fetched (one query per run)
-    histories = collect.metric_histories(list(runs.loc[runs["label"].isin(drawn), "run_id"]), "train/maxvio_batch",
-                                         report.tracking_uri)
-    curves = {label: [histories[r] for r in runs.loc[runs["label"] == label, "run_id"] if not histories[r].empty]
-              for label in drawn}
+    histories = collect.metric_histories(
+        list(runs.loc[runs["label"].isin(drawn), "run_id"]), "train/maxvio_batch", report.tracking_uri
+    )
+    curves = {
+        label: [histories[r] for r in runs.loc[runs["label"] == label, "run_id"] if not histories[r].empty]
+        for label in drawn
+    }
     if any(curves.values()):
-        paths["maxvio_batch_steps"] = plots.maxvio_over_training(curves, out / "plots" / "maxvio_batch_steps.png", len(order))
+        paths["maxvio_batch_steps"] = plots.maxvio_over_training(
+            curves, out / "plots" / "maxvio_batch_steps.png", len(order)
+        )
     loads = collect.read_val_loads(runs, report.tracking_uri)
     relative, frequency = _first_seed_loads(runs, loads, order)
     layer_ids = next((item.get("layer_ids") for item in loads.values() if item.get("layer_ids")), None)
@@ -124,8 +147,9 @@ def _draw(report: Report, out: Path) -> dict[str, str]:
     if relative:
         paths["expert_loads"] = plots.expert_loads(relative, layer_ids, out / "plots" / "expert_loads.png")
     if frequency:
-        paths["domain_specialisation"] = plots.domain_specialisation(frequency, layer_ids,
-                                                                     out / "plots" / "domain_specialisation.png")
+        paths["domain_specialisation"] = plots.domain_specialisation(
+            frequency, layer_ids, out / "plots" / "domain_specialisation.png"
+        )
     return {name: str(path.relative_to(out)) for name, path in paths.items()}
 
 
@@ -142,8 +166,10 @@ def _first_seed_loads(runs: pd.DataFrame, loads: dict[str, dict], order: list[st
         counts_LE = np.asarray(item["layers"], dtype=np.float64)
         relative[label] = counts_LE / counts_LE.mean(axis=1, keepdims=True).clip(min=1e-12)
         if item.get("domains") and item.get("tokens"):
-            frequency[label] = {d: np.asarray(counts, dtype=np.float64) / max(item["tokens"][d], 1)
-                                for d, counts in item["domains"].items()}
+            frequency[label] = {
+                d: np.asarray(counts, dtype=np.float64) / max(item["tokens"][d], 1)
+                for d, counts in item["domains"].items()
+            }
     return relative, frequency
 
 

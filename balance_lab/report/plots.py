@@ -32,8 +32,16 @@ def ppl_vs_maxvio(summary: pd.DataFrame, path: Path) -> Path:
     many = len(summary) > MAX_LEGEND
     for i, row in summary.reset_index(drop=True).iterrows():
         x, y = row["val/maxvio_global mean"], row["val/ppl mean"]
-        ax.errorbar(x, y, xerr=_nan_to_zero(row["val/maxvio_global std"]), yerr=_nan_to_zero(row["val/ppl std"]),
-                    fmt="o", capsize=3, color=f"C{i % 10}", label=None if many else f"{row['label']} (n={row['n_seeds']})")
+        ax.errorbar(
+            x,
+            y,
+            xerr=_nan_to_zero(row["val/maxvio_global std"]),
+            yerr=_nan_to_zero(row["val/ppl std"]),
+            fmt="o",
+            capsize=3,
+            color=f"C{i % 10}",
+            label=None if many else f"{row['label']} (n={row['n_seeds']})",
+        )
         if many:  # a legend of dozens of entries is unreadable: name the points instead
             ax.annotate(str(row["label"]), (x, y), fontsize=5, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("MaxVio global (validation set)  ← better balanced")
@@ -75,11 +83,24 @@ def expert_loads(loads: dict[str, np.ndarray], layer_ids: list[int], path: Path)
     blocks = [loads[label] for label in labels]  # each (L, E)
     vmax = max(2.0, max(float(b.max()) for b in blocks))
     n_layers = blocks[0].shape[0]
-    row_names = [f"{label}  L{layer_ids[i] if i < len(layer_ids) else i}" if i == 0 else
-                 f"L{layer_ids[i] if i < len(layer_ids) else i}" for label in labels for i in range(n_layers)]
-    return _banded_heatmap(np.concatenate(blocks), row_names, n_layers, path, cmap="RdBu_r", norm=_centered(vmax),
-                           colour_label="load / uniform load", xlabel="routed expert",
-                           title="Expert load on the validation set (lowest seed of each configuration)")
+    row_names = [
+        f"{label}  L{layer_ids[i] if i < len(layer_ids) else i}"
+        if i == 0
+        else f"L{layer_ids[i] if i < len(layer_ids) else i}"
+        for label in labels
+        for i in range(n_layers)
+    ]
+    return _banded_heatmap(
+        np.concatenate(blocks),
+        row_names,
+        n_layers,
+        path,
+        cmap="RdBu_r",
+        norm=_centered(vmax),
+        colour_label="load / uniform load",
+        xlabel="routed expert",
+        title="Expert load on the validation set (lowest seed of each configuration)",
+    )
 
 
 def domain_specialisation(frequencies: dict[str, dict[str, np.ndarray]], layer_ids: list[int], path: Path) -> Path:
@@ -92,14 +113,32 @@ def domain_specialisation(frequencies: dict[str, dict[str, np.ndarray]], layer_i
     rows = [np.concatenate(list(frequencies[label][d])) for label in labels for d in domains]  # each (L * E,)
     row_names = [f"{label}  {d}" if i == 0 else d for label in labels for i, d in enumerate(domains)]
     layers = [layer_ids[i] if i < len(layer_ids) else i for i in range(n_layers)]
-    return _banded_heatmap(np.stack(rows), row_names, len(domains), path, cmap="magma", norm=None,
-                           colour_label="selection frequency", xlabel="routed expert, layer by layer",
-                           title="Expert selection frequency per domain (validation set, lowest seed)",
-                           column_groups=(n_experts, [f"layer {i}" for i in layers]))
+    return _banded_heatmap(
+        np.stack(rows),
+        row_names,
+        len(domains),
+        path,
+        cmap="magma",
+        norm=None,
+        colour_label="selection frequency",
+        xlabel="routed expert, layer by layer",
+        title="Expert selection frequency per domain (validation set, lowest seed)",
+        column_groups=(n_experts, [f"layer {i}" for i in layers]),
+    )
 
 
-def _banded_heatmap(grid: np.ndarray, row_names: list[str], band: int, path: Path, cmap: str, norm, colour_label: str,
-                    xlabel: str, title: str, column_groups: tuple[int, list[str]] | None = None) -> Path:
+def _banded_heatmap(
+    grid: np.ndarray,
+    row_names: list[str],
+    band: int,
+    path: Path,
+    cmap: str,
+    norm,
+    colour_label: str,
+    xlabel: str,
+    title: str,
+    column_groups: tuple[int, list[str]] | None = None,
+) -> Path:
     """One imshow of `grid`, white lines between bands of `band` rows (and between column groups)."""
     plt = _pyplot()
     n_rows, n_cols = grid.shape

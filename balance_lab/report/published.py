@@ -29,28 +29,43 @@ _SIGN_ADD = {"balance.name": "loss_free", "balance.rule": "sign", "balance.bias"
 # horizon_rate, 1e-2 at 300 steps). A row matching HORIZON takes the run whose u is its horizon's rate.
 HORIZON = "the run's horizon rate"
 PUBLISHED: dict[str, PublishedTable] = {
-    "paper_main": PublishedTable("Loss-Free Balancing, main table (1B)", (
-        PublishedRow({"balance.name": "aux_loss", "balance.alpha": 1e-3}, 9.56, 0.72),
-        PublishedRow({"balance.name": "loss_free", "balance.update_rate": HORIZON}, 9.50, 0.04),
-    )),
-    "update_rate": PublishedTable("Loss-Free Balancing, update rate u (1B)", (
-        PublishedRow({**_SIGN_ADD, "balance.update_rate": 1e-4}, 9.51),
-        PublishedRow({**_SIGN_ADD, "balance.update_rate": 1e-3}, 9.50),
-        PublishedRow({**_SIGN_ADD, "balance.update_rate": 1e-2}, 9.51),
-    )),
-    "update_rule": PublishedTable("Loss-Free Balancing, update rule (1B, u = 1e-3)", (
-        PublishedRow({**_SIGN_ADD, "balance.update_rate": HORIZON}, 9.50, 0.044),
-        PublishedRow({**_SIGN_ADD, "balance.rule": "raw", "balance.update_rate": HORIZON}, 9.51, 0.036),
-    )),
-    "bias_type": PublishedTable("Loss-Free Balancing, bias type (1B, u = 1e-3)", (
-        PublishedRow({**_SIGN_ADD, "balance.update_rate": HORIZON}, 9.50, 0.044),
-        PublishedRow({**_SIGN_ADD, "balance.bias": "multiplicative", "balance.update_rate": HORIZON}, 9.52, 0.036),
-    )),
+    "paper_main": PublishedTable(
+        "Loss-Free Balancing, main table (1B)",
+        (
+            PublishedRow({"balance.name": "aux_loss", "balance.alpha": 1e-3}, 9.56, 0.72),
+            PublishedRow({"balance.name": "loss_free", "balance.update_rate": HORIZON}, 9.50, 0.04),
+        ),
+    ),
+    "update_rate": PublishedTable(
+        "Loss-Free Balancing, update rate u (1B)",
+        (
+            PublishedRow({**_SIGN_ADD, "balance.update_rate": 1e-4}, 9.51),
+            PublishedRow({**_SIGN_ADD, "balance.update_rate": 1e-3}, 9.50),
+            PublishedRow({**_SIGN_ADD, "balance.update_rate": 1e-2}, 9.51),
+        ),
+    ),
+    "update_rule": PublishedTable(
+        "Loss-Free Balancing, update rule (1B, u = 1e-3)",
+        (
+            PublishedRow({**_SIGN_ADD, "balance.update_rate": HORIZON}, 9.50, 0.044),
+            PublishedRow({**_SIGN_ADD, "balance.rule": "raw", "balance.update_rate": HORIZON}, 9.51, 0.036),
+        ),
+    ),
+    "bias_type": PublishedTable(
+        "Loss-Free Balancing, bias type (1B, u = 1e-3)",
+        (
+            PublishedRow({**_SIGN_ADD, "balance.update_rate": HORIZON}, 9.50, 0.044),
+            PublishedRow({**_SIGN_ADD, "balance.bias": "multiplicative", "balance.update_rate": HORIZON}, 9.52, 0.036),
+        ),
+    ),
     # Qiu et al. balance over 4 sequences (micro) or the 32 of the global batch; ours: 8 of the step's 32.
-    "lbl_scope": PublishedTable("Global-batch LBL, Qiu et al. 2025 (3.4B MoE, 4 vs 32 sequences)", (
-        PublishedRow({"balance.name": "aux_loss", "balance.scope": "micro"}, 8.167),
-        PublishedRow({"balance.name": "aux_loss", "balance.scope": "global"}, 8.062),
-    )),
+    "lbl_scope": PublishedTable(
+        "Global-batch LBL, Qiu et al. 2025 (3.4B MoE, 4 vs 32 sequences)",
+        (
+            PublishedRow({"balance.name": "aux_loss", "balance.scope": "micro"}, 8.167),
+            PublishedRow({"balance.name": "aux_loss", "balance.scope": "global"}, 8.062),
+        ),
+    ),
 }
 # Our metric -> the published column it corresponds to.
 PAPER_COLUMN = {"val/ppl": "paper ppl", "val/maxvio_global": "paper MaxVio global"}
@@ -97,11 +112,21 @@ def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison
     for row in table.rows:
         for label, params in first.iterrows():
             if _matches(params, row.match):
-                matched.append({"label": label, "paper ppl": row.ppl, "paper MaxVio global": row.maxvio_global,
-                                "our ppl": ours.at[label, "val/ppl mean"],
-                                "our MaxVio global": ours.at[label, "val/maxvio_global mean"]})
-                errors.append({"ppl": _standard_error(ours.loc[label], "val/ppl"),
-                               "MaxVio global": _standard_error(ours.loc[label], "val/maxvio_global")})
+                matched.append(
+                    {
+                        "label": label,
+                        "paper ppl": row.ppl,
+                        "paper MaxVio global": row.maxvio_global,
+                        "our ppl": ours.at[label, "val/ppl mean"],
+                        "our MaxVio global": ours.at[label, "val/maxvio_global mean"],
+                    }
+                )
+                errors.append(
+                    {
+                        "ppl": _standard_error(ours.loc[label], "val/ppl"),
+                        "MaxVio global": _standard_error(ours.loc[label], "val/maxvio_global"),
+                    }
+                )
                 break
     if len(matched) < 2:
         return None
@@ -110,15 +135,22 @@ def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison
     return Comparison(table.source, rows, [v for v in verdicts if v])
 
 
-def scaled_difference(comparison: Comparison | None, label: str, baseline: str, metric: str,
-                      baseline_mean: float) -> float | None:
+def scaled_difference(
+    comparison: Comparison | None, label: str, baseline: str, metric: str, baseline_mean: float
+) -> float | None:
     """The paper's difference label - baseline as a share of its baseline value, times our baseline's
     mean: the difference the paper would predict at our scale. None where the paper gives none."""
     column = PAPER_COLUMN.get(metric)
     if comparison is None or column is None:
         return None
     paper = comparison.rows.set_index("label")[column]
-    if label not in paper or baseline not in paper or pd.isna(paper[label]) or pd.isna(paper[baseline]) or not paper[baseline]:
+    if (
+        label not in paper
+        or baseline not in paper
+        or pd.isna(paper[label])
+        or pd.isna(paper[baseline])
+        or not paper[baseline]
+    ):
         return None
     return float((paper[label] / paper[baseline] - 1) * baseline_mean)
 
@@ -126,7 +158,7 @@ def scaled_difference(comparison: Comparison | None, label: str, baseline: str, 
 def _standard_error(summary_row: pd.Series, key: str) -> float:
     """Standard error of the mean over seeds; nan with fewer than 2 seeds."""
     n, std = summary_row.get(f"{key} n", 0), summary_row.get(f"{key} std", float("nan"))
-    return float(std) / n ** 0.5 if n and n >= 2 and not pd.isna(std) else float("nan")
+    return float(std) / n**0.5 if n and n >= 2 and not pd.isna(std) else float("nan")
 
 
 def _ordering(rows: pd.DataFrame, errors: list[dict[str, float]], metric: str, name: str) -> str:
@@ -150,7 +182,10 @@ def _ordering(rows: pd.DataFrame, errors: list[dict[str, float]], metric: str, n
     if agree == judged:
         text = f"{name}: the ordering matches the paper ({agree} of {judged} pairs)"
     else:
-        text = f"{name}: the ordering differs from the paper in {judged - agree} of {judged} pairs ({'; '.join(disagreements)})"
+        text = (
+            f"{name}: the ordering differs from the paper in {judged - agree} of {judged} pairs "
+            f"({'; '.join(disagreements)})"
+        )
     if noisy:
         text += f"; {noisy} of {judged} pairs within seed noise (means less than 2 standard errors apart, or one seed)"
     return text

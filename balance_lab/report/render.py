@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import html as html_lib
 import math
-import re
 from datetime import datetime, timezone
-from pathlib import Path
+
 import pandas as pd
 
 from balance_lab.report import stats
 from balance_lab.report.contents import PLOTS, Report
 
-MAXVIO_NOTE = ("MaxVio = (max load - mean load) / mean load per MoE layer, averaged over layers: *global* over "
-               "the whole validation set, *batch* per optimizer step (all micro-batches and ranks) and *compute* "
-               "per micro-batch on one rank, both averaged over every training step. *top expert <domain>*: the "
-               "largest fraction of the domain's validation tokens that choose one expert, averaged over layers "
-               "(higher = more specialised). Mean ± std over seeds; **bold**: best.")
+MAXVIO_NOTE = (
+    "MaxVio = (max load - mean load) / mean load per MoE layer, averaged over layers: *global* over "
+    "the whole validation set, *batch* per optimizer step (all micro-batches and ranks) and *compute* "
+    "per micro-batch on one rank, both averaged over every training step. *top expert <domain>*: the "
+    "largest fraction of the domain's validation tokens that choose one expert, averaged over layers "
+    "(higher = more specialised). Mean ± std over seeds; **bold**: best."
+)
 
 
 def cell(summary_row: pd.Series, column: stats.Column) -> str:
@@ -73,26 +72,43 @@ def _paired_table(report: Report):
     from rich.table import Table
 
     titles = {c.key: c.title for c in report.columns}
-    table = Table(title=f"paired by seed: configuration - {report.baseline} (95% t-interval)", header_style="bold",
-                  caption=POWER_NOTE_SHORT)
+    table = Table(
+        title=f"paired by seed: configuration - {report.baseline} (95% t-interval)",
+        header_style="bold",
+        caption=POWER_NOTE_SHORT,
+    )
     for name in ("configuration", "metric", "n", "mean diff", "95% interval", "verdict", *POWER_HEADERS):
-        table.add_column(name, justify="left" if name in ("configuration", "metric", "verdict") else "right",
-                         no_wrap=name == "configuration")
+        table.add_column(
+            name,
+            justify="left" if name in ("configuration", "metric", "verdict") else "right",
+            no_wrap=name == "configuration",
+        )
     for p in sorted(report.paired, key=lambda p: _order(report, p.label)):
         colour = {"lower": "green", "higher": "red"}.get(p.verdict, "dim")
-        table.add_row(p.label, titles.get(p.metric, p.metric), str(p.n), f"{p.mean:+.4f}", _interval(p),
-                      f"[{colour}]{p.verdict}[/]", *_power_cells(p))
+        table.add_row(
+            p.label,
+            titles.get(p.metric, p.metric),
+            str(p.n),
+            f"{p.mean:+.4f}",
+            _interval(p),
+            f"[{colour}]{p.verdict}[/]",
+            *_power_cells(p),
+        )
     return table
 
 
 POWER_HEADERS = ("resolves ±%", "seeds: this diff", "seeds: paper's")
-POWER_NOTE_SHORT = ("resolves ±%: the interval's half-width in % of the baseline (smaller differences are noise at this n); "
-                    "seeds: needed for 80% power at 95% from the observed spread")
-POWER_NOTE = ("*resolves ±%*: the smallest difference these seeds can tell from zero, the 95% interval's half-width in % "
-              "of the baseline's mean. *seeds: this diff* / *seeds: paper's*: the seeds a paired t-test needs to detect "
-              "the observed difference / the paper's difference (its relative difference scaled to our baseline) with "
-              "80% power at 95%, from the non-central t distribution with the observed spread of the paired differences "
-              "taken as the true one and the differences as normal (docs/evidence.md).")
+POWER_NOTE_SHORT = (
+    "resolves ±%: the interval's half-width in % of the baseline (smaller differences are noise at this n); "
+    "seeds: needed for 80% power at 95% from the observed spread"
+)
+POWER_NOTE = (
+    "*resolves ±%*: the smallest difference these seeds can tell from zero, the 95% interval's half-width in % "
+    "of the baseline's mean. *seeds: this diff* / *seeds: paper's*: the seeds a paired t-test needs to detect "
+    "the observed difference / the paper's difference (its relative difference scaled to our baseline) with "
+    "80% power at 95%, from the non-central t distribution with the observed spread of the paired differences "
+    "taken as the true one and the differences as normal (docs/evidence.md)."
+)
 
 
 def _power_cells(p: stats.Paired) -> list[str]:
@@ -107,26 +123,45 @@ def _power_cells(p: stats.Paired) -> list[str]:
 
 def _sequential_title(report: Report) -> str:
     plan = report.sequential_plan
-    return (f"until resolved: {plan.metric} against {plan.baseline}, looks at {', '.join(map(str, plan.looks))} seeds "
-            f"(seeds {plan.seeds[0]}..{plan.seeds[-1]} in the declared order)")
+    return (
+        f"until resolved: {plan.metric} against {plan.baseline}, looks at {', '.join(map(str, plan.looks))} seeds "
+        f"(seeds {plan.seeds[0]}..{plan.seeds[-1]} in the declared order)"
+    )
 
 
 def _sequential_cells(row) -> list[str]:
     final = row.outcome.final
     ruled = "-" if math.isnan(row.ruled_out_pct) else f"{row.ruled_out_pct:.2f}"
-    return [str(final.seeds), f"{final.mean:+.4f}", f"[{final.low:+.4f}, {final.high:+.4f}]", row.outcome.statement(), ruled]
+    return [
+        str(final.seeds),
+        f"{final.mean:+.4f}",
+        f"[{final.low:+.4f}, {final.high:+.4f}]",
+        row.outcome.statement(),
+        ruled,
+    ]
 
 
-SEQUENTIAL_HEADERS = ("configuration", "metric", "seeds", "mean diff", "sequential 95% interval", "outcome", "rules out ±%")
+SEQUENTIAL_HEADERS = (
+    "configuration",
+    "metric",
+    "seeds",
+    "mean diff",
+    "sequential 95% interval",
+    "outcome",
+    "rules out ±%",
+)
 
 
 def _sequential_table(report: Report):
     from rich.table import Table
 
     plan = report.sequential_plan
-    table = Table(title=_sequential_title(report), header_style="bold",
-                  caption=f"stopped: {plan.stopped or 'unknown'}; rules out ±%: differences beyond it in % of the "
-                          "baseline lie outside the interval")
+    table = Table(
+        title=_sequential_title(report),
+        header_style="bold",
+        caption=f"stopped: {plan.stopped or 'unknown'}; rules out ±%: differences beyond it in % of the "
+        "baseline lie outside the interval",
+    )
     for name in SEQUENTIAL_HEADERS:
         table.add_column(name, justify="right" if name in ("seeds", "mean diff", "rules out ±%") else "left")
     for row in report.sequential_rows:
@@ -150,7 +185,9 @@ def _paper_table(report: Report):
         table.add_column(name, justify="left" if name == "label" else "right")
     for _, row in rows.iterrows():
         table.add_row(*[_number(v) for v in row])
-    notes = "\n".join(report.paper.verdicts) + "\n[dim]absolute values differ by design: a tiny CPU model vs a 1B model[/]"
+    notes = (
+        "\n".join(report.paper.verdicts) + "\n[dim]absolute values differ by design: a tiny CPU model vs a 1B model[/]"
+    )
     return Group(table, notes)
 
 
@@ -178,19 +215,26 @@ def _number(value) -> str:
 # ---- Markdown ----------------------------------------------------------------------------------
 def _md_table(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
     escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def markdown(report: Report) -> str:
     runs, now = report.runs, datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [f"# Sweep `{report.sweep}`: which balancing method, at what cost", "",
-             f"Generated by `balance-lab report` on {now} from `{report.tracking_uri}`: "
-             f"{len(runs.finished)} finished runs in {len(report.summary)} configurations, "
-             f"{len(runs.unfinished)} not counted. Code: {', '.join(f'`{_short_sha(s)}`' for s in report.git_shas) or 'unknown'}.",
-             "", "## Results", ""]
+    parts = [
+        f"# Sweep `{report.sweep}`: which balancing method, at what cost",
+        "",
+        f"Generated by `balance-lab report` on {now} from `{report.tracking_uri}`: "
+        f"{len(runs.finished)} finished runs in {len(report.summary)} configurations, "
+        f"{len(runs.unfinished)} not counted. Code: {_shas(report)}.",
+        "",
+        "## Results",
+        "",
+    ]
     if report.summary.empty:
         parts += ["No finished run: nothing to compare.", ""]
     else:
@@ -202,41 +246,86 @@ def markdown(report: Report) -> str:
         header = ["configuration", "seeds", *[c.title for c in report.columns]]
         parts += [_md_table(header, rows, right=set(range(1, len(header)))), "", MAXVIO_NOTE, ""]
     if report.paired:
-        parts += [f"## Paired comparison against `{report.baseline}`", "",
-                  "Same seed, configuration minus baseline; the interval is the 95% t-interval of the mean "
-                  "difference over seeds. *lower*/*higher*: the interval excludes zero.", ""]
-        rows = [[f"`{p.label}`", p.metric, str(p.n), f"{p.mean:+.4f}", _interval(p), p.verdict, *_power_cells(p)]
-                for p in report.paired]
-        parts += [_md_table(["configuration", "metric", "seeds", "mean difference", "95% interval", "verdict",
-                             *POWER_HEADERS], rows, right={2, 3, 4, 6, 7, 8}), "", POWER_NOTE, ""]
+        parts += [
+            f"## Paired comparison against `{report.baseline}`",
+            "",
+            "Same seed, configuration minus baseline; the interval is the 95% t-interval of the mean "
+            "difference over seeds. *lower*/*higher*: the interval excludes zero.",
+            "",
+        ]
+        rows = [
+            [f"`{p.label}`", p.metric, str(p.n), f"{p.mean:+.4f}", _interval(p), p.verdict, *_power_cells(p)]
+            for p in report.paired
+        ]
+        parts += [
+            _md_table(
+                ["configuration", "metric", "seeds", "mean difference", "95% interval", "verdict", *POWER_HEADERS],
+                rows,
+                right={2, 3, 4, 6, 7, 8},
+            ),
+            "",
+            POWER_NOTE,
+            "",
+        ]
     if report.sequential_rows:
         plan = report.sequential_plan
-        rows = [[f"`{r.label}`", f"**{r.metric}** (the rule's)" if r.metric == plan.metric else r.metric,
-                 *_sequential_cells(r)] for r in report.sequential_rows]
-        parts += [f"## Sequential comparison ({_sequential_title(report)})", "",
-                  f"Stopped: {plan.stopped or 'unknown'}. Each interval is a repeated confidence interval of a "
-                  "group-sequential paired t-test (Lan-DeMets O'Brien-Fleming spending over the planned looks): all "
-                  "looks together keep 95% coverage, so the interval at the look where the sweep stopped is a valid "
-                  "95% interval. *rules out ±%*: a difference larger than this, in % of the baseline's mean, lies "
-                  "outside it ([docs/evidence.md](../../docs/evidence.md)).", "",
-                  _md_table(list(SEQUENTIAL_HEADERS), rows, right={2, 3, 6}), ""]
+        rows = [
+            [
+                f"`{r.label}`",
+                f"**{r.metric}** (the rule's)" if r.metric == plan.metric else r.metric,
+                *_sequential_cells(r),
+            ]
+            for r in report.sequential_rows
+        ]
+        parts += [
+            f"## Sequential comparison ({_sequential_title(report)})",
+            "",
+            f"Stopped: {plan.stopped or 'unknown'}. Each interval is a repeated confidence interval of a "
+            "group-sequential paired t-test (Lan-DeMets O'Brien-Fleming spending over the planned looks): all "
+            "looks together keep 95% coverage, so the interval at the look where the sweep stopped is a valid "
+            "95% interval. *rules out ±%*: a difference larger than this, in % of the baseline's mean, lies "
+            "outside it ([docs/evidence.md](../../docs/evidence.md)).",
+            "",
+            _md_table(list(SEQUENTIAL_HEADERS), rows, right={2, 3, 6}),
+            "",
+        ]
     if report.paper:
-        rows = [[_number(v) if not isinstance(v, str) else f"`{v}`" for v in row] for _, row in report.paper.rows.iterrows()]
-        parts += [f"## Beside the published numbers ({report.paper.source})", "",
-                  _md_table(list(report.paper.rows.columns), rows, right={1, 2, 3, 4}), "",
-                  *[f"- {v}" for v in report.paper.verdicts],
-                  "- absolute values cannot match: a tiny model on a CPU vs a 1B model on 100B tokens; "
-                  "what can match is the ordering.", ""]
+        rows = [
+            [_number(v) if not isinstance(v, str) else f"`{v}`" for v in row] for _, row in report.paper.rows.iterrows()
+        ]
+        parts += [
+            f"## Beside the published numbers ({report.paper.source})",
+            "",
+            _md_table(list(report.paper.rows.columns), rows, right={1, 2, 3, 4}),
+            "",
+            *[f"- {v}" for v in report.paper.verdicts],
+            "- absolute values cannot match: a tiny model on a CPU vs a 1B model on 100B tokens; "
+            "what can match is the ordering.",
+            "",
+        ]
     if report.plots:
         parts += ["## Plots", ""]
         for name, path in report.plots.items():
             parts += [f"### {PLOTS[name]}", "", f"![{PLOTS[name]}]({path})", ""]
     if not runs.unfinished.empty:
-        rows = [[f"`{r.run_name}`", r.status, str(r.reason)[:200] or "-", f"`{r.run_id}`"] for r in runs.unfinished.itertuples()]
-        parts += ["## Runs not counted", "", "Failed, killed or still running; not averaged in.", "",
-                  _md_table(["run", "status", "reason", "run id"], rows), ""]
+        rows = [
+            [f"`{r.run_name}`", r.status, str(r.reason)[:200] or "-", f"`{r.run_id}`"]
+            for r in runs.unfinished.itertuples()
+        ]
+        parts += [
+            "## Runs not counted",
+            "",
+            "Failed, killed or still running; not averaged in.",
+            "",
+            _md_table(["run", "status", "reason", "run id"], rows),
+            "",
+        ]
     parts += _provenance(report)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _shas(report: Report) -> str:
+    return ", ".join(f"`{_short_sha(s)}`" for s in report.git_shas) or "unknown"
 
 
 def _short_sha(sha: str) -> str:
@@ -249,50 +338,51 @@ def _provenance(report: Report) -> list[str]:
         parts += ["Commands (one per sweep invocation):", "", "```", *report.commands, "```", ""]
     if report.invocations:
         counts = ", ".join(f"{n} {status}" for status, n in report.invocations.items())
-        parts += [f"Sweep invocations: {sum(report.invocations.values())} ({counts}). Runs an interrupted invocation "
-                  "stopped continue from their checkpoints in the next one, in the same MLflow run; only FINISHED "
-                  "runs are averaged.", ""]
+        parts += [
+            f"Sweep invocations: {sum(report.invocations.values())} ({counts}). Runs an interrupted invocation "
+            "stopped continue from their checkpoints in the next one, in the same MLflow run; only FINISHED "
+            "runs are averaged.",
+            "",
+        ]
     if report.runs.varying:
-        parts += ["Params that differ between the configurations: " + ", ".join(f"`{v}`" for v in report.runs.varying), ""]
-    parts += ["Files: [summary.csv](summary.csv) (one row per configuration: mean, std, n), "
-              "[runs.csv](runs.csv) (one row per run), [report.html](report.html).", ""]
+        parts += [
+            "Params that differ between the configurations: " + ", ".join(f"`{v}`" for v in report.runs.varying),
+            "",
+        ]
+    parts += [
+        "Files: [summary.csv](summary.csv) (one row per configuration: mean, std, n), "
+        "[runs.csv](runs.csv) (one row per run), [report.html](report.html).",
+        "",
+    ]
     if report.config_text:
-        parts += ["<details><summary>Resolved config of the first configuration's first run</summary>", "",
-                  "```yaml", report.config_text.rstrip(), "```", "", "</details>", ""]
+        parts += [
+            "<details><summary>Resolved config of the first configuration's first run</summary>",
+            "",
+            "```yaml",
+            report.config_text.rstrip(),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     return parts
 
 
 def runs_table(report: Report) -> pd.DataFrame:
     """One row per run (counted ones first): ids, configuration, seed, status and every report column."""
     finished = report.runs.finished
-    table = pd.DataFrame({"run_id": finished.get("run_id"), "run_name": finished.get("run_name"),
-                          "configuration": finished.get("label"), "seed": finished.get("seed"), "status": "FINISHED"})
+    table = pd.DataFrame(
+        {
+            "run_id": finished.get("run_id"),
+            "run_name": finished.get("run_name"),
+            "configuration": finished.get("label"),
+            "seed": finished.get("seed"),
+            "status": "FINISHED",
+        }
+    )
     for column in report.columns:
         table[column.key] = stats.metric_values(finished, column) if not finished.empty else []
     unfinished = report.runs.unfinished.rename(columns={"reason": "status_reason"})
-    return pd.concat([table.sort_values(["configuration", "seed"]) if not table.empty else table, unfinished],
-                     ignore_index=True)
-
-
-# ---- HTML ----------------------------------------------------------------------------------------
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em}
-th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}pre{background:#f6f6f6;padding:1em;overflow:auto}
-img{max-width:100%}"""
-
-
-def html(markdown_text: str, folder: Path, title: str) -> str:
-    """The Markdown report as one HTML file: images inlined as data URIs, so it can be mailed or attached."""
-    from markdown_it import MarkdownIt
-
-    body = MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown_text)
-
-    def inline(match: re.Match) -> str:
-        path = folder / html_lib.unescape(match.group(1))
-        if not path.is_file():
-            return match.group(0)
-        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
-
-    body = re.sub(r'src="([^"]+\.png)"', inline, body)
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html_lib.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n{body}</body></html>\n")
+    return pd.concat(
+        [table.sort_values(["configuration", "seed"]) if not table.empty else table, unfinished], ignore_index=True
+    )

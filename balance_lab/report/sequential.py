@@ -53,10 +53,13 @@ def read_plan(runs) -> Plan | None:
     if baseline is None:
         return None
     stopped = latest.get("tags.balance_lab.sequential")
-    return Plan(str(latest["params.sequential.metric"]), baseline,
-                tuple(int(s) for s in str(latest["params.sequential.seeds"]).split(",")),
-                tuple(int(n) for n in str(latest[column]).split(",")),
-                "" if pd.isna(stopped) else str(stopped))
+    return Plan(
+        str(latest["params.sequential.metric"]),
+        baseline,
+        tuple(int(s) for s in str(latest["params.sequential.seeds"]).split(",")),
+        tuple(int(n) for n in str(latest[column]).split(",")),
+        "" if pd.isna(stopped) else str(stopped),
+    )
 
 
 def _label_of(finished: pd.DataFrame, values: str) -> str | None:
@@ -77,8 +80,13 @@ def rows(runs, plan: Plan, columns: list[stats.Column]) -> list[Row]:
     finished = runs.finished
     result = []
     for column in columns:
-        values = pd.DataFrame({"label": finished["label"], "seed": pd.to_numeric(finished["seed"], errors="coerce"),
-                               "v": stats.metric_values(finished, column)}).dropna()
+        values = pd.DataFrame(
+            {
+                "label": finished["label"],
+                "seed": pd.to_numeric(finished["seed"], errors="coerce"),
+                "v": stats.metric_values(finished, column),
+            }
+        ).dropna()
         table = values.pivot_table(index="seed", columns="label", values="v", aggfunc="mean")
         if plan.baseline not in table:
             continue
@@ -92,6 +100,6 @@ def rows(runs, plan: Plan, columns: list[stats.Column]) -> list[Row]:
                 diffs.append(table.at[seed, label] - table.at[seed, plan.baseline])
             outcome = sequential.analyse(diffs, plan.looks, bounds)
             if outcome.looks:
-                base = float(table.loc[list(plan.seeds[:outcome.looks[-1].seeds]), plan.baseline].mean())
+                base = float(table.loc[list(plan.seeds[: outcome.looks[-1].seeds]), plan.baseline].mean())
                 result.append(Row(label, column.key, outcome, base))
     return result

@@ -26,17 +26,24 @@ BASE_COLUMNS = [
 ]
 THROUGHPUT = Column("train/tokens_per_sec", "tokens/s", "max", digits=0)
 # Slots dropped at expert capacity (model/capacity.py): shown where some run dropped any.
-DROPPED = [Column("train/dropped_frac_mean", "dropped train", "min", digits=4),
-           Column("val/dropped_frac", "dropped val", "min", digits=4)]
+DROPPED = [
+    Column("train/dropped_frac_mean", "dropped train", "min", digits=4),
+    Column("val/dropped_frac", "dropped val", "min", digits=4),
+]
 SPECIALISATION_PREFIX = "val/top_expert_freq/"
 
 
 def columns_for(runs: pd.DataFrame, extra: list[str] = ()) -> list[Column]:
     """The report's columns: the base ones, per-domain specialisation, throughput, then `extra`
     (`key` or `key:min` / `key:max` to mark which way is better)."""
-    domains = sorted(c.removeprefix(f"metrics.{SPECIALISATION_PREFIX}") for c in runs.columns
-                     if c.startswith(f"metrics.{SPECIALISATION_PREFIX}"))
-    columns = BASE_COLUMNS + [Column(SPECIALISATION_PREFIX + d, f"top expert {d}", None) for d in domains] + [THROUGHPUT]
+    domains = sorted(
+        c.removeprefix(f"metrics.{SPECIALISATION_PREFIX}")
+        for c in runs.columns
+        if c.startswith(f"metrics.{SPECIALISATION_PREFIX}")
+    )
+    columns = (
+        BASE_COLUMNS + [Column(SPECIALISATION_PREFIX + d, f"top expert {d}", None) for d in domains] + [THROUGHPUT]
+    )
     dropped = runs.get(f"metrics.{DROPPED[0].key}", pd.Series(dtype=float))
     if (pd.to_numeric(dropped, errors="coerce") > 0).any():
         columns += DROPPED

@@ -44,8 +44,12 @@ def _is_zombie(pid: int) -> bool:
 
 def owner_tags() -> dict[str, str]:
     pid = os.getpid()
-    return {TAG_HOST: socket.gethostname(), TAG_PID: str(pid), TAG_PID_START: _start_ticks(pid) or "",
-            TAG_HEARTBEAT: f"{time.time():.0f}"}
+    return {
+        TAG_HOST: socket.gethostname(),
+        TAG_PID: str(pid),
+        TAG_PID_START: _start_ticks(pid) or "",
+        TAG_HEARTBEAT: f"{time.time():.0f}",
+    }
 
 
 @dataclass

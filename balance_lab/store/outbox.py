@@ -61,8 +61,11 @@ class Outbox:
             self._next_try = time.monotonic() + self.retry_seconds
             if not self._failing:
                 self.outages += 1
-                print(f"warning: the tracking store does not answer ({type(exc).__name__}: {str(exc)[:200]}); "
-                      f"training goes on, metrics are kept and sent when it is back", file=sys.stderr)
+                print(
+                    f"warning: the tracking store does not answer ({type(exc).__name__}: {str(exc)[:200]}); "
+                    f"training goes on, metrics are kept and sent when it is back",
+                    file=sys.stderr,
+                )
             self._failing = True
             return False
         if self._failing:
@@ -93,8 +96,18 @@ class Outbox:
         spill_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spill_path, "w") as f:
             for m in self.pending:
-                f.write(json.dumps({"run_id": self.run_id, "key": m.key, "value": m.value, "timestamp": m.timestamp,
-                                    "step": m.step}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "run_id": self.run_id,
+                            "key": m.key,
+                            "value": m.value,
+                            "timestamp": m.timestamp,
+                            "step": m.step,
+                        }
+                    )
+                    + "\n"
+                )
             for key, value in self.tags.items():
                 f.write(json.dumps({"run_id": self.run_id, "tag": key, "value": value}) + "\n")
             for artifact_file, text in self.texts.items():
@@ -112,7 +125,9 @@ def replay(client, path: Path) -> tuple[int, set[str]]:
         if line.strip():
             row = json.loads(line)
             if "key" in row:
-                metrics.setdefault(row["run_id"], []).append(Metric(row["key"], row["value"], row["timestamp"], row["step"]))
+                metrics.setdefault(row["run_id"], []).append(
+                    Metric(row["key"], row["value"], row["timestamp"], row["step"])
+                )
             else:
                 others.append(row)
     for run_id, run_metrics in metrics.items():

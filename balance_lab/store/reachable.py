@@ -16,8 +16,10 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     scheme = uri.split(":", 1)[0].lower() if "://" in uri else "file"
     scheme = scheme.split("+", 1)[0]  # postgresql+psycopg2://
     if scheme not in URI_SCHEMES:
-        raise ConfigError(f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of "
-                          "sqlite:///PATH, http(s)://HOST:PORT, file:///PATH, postgresql://, mysql://, databricks")
+        raise ConfigError(
+            f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of "
+            "sqlite:///PATH, http(s)://HOST:PORT, file:///PATH, postgresql://, mysql://, databricks"
+        )
     if scheme == "sqlite":
         from balance_lab.store.tracking import sqlite_file
 
@@ -32,5 +34,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             pass  # something answers; MLflow behind a proxy may not serve /health
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ConfigError(f"tracking URI {uri!r}: no MLflow server answers ({reason}); start one "
-                              "(mlflow server / balance-lab ui) or check the address") from exc
+            raise ConfigError(
+                f"tracking URI {uri!r}: no MLflow server answers ({reason}); start one "
+                "(mlflow server / balance-lab ui) or check the address"
+            ) from exc

@@ -40,10 +40,22 @@ def latest_runs(client, limit: int = 20) -> list[RunRow]:
     rows = []
     for run in runs:
         tags = run.data.tags
-        note = owner_of(tags).detail if run.info.status == "RUNNING" else (
-            tags.get(TAG_STATUS_REASON) or tags.get(TAG_WARNING) or "")
-        rows.append(RunRow(run.info.run_id, run.info.run_name, experiments[run.info.experiment_id], run.info.status,
-                           run.info.start_time / 1000, run.data.metrics.get("val/ppl"), note))
+        note = (
+            owner_of(tags).detail
+            if run.info.status == "RUNNING"
+            else (tags.get(TAG_STATUS_REASON) or tags.get(TAG_WARNING) or "")
+        )
+        rows.append(
+            RunRow(
+                run.info.run_id,
+                run.info.run_name,
+                experiments[run.info.experiment_id],
+                run.info.status,
+                run.info.start_time / 1000,
+                run.data.metrics.get("val/ppl"),
+                note,
+            )
+        )
     return rows
 
 
@@ -57,12 +69,24 @@ def stale_runs(client, older_than_minutes: float) -> list[RunRow]:
         owner = owner_of(run.data.tags, time.time(), older_than_minutes * 60)
         if owner.state == "gone":
             command = run.data.tags.get(TAG_COMMAND, "-") if run.data.tags.get(TAG_ROLE) == ROLE_SWEEP_PARENT else ""
-            found.append(RunRow(run.info.run_id, run.info.run_name, experiments[run.info.experiment_id], "RUNNING",
-                                run.info.start_time / 1000, run.data.metrics.get("val/ppl"), owner.detail, command))
+            found.append(
+                RunRow(
+                    run.info.run_id,
+                    run.info.run_name,
+                    experiments[run.info.experiment_id],
+                    "RUNNING",
+                    run.info.start_time / 1000,
+                    run.data.metrics.get("val/ppl"),
+                    owner.detail,
+                    command,
+                )
+            )
     return found
 
 
 def mark_killed(client, row: RunRow) -> None:
     what = "the sweep's process" if row.sweep_command else "its process"
-    client.set_tag(row.run_id, TAG_STATUS_REASON, f"{what} died without a word ({row.note}); marked by balance-lab runs --stale")
+    client.set_tag(
+        row.run_id, TAG_STATUS_REASON, f"{what} died without a word ({row.note}); marked by balance-lab runs --stale"
+    )
     client.set_terminated(row.run_id, "KILLED")

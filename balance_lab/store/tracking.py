@@ -40,7 +40,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+        uri = prefix + str(Path(uri[len(prefix) :]).resolve())
     return uri
 
 
@@ -54,7 +54,7 @@ def quiet_mlflow_logs() -> None:
 def sqlite_file(uri: str) -> Path | None:
     """The database file of a sqlite:/// URI, else None."""
     prefix = "sqlite:///"
-    return Path(uri[len(prefix):]) if uri.startswith(prefix) else None
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
 
 
 _READY_STORES: set[str] = set()
@@ -130,8 +130,11 @@ def find_finished(client, experiment_name: str, hash_: str):
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
-    runs = client.search_runs([experiment.experiment_id], max_results=1,
-                              filter_string=f"tags.`{TAG_CONFIG_HASH}` = '{hash_}' and attributes.status = 'FINISHED'")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        max_results=1,
+        filter_string=f"tags.`{TAG_CONFIG_HASH}` = '{hash_}' and attributes.status = 'FINISHED'",
+    )
     return runs[0] if runs else None
 
 
@@ -141,8 +144,12 @@ def find_resumable(client, experiment_name: str, hash_: str):
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is None:
         return None
-    runs = client.search_runs([experiment.experiment_id], max_results=20, order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`{TAG_CONFIG_HASH}` = '{hash_}' and attributes.status = 'KILLED'")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        max_results=20,
+        order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.`{TAG_CONFIG_HASH}` = '{hash_}' and attributes.status = 'KILLED'",
+    )
     for run in runs:
         checkpoint = run.data.tags.get(TAG_CHECKPOINT)
         if checkpoint and Path(checkpoint).is_file():
@@ -154,8 +161,9 @@ def git_sha() -> str:
     """The commit balance-lab runs from, with '-dirty' when tracked files differ from it."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=here)
+        out = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", "HEAD"], capture_output=True, text=True, timeout=5, cwd=here
+        )
         if out.returncode != 0:
             return "unknown"
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, timeout=5, cwd=here)
@@ -276,8 +284,14 @@ def _reason(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[str, str] | None = None,
-             resume_run_id: str | None = None, spill_dir: Path | None = None) -> Iterator[TrackedRun]:
+def open_run(
+    tracking_uri: str,
+    experiment_name: str,
+    name: str,
+    tags: Mapping[str, str] | None = None,
+    resume_run_id: str | None = None,
+    spill_dir: Path | None = None,
+) -> Iterator[TrackedRun]:
     """Create the run (or reopen `resume_run_id`); on exit mark it FINISHED, KILLED (interrupt or
     signal) or FAILED (any other error, with the reason as a tag)."""
     from balance_lab.store.liveness import owner_tags
@@ -295,7 +309,9 @@ def open_run(tracking_uri: str, experiment_name: str, name: str, tags: Mapping[s
             mlflow_client.set_tag(resume_run_id, key, value)
         run_id = resume_run_id
     else:
-        run_id = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=name, tags=tags).info.run_id
+        run_id = mlflow_client.create_run(
+            experiment_id(mlflow_client, experiment_name), run_name=name, tags=tags
+        ).info.run_id
     tracked = TrackedRun(mlflow_client, run_id, tracking_uri, spill_dir)
     try:
         yield tracked
@@ -328,10 +344,13 @@ def _close(run: TrackedRun, status: str, reason: str | None) -> None:
         raise StoreUnreachable(
             f"the tracking store {run.tracking_uri} did not take run {run.run_id}'s final status {status} ({exc}); "
             + (f"{len(run.outbox)} unsent records (metrics, tags, artifacts) are in {spilled}; " if spilled else "")
-            + "when it is back: balance-lab runs --stale (and --sync FILE)") from exc
+            + "when it is back: balance-lab runs --stale (and --sync FILE)"
+        ) from exc
     if spilled:
-        raise StoreUnreachable(f"{len(run.outbox)} records (metrics, tags, artifacts) could not be sent to {run.tracking_uri}; "
-                               f"they are in {spilled}: balance-lab runs --sync {spilled}")
+        raise StoreUnreachable(
+            f"{len(run.outbox)} records (metrics, tags, artifacts) could not be sent to {run.tracking_uri}; "
+            f"they are in {spilled}: balance-lab runs --sync {spilled}"
+        )
 
 
 def lightning_logger(run: TrackedRun):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.table import Table
 
 from balance_lab.console import console as make_console
-
 from balance_lab.sweeping.grid import Grid
 from balance_lab.sweeping.launch import Outcome
 
@@ -31,13 +30,27 @@ def _fmt(metrics: dict[str, float], key: str, digits: int) -> str:
 
 def summary_table(grid: Grid, results: list[Outcome]) -> Table:
     table = Table(title=f"sweep {grid.name}", header_style="bold")
-    for column, justify in (("#", "right"), ("run name", "left"), ("status", "left"), ("val ppl", "right"),
-                            ("MaxVio global", "right"), ("MaxVio batch", "right"), ("reason", "left")):
+    for column, justify in (
+        ("#", "right"),
+        ("run name", "left"),
+        ("status", "left"),
+        ("val ppl", "right"),
+        ("MaxVio global", "right"),
+        ("MaxVio batch", "right"),
+        ("reason", "left"),
+    ):
         table.add_column(column, justify=justify)
     for o in results:
         style = _STATUS_STYLE.get(o.status, "")
-        table.add_row(str(o.point_index), o.run_name, f"[{style}]{o.status}[/]", _fmt(o.metrics, "val/ppl", 3),
-                      _fmt(o.metrics, "val/maxvio_global", 3), _fmt(o.metrics, "train/maxvio_batch", 3), o.reason)
+        table.add_row(
+            str(o.point_index),
+            o.run_name,
+            f"[{style}]{o.status}[/]",
+            _fmt(o.metrics, "val/ppl", 3),
+            _fmt(o.metrics, "val/maxvio_global", 3),
+            _fmt(o.metrics, "train/maxvio_batch", 3),
+            o.reason,
+        )
     return table
 
 
@@ -48,8 +61,10 @@ def print_outcome(grid: Grid, results: list[Outcome], parent_id: str, log_path) 
     counts = {s: sum(o.status == s for o in results) for s in ("FINISHED", "SKIPPED")}
     failed = len(results) - counts["FINISHED"] - counts["SKIPPED"]
     colour = "red" if failed else "green"
-    console.print(f"[{colour}]{counts['FINISHED']} finished, {failed} failed, {counts['SKIPPED']} skipped[/] · "
-                  f"experiment [bold]{grid.name}[/], parent run {parent_id} · log {log_path}")
+    console.print(
+        f"[{colour}]{counts['FINISHED']} finished, {failed} failed, {counts['SKIPPED']} skipped[/] · "
+        f"experiment [bold]{grid.name}[/], parent run {parent_id} · log {log_path}"
+    )
     if any(o.status == "MISSING" for o in results) and log_path.exists():
         tail = log_path.read_text(errors="replace").strip().splitlines()[-12:]
         console.print("[red]end of the sweep log:[/]")

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from omegaconf import OmegaConf
 
 from balance_lab.config.compose import compose_config
-from balance_lab.errors import ConfigError
 from balance_lab.config.paths import available_sweeps, sweeps_dirs
+from balance_lab.errors import ConfigError
 
 
 def sweep_overrides(name: str) -> list[str]:
@@ -39,7 +39,9 @@ def _check_sweep_file(name: str) -> None:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"sweep file {path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
-    params = ((content or {}).get("hydra") or {}).get("sweeper", {}).get("params") if isinstance(content, dict) else None
+    params = (
+        ((content or {}).get("hydra") or {}).get("sweeper", {}).get("params") if isinstance(content, dict) else None
+    )
     if not isinstance(params, dict) or not params:
         raise ConfigError(f"sweep file {path}: defines no grid (hydra.sweeper.params: key: value1,value2,...)")
 
@@ -74,8 +76,12 @@ class Grid:
         return [*sweep_overrides(self.name), *self.fixed, *(f"{k}={','.join(v)}" for k, v in self.dimensions.items())]
 
     def definition(self) -> dict:
-        return {"sweep": self.name, "dimensions": self.dimensions, "fixed_overrides": self.fixed,
-                "runs": [{"run_name": p.run_name, "values": p.values, "config_hash": p.config_hash} for p in self.points]}
+        return {
+            "sweep": self.name,
+            "dimensions": self.dimensions,
+            "fixed_overrides": self.fixed,
+            "runs": [{"run_name": p.run_name, "values": p.values, "config_hash": p.config_hash} for p in self.points],
+        }
 
 
 def _split(overrides: list[str]) -> tuple[list[str], dict[str, list[str]]]:
@@ -123,6 +129,7 @@ def expand(name: str, overrides: list[str]) -> Grid:
         except ConfigError as exc:
             raise ConfigError(f"run {index} ({', '.join(f'{k}={v}' for k, v in values.items())}): {exc}") from exc
         resolved = OmegaConf.to_container(point_cfg, resolve=True)
-        grid.points.append(GridPoint(index, values, run_name(resolved, values), config_hash(resolved),
-                                     source=spec.source))
+        grid.points.append(
+            GridPoint(index, values, run_name(resolved, values), config_hash(resolved), source=spec.source)
+        )
     return grid

@@ -58,7 +58,9 @@ def check_launcher(overrides: list[str]) -> None:
         if name == "basic":
             continue
         if name not in LAUNCHER_PLUGINS:
-            raise ConfigError(f"unknown launcher hydra/launcher={name}; choose one of basic, {', '.join(LAUNCHER_PLUGINS)}")
+            raise ConfigError(
+                f"unknown launcher hydra/launcher={name}; choose one of basic, {', '.join(LAUNCHER_PLUGINS)}"
+            )
         module, package = LAUNCHER_PLUGINS[name]
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"hydra/launcher={name} needs the '{package}' package: pip install {package}")
@@ -70,12 +72,24 @@ def open_parent(client, grid: Grid, command: str) -> str:
     from balance_lab.store.liveness import owner_tags
 
     experiment = tracking.experiment_id(client, grid.name)
-    parent = client.create_run(experiment, run_name=f"{grid.name}-sweep", tags={
-        tracking.TAG_SWEEP: grid.name, tracking.TAG_GIT_SHA: tracking.git_sha(), tracking.TAG_ROLE: tracking.ROLE_SWEEP_PARENT,
-        tracking.TAG_COMMAND: command[:5000], **owner_tags()})
+    parent = client.create_run(
+        experiment,
+        run_name=f"{grid.name}-sweep",
+        tags={
+            tracking.TAG_SWEEP: grid.name,
+            tracking.TAG_GIT_SHA: tracking.git_sha(),
+            tracking.TAG_ROLE: tracking.ROLE_SWEEP_PARENT,
+            tracking.TAG_COMMAND: command[:5000],
+            **owner_tags(),
+        },
+    )
     run_id = parent.info.run_id
-    params = {"sweep.name": grid.name, "sweep.runs": len(grid.points), "sweep.keys": ",".join(grid.swept_keys),
-              "sweep.fixed_overrides": " ".join(grid.fixed) or "-"}
+    params = {
+        "sweep.name": grid.name,
+        "sweep.runs": len(grid.points),
+        "sweep.keys": ",".join(grid.swept_keys),
+        "sweep.fixed_overrides": " ".join(grid.fixed) or "-",
+    }
     params |= {f"sweep.values.{k}": ",".join(v) for k, v in grid.dimensions.items()}
     tracking.TrackedRun(client, run_id, "").log_params(params)
     tracking.TrackedRun(client, run_id, "").log_json(grid.definition(), "grid.json")
@@ -84,16 +98,28 @@ def open_parent(client, grid: Grid, command: str) -> str:
 
 def job_command(grid: Grid, parent_id: str, rerun: bool, sweep_dir: Path, extra: list[str]) -> list[str]:
     keys = ",".join(grid.swept_keys)
-    return [sys.executable, "-m", "balance_lab.train", "-m", *grid.hydra_overrides(), *extra,
-            f"logger.experiment_name={grid.name}", f"logger.sweep={grid.name}", f"logger.parent_run_id={parent_id}",
-            f"logger.swept_keys=[{keys}]", f"logger.skip_finished={str(not rerun).lower()}",
-            "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep_dir}"]
+    return [
+        sys.executable,
+        "-m",
+        "balance_lab.train",
+        "-m",
+        *grid.hydra_overrides(),
+        *extra,
+        f"logger.experiment_name={grid.name}",
+        f"logger.sweep={grid.name}",
+        f"logger.parent_run_id={parent_id}",
+        f"logger.swept_keys=[{keys}]",
+        f"logger.skip_finished={str(not rerun).lower()}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
 
 
 def children(client, grid: Grid, parent_id: str) -> dict[str, object]:
     experiment = client.get_experiment_by_name(grid.name)
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{parent_id}'",
-                              max_results=10_000)
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{parent_id}'", max_results=10_000
+    )
     return {r.data.tags.get(tracking.TAG_CONFIG_HASH): r for r in runs}
 
 
@@ -104,17 +130,24 @@ def outcomes(client, grid: Grid, parent_id: str, rerun: bool) -> list[Outcome]:
         run = by_hash.get(point.config_hash)
         if run is not None:
             reason = run.data.tags.get(tracking.TAG_STATUS_REASON, "")
-            result.append(Outcome(point.index, point.run_name, run.info.status, run.info.run_id, dict(run.data.metrics), reason))
+            result.append(
+                Outcome(point.index, point.run_name, run.info.status, run.info.run_id, dict(run.data.metrics), reason)
+            )
         elif point.finished_run_id and not rerun:
             run = client.get_run(point.finished_run_id)
-            result.append(Outcome(point.index, point.run_name, "SKIPPED", point.finished_run_id, dict(run.data.metrics)))
+            result.append(
+                Outcome(point.index, point.run_name, "SKIPPED", point.finished_run_id, dict(run.data.metrics))
+            )
         else:
-            result.append(Outcome(point.index, point.run_name, "MISSING", None, {}, "no run was recorded (see the sweep log)"))
+            result.append(
+                Outcome(point.index, point.run_name, "MISSING", None, {}, "no run was recorded (see the sweep log)")
+            )
     return result
 
 
-def run_sweep(client, grid: Grid, command: str, jobs: int, rerun: bool, extra: list[str], sweep_dir: Path,
-              tracking_uri: str) -> tuple[str, list[Outcome], Path]:
+def run_sweep(
+    client, grid: Grid, command: str, jobs: int, rerun: bool, extra: list[str], sweep_dir: Path, tracking_uri: str
+) -> tuple[str, list[Outcome], Path]:
     """Launch the grid under a new parent run and watch it; returns the parent run id, every point's
     outcome and the log path."""
     parent_id = open_parent(client, grid, command)
@@ -138,8 +171,17 @@ def settle(client, parent_id: str, results: list[Outcome]) -> str:
     return "FAILED" if failed else "FINISHED"
 
 
-def run_points(client, grid: Grid, parent_id: str, jobs: int, rerun: bool, extra: list[str], sweep_dir: Path,
-               tracking_uri: str, title: str = "") -> tuple[list[Outcome], Path]:
+def run_points(
+    client,
+    grid: Grid,
+    parent_id: str,
+    jobs: int,
+    rerun: bool,
+    extra: list[str],
+    sweep_dir: Path,
+    tracking_uri: str,
+    title: str = "",
+) -> tuple[list[Outcome], Path]:
     """Train the grid's points as runs nested under `parent_id` (one Hydra multirun process) and watch
     them with a progress bar; returns every point's outcome and the log path."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -160,8 +202,13 @@ def run_points(client, grid: Grid, parent_id: str, jobs: int, rerun: bool, extra
             log.write(" ".join(cmd) + "\n\n")
             log.flush()
             process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    columns = [TextColumn(f"[bold]sweep {grid.name}{title}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn()]
+    columns = [
+        TextColumn(f"[bold]sweep {grid.name}{title}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    ]
     mine = {p.config_hash for p in grid.points}  # a parent may hold earlier batches' runs too
     with Progress(*columns, console=console(stderr=True), transient=False) as progress:
         task = progress.add_task("runs", total=len(grid.points), detail="")
@@ -169,9 +216,14 @@ def run_points(client, grid: Grid, parent_id: str, jobs: int, rerun: bool, extra
             running = process is not None and process.poll() is None
             counts = _count({h: r for h, r in children(client, grid, parent_id).items() if h in mine})
             done = counts["FINISHED"] + counts["FAILED"] + counts["KILLED"] + to_skip
-            progress.update(task, completed=done, detail=(
-                f"[green]{counts['FINISHED']} finished[/] · {counts['RUNNING']} running · "
-                f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"))
+            progress.update(
+                task,
+                completed=done,
+                detail=(
+                    f"[green]{counts['FINISHED']} finished[/] · {counts['RUNNING']} running · "
+                    f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"
+                ),
+            )
             if not running:
                 break
             heartbeat.beat()

@@ -22,8 +22,17 @@ from balance_lab.sweeping.launch import Outcome, open_parent, run_points, settle
 
 SEED_KEY = "seed"
 # What a run ends with that a sweep can be run until resolved on (the run's final value of each).
-METRICS = ("val/ppl", "val/bpb", "val/loss", "val/maxvio_global", "train/maxvio_batch_mean",
-           "train/maxvio_compute_batch_mean", "val/dead_experts", "train/dropped_frac_mean", "val/dropped_frac")
+METRICS = (
+    "val/ppl",
+    "val/bpb",
+    "val/loss",
+    "val/maxvio_global",
+    "train/maxvio_batch_mean",
+    "train/maxvio_compute_batch_mean",
+    "val/dead_experts",
+    "train/dropped_frac_mean",
+    "val/dropped_frac",
+)
 METRIC_PREFIXES = ("val/top_expert_freq/", "val/maxvio_global/layer_")
 TAG_SEQUENTIAL = "balance_lab.sequential"  # on the parent run: why the sweep stopped
 ARTIFACT = "sequential.json"  # on the parent run: the plan, every look, every pair
@@ -37,20 +46,24 @@ class SeedPlan:
     def batch(self, look: int) -> tuple[int, ...]:
         """The seeds look `look` (0-based) adds."""
         start = self.looks[look - 1] if look else 0
-        return self.seeds[start:self.looks[look]]
+        return self.seeds[start : self.looks[look]]
 
 
 def check_metric(metric: str) -> None:
     if metric not in METRICS and not metric.startswith(METRIC_PREFIXES):
-        raise ConfigError(f"--until-resolved {metric!r}: not a metric a run ends with; choose one of "
-                          f"{', '.join(METRICS)}, or {'<domain>, '.join(METRIC_PREFIXES)}<i>")
+        raise ConfigError(
+            f"--until-resolved {metric!r}: not a metric a run ends with; choose one of "
+            f"{', '.join(METRICS)}, or {'<domain>, '.join(METRIC_PREFIXES)}<i>"
+        )
 
 
 def plan_seeds(grid: Grid, max_seeds: int, step: int | None) -> SeedPlan:
     """The grid's seeds, then the next unused integers above the largest, up to max_seeds in all."""
     if SEED_KEY not in grid.dimensions:
-        raise ConfigError(f"--until-resolved needs a grid over seeds; sweep {grid.name} sweeps "
-                          f"{', '.join(grid.swept_keys)} (add seeds=[0,1,2])")
+        raise ConfigError(
+            f"--until-resolved needs a grid over seeds; sweep {grid.name} sweeps "
+            f"{', '.join(grid.swept_keys)} (add seeds=[0,1,2])"
+        )
     try:
         first = [int(s) for s in grid.dimensions[SEED_KEY]]
     except ValueError:
@@ -83,18 +96,26 @@ def choose_baseline(grid: Grid, wanted: str | None) -> str:
         return labels[0]
     matches = [text for text in labels if text == wanted] or [text for text in labels if wanted in text]
     if len(matches) != 1:
-        raise ConfigError(f"--baseline {wanted!r} matches {len(matches)} configurations; choose one of {'; '.join(labels)}")
+        raise ConfigError(
+            f"--baseline {wanted!r} matches {len(matches)} configurations; choose one of {'; '.join(labels)}"
+        )
     return matches[0]
 
 
-def pair_outcomes(values: dict[tuple[str, int], float], labels: list[str], plan: SeedPlan, look: int, baseline: str,
-                  bounds: list[float]) -> tuple[dict[str, sequential.Outcome], list[str]]:
+def pair_outcomes(
+    values: dict[tuple[str, int], float],
+    labels: list[str],
+    plan: SeedPlan,
+    look: int,
+    baseline: str,
+    bounds: list[float],
+) -> tuple[dict[str, sequential.Outcome], list[str]]:
     """Per configuration against the baseline, the sequential outcome over looks 0..`look`; and the
     (configuration, seed) values missing from them (a run that did not finish leaves its look incomplete,
     and the looks after it are not analysed)."""
-    missing = [f"{lbl} seed {s}" for lbl in labels for s in plan.seeds[:plan.looks[look]] if (lbl, s) not in values]
-    complete = [n for n in plan.looks[:look + 1] if all((lbl, s) in values for lbl in labels for s in plan.seeds[:n])]
-    done = complete[-1] if complete and complete == list(plan.looks[:len(complete)]) else 0
+    missing = [f"{lbl} seed {s}" for lbl in labels for s in plan.seeds[: plan.looks[look]] if (lbl, s) not in values]
+    complete = [n for n in plan.looks[: look + 1] if all((lbl, s) in values for lbl in labels for s in plan.seeds[:n])]
+    done = complete[-1] if complete and complete == list(plan.looks[: len(complete)]) else 0
     result = {}
     for lbl in labels:
         if lbl != baseline:
@@ -103,8 +124,17 @@ def pair_outcomes(values: dict[tuple[str, int], float], labels: list[str], plan:
     return result, missing
 
 
-def run_until_resolved(client, first: Grid, grid_for: Callable[[tuple[int, ...]], Grid], metric: str, plan: SeedPlan,
-                       baseline: str, command: str, launch: dict, sweep_dir: Path) -> tuple[str, list[Outcome], bool]:
+def run_until_resolved(
+    client,
+    first: Grid,
+    grid_for: Callable[[tuple[int, ...]], Grid],
+    metric: str,
+    plan: SeedPlan,
+    baseline: str,
+    command: str,
+    launch: dict,
+    sweep_dir: Path,
+) -> tuple[str, list[Outcome], bool]:
     """Run look after look; returns the parent run id, every outcome and whether the sweep stopped on an
     incomplete look (runs that did not finish). `launch` holds run_points' jobs, rerun, extra, tracking_uri."""
     from balance_lab.console import console as make_console
@@ -113,12 +143,21 @@ def run_until_resolved(client, first: Grid, grid_for: Callable[[tuple[int, ...]]
     bounds = sequential.boundaries(plan.looks)
     parent_id = open_parent(client, first, command)
     record = tracking.TrackedRun(client, parent_id, "")
-    record.log_params({"sequential.metric": metric, "sequential.baseline": baseline, "sequential.rule": sequential.RULE,
-                       "sequential.seeds": ",".join(map(str, plan.seeds)), "sequential.looks": ",".join(map(str, plan.looks)),
-                       "sequential.boundaries": ",".join(f"{b:.4g}" for b in bounds)})
-    console.print(f"[bold]{first.name}[/]: until {metric} is resolved against [bold]{baseline}[/]; looks at "
-                  f"{', '.join(map(str, plan.looks))} seeds (seeds {plan.seeds[0]}..{plan.seeds[-1]}, declared now); "
-                  f"{sequential.RULE}")
+    record.log_params(
+        {
+            "sequential.metric": metric,
+            "sequential.baseline": baseline,
+            "sequential.rule": sequential.RULE,
+            "sequential.seeds": ",".join(map(str, plan.seeds)),
+            "sequential.looks": ",".join(map(str, plan.looks)),
+            "sequential.boundaries": ",".join(f"{b:.4g}" for b in bounds),
+        }
+    )
+    console.print(
+        f"[bold]{first.name}[/]: until {metric} is resolved against [bold]{baseline}[/]; looks at "
+        f"{', '.join(map(str, plan.looks))} seeds (seeds {plan.seeds[0]}..{plan.seeds[-1]}, declared now); "
+        f"{sequential.RULE}"
+    )
     labels = list(dict.fromkeys(label(p) for p in first.points))
     every: list[Outcome] = []
     values: dict[tuple[str, int], float] = {}
@@ -127,7 +166,9 @@ def run_until_resolved(client, first: Grid, grid_for: Callable[[tuple[int, ...]]
         for look in range(len(plan.looks)):
             grid = first if look == 0 else grid_for(plan.batch(look))
             title = f" · look {look + 1}/{len(plan.looks)} (seeds {', '.join(map(str, plan.batch(look)))})"
-            results, _ = run_points(client, grid, parent_id, sweep_dir=sweep_dir / f"look-{look + 1}", title=title, **launch)
+            results, _ = run_points(
+                client, grid, parent_id, sweep_dir=sweep_dir / f"look-{look + 1}", title=title, **launch
+            )
             every += results
             for point, outcome in zip(grid.points, results):
                 if outcome.status in ("FINISHED", "SKIPPED") and metric in outcome.metrics:
@@ -150,8 +191,10 @@ def run_until_resolved(client, first: Grid, grid_for: Callable[[tuple[int, ...]]
 
 def _stop_reason(pairs: dict[str, sequential.Outcome], missing: list[str], look: int, plan: SeedPlan) -> str:
     if missing:
-        return (f"look {look + 1} is incomplete ({len(missing)} runs did not finish: {'; '.join(missing[:4])}); the rule "
-                "needs every planned seed: run the same command again to retry them")
+        return (
+            f"look {look + 1} is incomplete ({len(missing)} runs did not finish: {'; '.join(missing[:4])}); the rule "
+            "needs every planned seed: run the same command again to retry them"
+        )
     if pairs and all(p.resolved_at is not None for p in pairs.values()):
         return f"every pair resolved by look {look + 1} ({plan.looks[look]} seeds)"
     if look == len(plan.looks) - 1:
@@ -161,10 +204,21 @@ def _stop_reason(pairs: dict[str, sequential.Outcome], missing: list[str], look:
 
 
 def _record(record, client, parent_id, metric, baseline, plan, bounds, pairs, reason) -> None:
-    record.log_json({"rule": sequential.RULE, "metric": metric, "baseline": baseline, "seeds": list(plan.seeds),
-                     "looks": list(plan.looks), "boundaries": bounds, "stopped": reason,
-                     "pairs": {lbl: {"statement": o.statement(), "looks": [asdict(x) for x in o.looks]}
-                               for lbl, o in pairs.items()}}, ARTIFACT)
+    record.log_json(
+        {
+            "rule": sequential.RULE,
+            "metric": metric,
+            "baseline": baseline,
+            "seeds": list(plan.seeds),
+            "looks": list(plan.looks),
+            "boundaries": bounds,
+            "stopped": reason,
+            "pairs": {
+                lbl: {"statement": o.statement(), "looks": [asdict(x) for x in o.looks]} for lbl, o in pairs.items()
+            },
+        },
+        ARTIFACT,
+    )
     client.set_tag(parent_id, TAG_SEQUENTIAL, reason or "running")
 
 
@@ -180,6 +234,12 @@ def _look_table(pairs: dict[str, sequential.Outcome], metric: str, baseline: str
             table.add_row(lbl, "-", "-", "-", "-", outcome.statement())
             continue
         shown = outcome.final
-        table.add_row(lbl, str(shown.seeds), f"{shown.mean:+.4f}", f"[{shown.low:+.4f}, {shown.high:+.4f}]",
-                      f"{shown.boundary:.2f}", outcome.statement())
+        table.add_row(
+            lbl,
+            str(shown.seeds),
+            f"{shown.mean:+.4f}",
+            f"[{shown.low:+.4f}, {shown.high:+.4f}]",
+            f"{shown.boundary:.2f}",
+            outcome.statement(),
+        )
     return table

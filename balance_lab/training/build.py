@@ -40,9 +40,19 @@ def build_datamodule(spec: RunSpec | DictConfig):
 
     spec = as_spec(spec)
     data, source = spec.cfg.data, spec.source
-    samples = spec.max_steps * data.batch_size * spec.trainer.get("accumulate_grad_batches", 1) * world_size(spec.trainer)
-    return LMDataModule(source.splits(), source.domain_weights, spec.model.seq_len, data.batch_size,
-                        data.val_sequences, samples, order_seed(spec.cfg), source.bytes_per_token)
+    samples = (
+        spec.max_steps * data.batch_size * spec.trainer.get("accumulate_grad_batches", 1) * world_size(spec.trainer)
+    )
+    return LMDataModule(
+        source.splits(),
+        source.domain_weights,
+        spec.model.seq_len,
+        data.batch_size,
+        data.val_sequences,
+        samples,
+        order_seed(spec.cfg),
+        source.bytes_per_token,
+    )
 
 
 def order_seed(cfg: DictConfig) -> int:
@@ -57,8 +67,11 @@ def build_model(spec: RunSpec | DictConfig):
     from balance_lab.model.compiling import compile_blocks, wanted
 
     spec = as_spec(spec)
-    model = MoELM(spec.model, make_balancer=lambda: build_balancer(spec.balance, spec.model.n_routed_experts),
-                  routing=spec.routing)
+    model = MoELM(
+        spec.model,
+        make_balancer=lambda: build_balancer(spec.balance, spec.model.n_routed_experts),
+        routing=spec.routing,
+    )
     if wanted(spec.cfg.model.get("compile", False), spec.trainer.get("accelerator", "auto")):
         compile_blocks(model, mode=str(spec.cfg.model.get("compile_mode") or "default"))
     return model
@@ -67,8 +80,13 @@ def build_model(spec: RunSpec | DictConfig):
 def build_module(spec: RunSpec, datamodule):
     from balance_lab.training.lit_module import MoELMModule
 
-    return MoELMModule(build_model(spec), spec.optim, total_steps=spec.max_steps, domains=datamodule.domains,
-                       bytes_per_token=datamodule.bytes_per_token)
+    return MoELMModule(
+        build_model(spec),
+        spec.optim,
+        total_steps=spec.max_steps,
+        domains=datamodule.domains,
+        bytes_per_token=datamodule.bytes_per_token,
+    )
 
 
 def build(spec: RunSpec | DictConfig) -> Built:
@@ -95,5 +113,6 @@ def check_trainer_arguments(spec: RunSpec) -> None:
 def build_trainer(spec: RunSpec | DictConfig, logger, callbacks: list, default_root_dir: str, **override):
     import lightning as L
 
-    return L.Trainer(**(as_spec(spec).trainer | override), logger=logger, callbacks=callbacks,
-                     default_root_dir=default_root_dir)
+    return L.Trainer(
+        **(as_spec(spec).trainer | override), logger=logger, callbacks=callbacks, default_root_dir=default_root_dir
+    )

@@ -34,8 +34,11 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def rng_states() -> dict[str, Any]:
     # numpy's key array as a tensor: checkpoints must load with torch.load(weights_only=True)
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    states = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
-              "torch": torch.get_rng_state()}
+    states = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -75,8 +78,7 @@ class StopVote:
 
 
 class StepCheckpoints(L.Callback):
-    def __init__(self, directory: str | Path, every_n_steps: int, run_id: str, config_yaml: str,
-                 on_saved=None):
+    def __init__(self, directory: str | Path, every_n_steps: int, run_id: str, config_yaml: str, on_saved=None):
         self.path = Path(directory) / CHECKPOINT_NAME
         self.every_n_steps, self.run_id, self.config_yaml = every_n_steps, run_id, config_yaml
         self.on_saved = on_saved  # called with the path after each save (records it on the MLflow run)

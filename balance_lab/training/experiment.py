@@ -72,8 +72,14 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     check_trainer_arguments(spec)  # Lightning's own check of its arguments: ConfigError
     datamodule = build_datamodule(spec)  # ConfigError when a domain is too short for one sequence
     name = cfg.logger.run_name or tracking.run_name(resolved, swept)
-    with tracking.open_run(uri, cfg.logger.experiment_name, name, run_tags(cfg, hash_, swept),
-                           resume_run_id=resume_run_id, spill_dir=Path(output_dir)) as run:
+    with tracking.open_run(
+        uri,
+        cfg.logger.experiment_name,
+        name,
+        run_tags(cfg, hash_, swept),
+        resume_run_id=resume_run_id,
+        spill_dir=Path(output_dir),
+    ) as run:
         if not resume_run_id:
             run.log_params(tracking.flatten(resolved))
             run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
@@ -84,8 +90,9 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
         if warnings:
             run.set_tag(TAG_WARNING, "; ".join(warnings))
         run.log_json(module.val_loads, "loads/val_loads.json")
-    return RunResult(name, run.run_id, uri, metrics, throughput.tokens_per_sec, time.perf_counter() - started,
-                     warnings=warnings)
+    return RunResult(
+        name, run.run_id, uri, metrics, throughput.tokens_per_sec, time.perf_counter() - started, warnings=warnings
+    )
 
 
 def _fit(spec, datamodule, module, run, output_dir: str, resume_ckpt: str | None):
@@ -98,9 +105,13 @@ def _fit(spec, datamodule, module, run, output_dir: str, resume_ckpt: str | None
     checkpoint_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.get("dir") else Path(output_dir) / "checkpoints"
     if resume_ckpt and not cfg.checkpoint.get("dir"):
         checkpoint_dir = Path(resume_ckpt).parent  # keep writing where the run's checkpoints are
-    checkpoints = StepCheckpoints(checkpoint_dir, int(cfg.checkpoint.every_n_steps), run.run_id,
-                                  OmegaConf.to_yaml(cfg, resolve=True),
-                                  on_saved=lambda path, step: run.set_tag(TAG_CHECKPOINT, str(path)))
+    checkpoints = StepCheckpoints(
+        checkpoint_dir,
+        int(cfg.checkpoint.every_n_steps),
+        run.run_id,
+        OmegaConf.to_yaml(cfg, resolve=True),
+        on_saved=lambda path, step: run.set_tag(TAG_CHECKPOINT, str(path)),
+    )
     throughput = Throughput()
     callbacks = [throughput, checkpoints] + ([Heartbeat(run.client, run.run_id)] if run.client else [])
     if cfg.trainer.get("enable_progress_bar", True):
@@ -130,7 +141,10 @@ def routing_alerts(metrics: Mapping[str, float], val_loads: Mapping[str, Any] | 
     if maxvio is not None and maxvio > alerts.maxvio_global:
         found.append(f"routing collapse: val MaxVio_global {maxvio:.2f} > {alerts.maxvio_global}")
     if val_loads:
-        dead = {layer: sum(1 for c in counts if c == 0) for layer, counts in zip(val_loads["layer_ids"], val_loads["layers"])}
+        dead = {
+            layer: sum(1 for c in counts if c == 0)
+            for layer, counts in zip(val_loads["layer_ids"], val_loads["layers"])
+        }
         total = sum(dead.values())
         if total > alerts.dead_experts:
             per_layer = ", ".join(f"layer {layer}: {n}" for layer, n in dead.items() if n)

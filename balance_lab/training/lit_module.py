@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from balance_lab.distributed import all_reduce_sum
-from balance_lab.training.loss_watch import LossWatch
 from balance_lab.metrics import maxvio_per_layer, top_expert_frequency
 from balance_lab.model.lm import MoELM
+from balance_lab.training.loss_watch import LossWatch
 
 
 def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -32,12 +32,15 @@ def cosine_with_warmup(step: int, warmup_steps: int, total_steps: int, min_lr_ra
 def _nll(logits_BSV: torch.Tensor, targets_BS: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy in fp32 or wider (bf16 logits lose the small probabilities)."""
     logits = logits_BSV.flatten(0, 1)
-    return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets_BS.flatten(), reduction=reduction)
+    return F.cross_entropy(
+        logits.to(torch.promote_types(logits.dtype, torch.float32)), targets_BS.flatten(), reduction=reduction
+    )
 
 
 class MoELMModule(L.LightningModule):
-    def __init__(self, model: MoELM, optim: Mapping[str, Any], total_steps: int, domains: list[str],
-                 bytes_per_token: float = 1.0):
+    def __init__(
+        self, model: MoELM, optim: Mapping[str, Any], total_steps: int, domains: list[str], bytes_per_token: float = 1.0
+    ):
         super().__init__()
         self.model = model
         self.optim, self.total_steps = dict(optim), total_steps
@@ -109,15 +112,24 @@ class MoELMModule(L.LightningModule):
         if not every or (self.global_step % every and not self.trainer.should_stop and not last):
             return
         ranges = [r for layer in self.model.moe_layers if (r := layer.balancer.bias_range()) is not None]
-        values = torch.cat([losses_3.double(), vio_L, compute_vio.view(1), dropped_frac.view(1),
-                            torch.stack(ranges).to(vio_L) if ranges else vio_L[:0]]).tolist()  # one host sync
+        values = torch.cat(
+            [
+                losses_3.double(),
+                vio_L,
+                compute_vio.view(1),
+                dropped_frac.view(1),
+                torch.stack(ranges).to(vio_L) if ranges else vio_L[:0],
+            ]
+        ).tolist()  # one host sync
         (loss, lm_loss, aux_loss), rest = values[:3], values[3:]
-        vio, (compute, dropped), bias = rest[:len(vio_L)], rest[len(vio_L):len(vio_L) + 2], rest[len(vio_L) + 2:]
+        vio, (compute, dropped), bias = rest[: len(vio_L)], rest[len(vio_L) : len(vio_L) + 2], rest[len(vio_L) + 2 :]
         self.log_dict({"train/loss": loss, "train/maxvio_batch": sum(vio) / len(vio)}, prog_bar=True)
-        self.log_dict({"train/lm_loss": lm_loss, "train/aux_loss": aux_loss, "train/maxvio_compute_batch": compute}
-                      | {f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)}
-                      | ({"train/bias_range": sum(bias) / len(bias)} if bias else {})
-                      | ({"train/dropped_frac": dropped} if self.model.routing.capacity_factor is not None else {}))
+        self.log_dict(
+            {"train/lm_loss": lm_loss, "train/aux_loss": aux_loss, "train/maxvio_compute_batch": compute}
+            | {f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)}
+            | ({"train/bias_range": sum(bias) / len(bias)} if bias else {})
+            | ({"train/dropped_frac": dropped} if self.model.routing.capacity_factor is not None else {})
+        )
 
     def _log_initial_routing(self, vio_L: torch.Tensor) -> None:
         """`init/maxvio_batch` (+ per layer) at step 0, written once straight to the logger: through
@@ -125,8 +137,11 @@ class MoELMModule(L.LightningModule):
         if self.logger is None:
             return
         vio = vio_L.tolist()
-        self.logger.log_metrics({"init/maxvio_batch": sum(vio) / len(vio)}
-                                | {f"init/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)}, step=0)
+        self.logger.log_metrics(
+            {"init/maxvio_batch": sum(vio) / len(vio)}
+            | {f"init/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)},
+            step=0,
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A checkpoint written before a counter existed resumes with it at zero (its run had no capacity).
@@ -149,10 +164,17 @@ class MoELMModule(L.LightningModule):
         fused = True if decay[0].is_cuda and scaler is None and not sharded else None
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.optim["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.optim["lr"], betas=tuple(self.optim["betas"]), eps=self.optim.get("eps", 1e-8), fused=fused,
+            lr=self.optim["lr"],
+            betas=tuple(self.optim["betas"]),
+            eps=self.optim.get("eps", 1e-8),
+            fused=fused,
         )
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_with_warmup(
-            step, self.optim["warmup_steps"], self.total_steps, self.optim["min_lr_ratio"]))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: cosine_with_warmup(
+                step, self.optim["warmup_steps"], self.total_steps, self.optim["min_lr_ratio"]
+            ),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -191,20 +213,30 @@ class MoELMModule(L.LightningModule):
         loss = float(nll) / max(int(tokens_D.sum()), 1)
         counts_LE = counts_DLE.sum(dim=0)
         vio_L = maxvio_per_layer(counts_LE)
-        metrics = {"val/loss": loss, "val/ppl": math.exp(min(loss, 50.0)),
-                   "val/bpb": loss / math.log(2) / self.bytes_per_token, "val/maxvio_global": float(vio_L.mean()),
-                   "val/dead_experts": float((counts_LE == 0).sum()),  # (layer, expert) pairs no token reached
-                   "val/dropped_frac": dropped / max(int(counts_LE.sum()), 1)}  # slots dropped at capacity (0 without)
+        metrics = {
+            "val/loss": loss,
+            "val/ppl": math.exp(min(loss, 50.0)),
+            "val/bpb": loss / math.log(2) / self.bytes_per_token,
+            "val/maxvio_global": float(vio_L.mean()),
+            "val/dead_experts": float((counts_LE == 0).sum()),  # (layer, expert) pairs no token reached
+            "val/dropped_frac": dropped / max(int(counts_LE.sum()), 1),
+        }  # slots dropped at capacity (0 without)
         metrics |= {f"val/maxvio_global/layer_{i}": float(v) for i, v in zip(self.layer_ids, vio_L)}
         for d, name in enumerate(self.domains):
             freq_L = top_expert_frequency(counts_DLE[d], int(tokens_D[d]))
             metrics[f"val/top_expert_freq/{name}"] = float(freq_L.mean())
         if self.vio_steps > 0:  # averages over all training steps so far (the final validation: the whole run)
             mean_2 = (self.vio_sums_2 / self.vio_steps).tolist()
-            metrics |= {"train/maxvio_batch_mean": mean_2[0], "train/maxvio_compute_batch_mean": mean_2[1],
-                        "train/dropped_frac_mean": float(self.dropped_frac_sum / self.vio_steps)}
+            metrics |= {
+                "train/maxvio_batch_mean": mean_2[0],
+                "train/maxvio_compute_batch_mean": mean_2[1],
+                "train/dropped_frac_mean": float(self.dropped_frac_sum / self.vio_steps),
+            }
         self.log_dict(metrics, sync_dist=False)
         self.val_step = self.global_step
-        self.val_loads = {"layers": counts_LE.tolist(), "layer_ids": self.layer_ids,
-                          "domains": {name: counts_DLE[d].tolist() for d, name in enumerate(self.domains)},
-                          "tokens": {name: int(tokens_D[d]) for d, name in enumerate(self.domains)}}
+        self.val_loads = {
+            "layers": counts_LE.tolist(),
+            "layer_ids": self.layer_ids,
+            "domains": {name: counts_DLE[d].tolist() for d, name in enumerate(self.domains)},
+            "tokens": {name: int(tokens_D[d]) for d, name in enumerate(self.domains)},
+        }

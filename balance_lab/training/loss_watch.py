@@ -38,5 +38,7 @@ class LossWatch:
         finite_M = torch.isfinite(losses_M3[:, 0])
         if not bool(finite_M.all()):
             loss, lm_loss, aux_loss = losses_M3[int((~finite_M).nonzero()[0])].tolist()
-            raise NonFiniteLoss(f"train/loss is {loss} at step {step} (lm_loss {lm_loss:.4g}, aux_loss {aux_loss:.4g}); "
-                                f"stopped instead of training on (lower optim.lr?)")
+            raise NonFiniteLoss(
+                f"train/loss is {loss} at step {step} (lm_loss {lm_loss:.4g}, aux_loss {aux_loss:.4g}); "
+                f"stopped instead of training on (lower optim.lr?)"
+            )

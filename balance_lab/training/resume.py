@@ -30,14 +30,18 @@ def resume_target(ref: str, tracking_uri: str) -> ResumeTarget:
 
     db = tracking.sqlite_file(tracking_uri)
     if db is not None and not db.exists():
-        raise ConfigError(f"--resume {ref}: no MLflow store at {tracking_uri} (set MLFLOW_TRACKING_URI to the run's store)")
+        raise ConfigError(
+            f"--resume {ref}: no MLflow store at {tracking_uri} (set MLFLOW_TRACKING_URI to the run's store)"
+        )
     client = tracking.client(tracking_uri)
     given = Path(ref).expanduser()
     run_id = _meta(ref, given)["run_id"] if given.is_file() else ref
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        raise ConfigError(f"--resume {ref}: no run {run_id!r} in the store {tracking_uri} (and no such checkpoint file)") from exc
+        raise ConfigError(
+            f"--resume {ref}: no run {run_id!r} in the store {tracking_uri} (and no such checkpoint file)"
+        ) from exc
     _check_resumable(ref, run)
     checkpoint = given if given.is_file() else _recorded_checkpoint(ref, run)
     meta = _meta(ref, checkpoint)
@@ -56,19 +60,25 @@ def _check_resumable(ref: str, run) -> None:
     if run.info.status == "RUNNING":
         owner = owner_of(run.data.tags)
         if owner.state != "gone":
-            raise ConfigError(f"--resume {ref}: run {name} is RUNNING ({owner.detail}); "
-                              "stop it first, or mark it with balance-lab runs --stale if its process is gone")
+            raise ConfigError(
+                f"--resume {ref}: run {name} is RUNNING ({owner.detail}); "
+                "stop it first, or mark it with balance-lab runs --stale if its process is gone"
+            )
 
 
 def _recorded_checkpoint(ref: str, run) -> Path:
     recorded = run.data.tags.get(TAG_CHECKPOINT)
     if not recorded:
-        raise ConfigError(f"--resume {ref}: run {run.info.run_name} has no checkpoint (it stopped before its first "
-                          "one, or ran with checkpoint.every_n_steps=0 and was not stopped by a signal)")
+        raise ConfigError(
+            f"--resume {ref}: run {run.info.run_name} has no checkpoint (it stopped before its first "
+            "one, or ran with checkpoint.every_n_steps=0 and was not stopped by a signal)"
+        )
     checkpoint = Path(recorded)
     if not checkpoint.is_file():
-        raise ConfigError(f"--resume {ref}: the run's checkpoint {checkpoint} is missing (moved, or on another machine?); "
-                          "pass the checkpoint file instead: balance-lab run --resume PATH")
+        raise ConfigError(
+            f"--resume {ref}: the run's checkpoint {checkpoint} is missing (moved, or on another machine?); "
+            "pass the checkpoint file instead: balance-lab run --resume PATH"
+        )
     return checkpoint
 
 
@@ -78,5 +88,6 @@ def _meta(ref: str, checkpoint: Path) -> dict:
     try:
         return read_checkpoint_meta(checkpoint)
     except Exception as exc:  # noqa: BLE001 - a truncated or foreign file: say which
-        raise ConfigError(f"--resume {ref}: {checkpoint} is not a readable balance-lab checkpoint "
-                          f"({type(exc).__name__}: {exc})") from exc
+        raise ConfigError(
+            f"--resume {ref}: {checkpoint} is not a readable balance-lab checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc

@@ -30,12 +30,15 @@ def choose_port(host: str, port: int) -> int:
         try:
             probe.bind((host, port))
         except PermissionError:
-            raise ConfigError(f"--port {port}: binding needs privileges on {host}; use a port above 1023 or --port 0") from None
+            raise ConfigError(
+                f"--port {port}: binding needs privileges on {host}; use a port above 1023 or --port 0"
+            ) from None
         except OSError as exc:
             if port == 0:
                 raise ConfigError(f"--host {host}: cannot bind ({exc.strerror})") from None
-            raise ConfigError(f"--port {port} is in use on {host}{_held_by(port)}; choose another port, or --port 0 "
-                              "for a free one") from None
+            raise ConfigError(
+                f"--port {port} is in use on {host}{_held_by(port)}; choose another port, or --port 0 for a free one"
+            ) from None
         return probe.getsockname()[1]
 
 
@@ -52,8 +55,10 @@ def _held_by(port: int) -> str:
         owner = _option(leader, "balance_lab.ui.guard")
         if owner and owner.isdigit() and os.path.exists(f"/proc/{owner}"):
             return f", held by the MLflow server of a running balance-lab ui (pid {owner}, store {store}): use that one"
-        return (f", held by an MLflow server (pid {pid}, store {store}) that nobody stops (a balance-lab ui that was "
-                f"killed?); stop it with: kill -- -{group}")
+        return (
+            f", held by an MLflow server (pid {pid}, store {store}) that nobody stops (a balance-lab ui that was "
+            f"killed?); stop it with: kill -- -{group}"
+        )
     return ""
 
 
@@ -70,16 +75,35 @@ SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
     # --serve-artifacts: the UI reads each run's artifacts (plots, loads, config) through the server.
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri, "--host", host,
-            "--port", str(port), "--serve-artifacts", "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--serve-artifacts",
+        "--workers",
+        "1",
+    ]
 
 
 def start(tracking_uri: str, host: str, port: int, log_path: Path) -> subprocess.Popen:
     """The server under its guard, in a new session: the returned process leads the server's group."""
     log = open(log_path, "w")
     env = {**SERVER_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}  # the user's own setting wins
-    guarded = [sys.executable, "-m", "balance_lab.ui.guard", str(os.getpid()), "--",
-               *server_command(tracking_uri, host, port)]
+    guarded = [
+        sys.executable,
+        "-m",
+        "balance_lab.ui.guard",
+        str(os.getpid()),
+        "--",
+        *server_command(tracking_uri, host, port),
+    ]
     return subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
 
 
@@ -102,6 +126,7 @@ def wait_ready(process: subprocess.Popen, url: str, log_path: Path, timeout: flo
 def stop_on_sigterm() -> None:
     """SIGTERM raises KeyboardInterrupt, so the `finally` that stops the server runs (the server is in
     its own process group and would otherwise outlive this process)."""
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 

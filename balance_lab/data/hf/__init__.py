@@ -42,8 +42,10 @@ def tokenizer_spec(data: DictConfig) -> str:
     if tokenizer == "bpe":
         return tokenizer
     if not Path(tokenizer).expanduser().is_file():
-        raise ConfigError(f"data.tokenizer={tokenizer!r}: choose bpe (trained on the corpus) or the path of an "
-                          "existing tokenizer.json")
+        raise ConfigError(
+            f"data.tokenizer={tokenizer!r}: choose bpe (trained on the corpus) or the path of an "
+            "existing tokenizer.json"
+        )
     return tokenizer
 
 
@@ -53,10 +55,16 @@ def cache_key(spec: HFSpec, data: DictConfig, tokenizer: str) -> str:
     described = {
         "version": 1,
         "corpora": {d: {**asdict(c), "files": _fingerprint(c.path)} for d, c in spec.corpora.items()},
-        "domain_field": spec.domain_field, "values": sorted(spec.values) if spec.values else None,
-        "val_fraction": spec.val_fraction, "max_documents": spec.max_documents, "eot": data.get("eot"),
-        "tokenizer": (f"bpe{int(data.vocab_size)}" if tokenizer == "bpe"
-                      else hashlib.sha1(Path(tokenizer).expanduser().read_bytes()).hexdigest()),
+        "domain_field": spec.domain_field,
+        "values": sorted(spec.values) if spec.values else None,
+        "val_fraction": spec.val_fraction,
+        "max_documents": spec.max_documents,
+        "eot": data.get("eot"),
+        "tokenizer": (
+            f"bpe{int(data.vocab_size)}"
+            if tokenizer == "bpe"
+            else hashlib.sha1(Path(tokenizer).expanduser().read_bytes()).hexdigest()
+        ),
     }
     return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -84,9 +92,17 @@ def write(data: DictConfig, out: Path, dtype: str = "auto", progress=None, on_pl
     if on_plan is not None:
         on_plan(the_plan.total_documents)
     tokenizer = tokenizer_spec(data)
-    return tokenize_chunks(lambda: chunks(spec, the_plan), out, int(data.vocab_size),
-                           None if tokenizer == "bpe" else Path(tokenizer).expanduser(), data.get("eot"), dtype,
-                           int(data.get("workers", 1)), progress, on_trained)
+    return tokenize_chunks(
+        lambda: chunks(spec, the_plan),
+        out,
+        int(data.vocab_size),
+        None if tokenizer == "bpe" else Path(tokenizer).expanduser(),
+        data.get("eot"),
+        dtype,
+        int(data.get("workers", 1)),
+        progress,
+        on_trained,
+    )
 
 
 def ensure_token_dir(data: DictConfig, out: Path, **callbacks) -> Path:

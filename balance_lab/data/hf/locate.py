@@ -10,8 +10,15 @@ from pathlib import Path
 from balance_lab.data.hf.spec import ONE_DOMAIN, HFSpec
 from balance_lab.errors import ConfigError
 
-BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".arrow": "arrow",
-            ".csv": "csv", ".txt": "text"}
+BUILDERS = {
+    ".parquet": "parquet",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".arrow": "arrow",
+    ".csv": "csv",
+    ".txt": "text",
+}
 COMPRESSIONS = (".gz", ".zst", ".zstd", ".bz2", ".xz")
 HUB_PROBE_SECONDS = 5.0  # a hub that does not answer within this is offline
 
@@ -44,12 +51,16 @@ def _builder(path: str, files: list[str]) -> str:
             base = base.removesuffix(ending)
         suffix = os.path.splitext(base)[1]
         if suffix not in BUILDERS:
-            raise ConfigError(f"data.path={path!r}: {os.path.basename(name)} is not a dataset file this reads "
-                              f"({', '.join(BUILDERS)}, also compressed: {', '.join(COMPRESSIONS)})")
+            raise ConfigError(
+                f"data.path={path!r}: {os.path.basename(name)} is not a dataset file this reads "
+                f"({', '.join(BUILDERS)}, also compressed: {', '.join(COMPRESSIONS)})"
+            )
         builders.add(BUILDERS[suffix])
     if len(builders) > 1:
-        raise ConfigError(f"data.path={path!r}: mixes {' and '.join(sorted(builders))} files; one format per dataset "
-                          "(several datasets: one per domain in data.domains)")
+        raise ConfigError(
+            f"data.path={path!r}: mixes {' and '.join(sorted(builders))} files; one format per dataset "
+            "(several datasets: one per domain in data.domains)"
+        )
     return builders.pop()
 
 
@@ -61,8 +72,10 @@ def check_hub_reachable(path: str) -> None:
 
     for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         if os.environ.get(flag, "").strip().lower() in ("1", "true", "yes", "on"):
-            raise ConfigError(f"data.path={path!r}: not a local file or folder, and the Hugging Face Hub is off here "
-                              f"({flag}=1); a hub dataset needs the network: give a local path")
+            raise ConfigError(
+                f"data.path={path!r}: not a local file or folder, and the Hugging Face Hub is off here "
+                f"({flag}=1); a hub dataset needs the network: give a local path"
+            )
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     host, port = endpoint.hostname or "huggingface.co", endpoint.port or (80 if endpoint.scheme == "http" else 443)
     outcome: list = []
@@ -79,8 +92,10 @@ def check_hub_reachable(path: str) -> None:
     thread.join(HUB_PROBE_SECONDS + 1)
     if not outcome or outcome[0] is not None:
         reason = "no answer" if not outcome else (outcome[0].strerror or type(outcome[0]).__name__)
-        raise ConfigError(f"data.path={path!r}: not a local file or folder, and the Hugging Face Hub ({host}) cannot "
-                          f"be reached ({reason}): offline? a hub dataset needs the network; give a local path")
+        raise ConfigError(
+            f"data.path={path!r}: not a local file or folder, and the Hugging Face Hub ({host}) cannot "
+            f"be reached ({reason}): offline? a hub dataset needs the network; give a local path"
+        )
 
 
 def check_reachable(spec: HFSpec) -> None:
@@ -91,5 +106,8 @@ def check_reachable(spec: HFSpec) -> None:
             if kind == "hub":
                 check_hub_reachable(corpus.path)
         except ConfigError as exc:
-            raise ConfigError(str(exc).replace("data.path=", f"data.domains.{domain}.path=") if domain and
-                              domain != ONE_DOMAIN else str(exc)) from exc
+            raise ConfigError(
+                str(exc).replace("data.path=", f"data.domains.{domain}.path=")
+                if domain and domain != ONE_DOMAIN
+                else str(exc)
+            ) from exc

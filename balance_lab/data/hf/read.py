@@ -33,8 +33,9 @@ def open_splits(corpus: Corpus, streaming: bool, cache_dir: str | None) -> dict:
             return {s: d.to_iterable_dataset() if streaming else d for s, d in loaded.items()}
         if kind == "files":
             builder, files = target
-            return dict(datasets.load_dataset(builder, data_files={"train": files}, streaming=streaming,
-                                              cache_dir=cache_dir))
+            return dict(
+                datasets.load_dataset(builder, data_files={"train": files}, streaming=streaming, cache_dir=cache_dir)
+            )
         if kind == "hub":
             check_hub_reachable(corpus.path)
         return dict(datasets.load_dataset(target, corpus.subset, streaming=streaming, cache_dir=cache_dir))
@@ -42,8 +43,9 @@ def open_splits(corpus: Corpus, streaming: bool, cache_dir: str | None) -> dict:
         raise
     except Exception as exc:  # datasets and pyarrow raise many kinds; the first line says what was wrong
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"data.path={corpus.path!r}: not a dataset that can be read ({type(exc).__name__}: "
-                          f"{reason})") from exc
+        raise ConfigError(
+            f"data.path={corpus.path!r}: not a dataset that can be read ({type(exc).__name__}: {reason})"
+        ) from exc
 
 
 def columns(dataset) -> list[str]:
@@ -79,8 +81,10 @@ def _read_plan(corpus: Corpus, splits: dict, where: str) -> list[tuple[str, obje
     if val_split == "hash":
         return [("hash", splits[corpus.split])]
     if val_split not in splits:
-        raise ConfigError(f"data.val_split={val_split!r}: {where} has no such split; its splits: "
-                          f"{', '.join(splits)} ({VAL_SPLIT_CHOICES})")
+        raise ConfigError(
+            f"data.val_split={val_split!r}: {where} has no such split; its splits: "
+            f"{', '.join(splits)} ({VAL_SPLIT_CHOICES})"
+        )
     if val_split == corpus.split:
         raise ConfigError(f"data.val_split={val_split!r}: the training split itself; validation must never overlap it")
     return [("train", splits[corpus.split]), ("val", splits[val_split])]
@@ -127,8 +131,10 @@ def chunks(spec: HFSpec, the_plan: Plan) -> Iterator[tuple[str, str, list[str]]]
     if spec.values:
         missing = [v for v in spec.values if not counts.get(v)]
         if missing:
-            raise ConfigError(f"data.domains: no document has {spec.domain_field}={missing[0]!r}; values found: "
-                              f"{', '.join(sorted(seen)[:20]) or 'none'}")
+            raise ConfigError(
+                f"data.domains: no document has {spec.domain_field}={missing[0]!r}; values found: "
+                f"{', '.join(sorted(seen)[:20]) or 'none'}"
+            )
     for domain in spec.corpora:
         if domain and not counts.get(domain):
             raise ConfigError(f"data.domains.{domain}: {spec.corpora[domain].path} has no document with text")
@@ -136,8 +142,9 @@ def chunks(spec: HFSpec, the_plan: Plan) -> Iterator[tuple[str, str, list[str]]]
 
 def _batch_chunks(spec: HFSpec, domain: str, side: str, corpus: Corpus, batch: dict, counts: dict, seen: set):
     texts_B = _texts(batch, corpus.text_field)
-    domains_B = ([_domain_name(v) for v in _column(batch, spec.domain_field)] if spec.domain_field
-                 else [domain] * len(texts_B))
+    domains_B = (
+        [_domain_name(v) for v in _column(batch, spec.domain_field)] if spec.domain_field else [domain] * len(texts_B)
+    )
     seen.update(domains_B)
     grouped: dict[tuple[str, str], list[str]] = {}
     for text, name in zip(texts_B, domains_B):

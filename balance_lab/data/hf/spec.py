@@ -44,14 +44,18 @@ def spec_of(data: DictConfig) -> HFSpec:
         domain_field = _column_name("data.domain_field", domain_field)
     domains = OmegaConf.to_container(data.domains, resolve=True) if data.get("domains") is not None else None
     if domains is not None and (not isinstance(domains, dict) or not domains):
-        raise ConfigError(f"data.domains={domains!r}: a mapping (value -> weight with data.domain_field, or "
-                          "domain -> {path: ..., weight: ...})")
+        raise ConfigError(
+            f"data.domains={domains!r}: a mapping (value -> weight with data.domain_field, or "
+            "domain -> {path: ..., weight: ...})"
+        )
     common = dict(split=str(data.get("split", "train")), val_split=str(data.get("val_split", "auto")))
     mixed = domains is not None and any(isinstance(v, dict) for v in domains.values())
     if mixed:
         if domain_field is not None:
-            raise ConfigError("data.domain_field and per-domain datasets in data.domains: choose one (a column's "
-                              "values as domains, or one dataset per domain)")
+            raise ConfigError(
+                "data.domain_field and per-domain datasets in data.domains: choose one (a column's "
+                "values as domains, or one dataset per domain)"
+            )
         corpora, weights = {}, {}
         for domain, entry in domains.items():
             corpora[str(domain)], weights[str(domain)] = _corpus_entry(str(domain), entry, text_field, common)
@@ -66,11 +70,20 @@ def spec_of(data: DictConfig) -> HFSpec:
         if not corpus.val_split:
             raise ConfigError(f"data.val_split={corpus.val_split!r}: choose {VAL_SPLIT_CHOICES}")
     max_documents = data.get("max_documents")
-    if max_documents is not None and (isinstance(max_documents, bool) or not isinstance(max_documents, int)
-                                      or max_documents < 1):
+    if max_documents is not None and (
+        isinstance(max_documents, bool) or not isinstance(max_documents, int) or max_documents < 1
+    ):
         raise ConfigError(f"data.max_documents={max_documents!r}: a number of documents >= 1, or null for all")
-    return HFSpec(corpora, domain_field, values, weights, float(data.val_fraction), max_documents,
-                  bool(data.get("streaming", False)), data.get("hf_cache_dir"))
+    return HFSpec(
+        corpora,
+        domain_field,
+        values,
+        weights,
+        float(data.val_fraction),
+        max_documents,
+        bool(data.get("streaming", False)),
+        data.get("hf_cache_dir"),
+    )
 
 
 def _column_name(key: str, value) -> str:
@@ -85,11 +98,18 @@ def _corpus_entry(domain: str, entry, text_field: str, common: dict) -> tuple[Co
     known = {"path", "weight", "text_field", "subset", "split", "val_split"}
     unknown = sorted(set(entry) - known)
     if unknown:
-        raise ConfigError(f"data.domains.{domain}.{unknown[0]}: unknown key; a domain's dataset has {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"data.domains.{domain}.{unknown[0]}: unknown key; a domain's dataset has {', '.join(sorted(known))}"
+        )
     weight = _weight(f"data.domains.{domain}.weight", entry.get("weight", 1.0))
     text_field = _column_name(f"data.domains.{domain}.text_field", entry.get("text_field", text_field))
-    corpus = Corpus(str(entry["path"]), text_field, entry.get("subset"),
-                    str(entry.get("split", common["split"])), str(entry.get("val_split", common["val_split"])))
+    corpus = Corpus(
+        str(entry["path"]),
+        text_field,
+        entry.get("subset"),
+        str(entry.get("split", common["split"])),
+        str(entry.get("val_split", common["val_split"])),
+    )
     return corpus, weight
 
 
@@ -103,6 +123,8 @@ def _value_weights(domains: dict | None, domain_field: str | None) -> dict[str, 
     if domains is None:
         return None
     if domain_field is None:
-        raise ConfigError(f"data.domains={domains}: weights select values of data.domain_field, which is null; set "
-                          "data.domain_field=COLUMN, or give each domain a dataset ({web: {path: ...}})")
+        raise ConfigError(
+            f"data.domains={domains}: weights select values of data.domain_field, which is null; set "
+            "data.domain_field=COLUMN, or give each domain a dataset ({web: {path: ...}})"
+        )
     return {str(v): _weight(f"data.domains.{v}", w) for v, w in domains.items()}

@@ -16,6 +16,7 @@ from balance_lab.errors import ConfigError
 class Progress:
     """Callbacks of a tokenisation (cli/tokenizing.py draws them): the number of documents once known
     (None: unknown), the BPE trained, then (documents, tokens) done so far."""
+
     on_plan: Callable[[int | None], None]
     on_trained: Callable[[], None]
     progress: Callable[[int, int], None]
@@ -59,7 +60,9 @@ class DataSource(Protocol):
 
 def check_weights(weights: dict[str, float]) -> None:
     if not weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0 for w in weights.values()):
-        raise ConfigError(f"data.domains={weights}: every weight must be a number > 0 and at least one domain is needed")
+        raise ConfigError(
+            f"data.domains={weights}: every weight must be a number > 0 and at least one domain is needed"
+        )
 
 
 def configured_weights(data: DictConfig) -> dict[str, float] | None:
@@ -70,7 +73,9 @@ def configured_weights(data: DictConfig) -> dict[str, float] | None:
 def check_known(weights: dict[str, float], known: list[str], where: str) -> None:
     unknown = sorted(set(weights) - set(known))
     if unknown:
-        raise ConfigError(f"data.domains: no token files for {', '.join(unknown)} in {where}; it has {', '.join(known)}")
+        raise ConfigError(
+            f"data.domains: no token files for {', '.join(unknown)} in {where}; it has {', '.join(known)}"
+        )
 
 
 def token_meta(path: Path, given: str) -> dict:
@@ -79,5 +84,7 @@ def token_meta(path: Path, given: str) -> dict:
     try:
         return read_meta(path)
     except FileNotFoundError as exc:
-        raise ConfigError(f"data.path={given!r}: no token files there (no {exc.args[0]}); "
-                          "write them with: balance-lab data tokenize DIR") from exc
+        raise ConfigError(
+            f"data.path={given!r}: no token files there (no {exc.args[0]}); "
+            "write them with: balance-lab data tokenize DIR"
+        ) from exc

@@ -27,8 +27,9 @@ class BuiltinBytes:
         check_weights(self.domain_weights)
         unknown = sorted(set(self.domain_weights) - set(DOMAINS))
         if unknown:
-            raise ConfigError(f"data.domains: unknown domain(s) {', '.join(unknown)}; the built-in corpus has "
-                              f"{', '.join(DOMAINS)}")
+            raise ConfigError(
+                f"data.domains: unknown domain(s) {', '.join(unknown)}; the built-in corpus has {', '.join(DOMAINS)}"
+            )
 
     @property
     def vocab_size(self) -> int:
@@ -74,8 +75,10 @@ class BuiltinBPE(BuiltinBytes):
         super().check()
         size = self.data.vocab_size
         if isinstance(size, bool) or not isinstance(size, int) or not 257 <= size <= 2**20:
-            raise ConfigError(f"data.vocab_size={size!r}: the built-in BPE needs 257 to 1048576 tokens "
-                              "(it follows model.vocab_size; data.tokenizer=bytes for 256 byte values)")
+            raise ConfigError(
+                f"data.vocab_size={size!r}: the built-in BPE needs 257 to 1048576 tokens "
+                "(it follows model.vocab_size; data.tokenizer=bytes for 256 byte values)"
+            )
 
     @property
     def vocab_size(self) -> int:

@@ -76,8 +76,11 @@ class HuggingFace:
     def prepare(self, progress: Progress | None = None) -> None:
         from balance_lab.data import hf
 
-        callbacks = {} if progress is None else {"progress": progress.progress, "on_plan": progress.on_plan,
-                                                 "on_trained": progress.on_trained}
+        callbacks = (
+            {}
+            if progress is None
+            else {"progress": progress.progress, "on_plan": progress.on_plan, "on_trained": progress.on_trained}
+        )
         hf.ensure_token_dir(self.data, self.token_dir, **callbacks)
 
     def splits(self) -> dict[str, DomainSplit]:

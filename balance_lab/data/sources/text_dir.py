@@ -25,15 +25,22 @@ class TextDir:
     def found(self) -> dict[str, list[Path]]:
         """Subfolder -> its text files (the folder is walked once)."""
         if not self.root.is_dir():
-            raise ConfigError(f"data.path={str(self.data.path)!r}: no such folder (a folder with one subfolder of text "
-                              "files per domain)")
+            raise ConfigError(
+                f"data.path={str(self.data.path)!r}: no such folder (a folder with one subfolder of text "
+                "files per domain)"
+            )
         suffixes = tuple(self.data.get("extensions") or TEXT_EXTENSIONS)
-        found = {d.name: sorted(p for p in d.rglob("*") if p.is_file() and p.suffix in suffixes)
-                 for d in sorted(self.root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+        found = {
+            d.name: sorted(p for p in d.rglob("*") if p.is_file() and p.suffix in suffixes)
+            for d in sorted(self.root.iterdir())
+            if d.is_dir() and not d.name.startswith(".")
+        }
         found = {name: files for name, files in found.items() if files}
         if not found:
-            raise ConfigError(f"data.path={str(self.data.path)!r}: empty corpus, no subfolder holds a "
-                              f"{'/'.join(suffixes)} file (one subfolder per domain)")
+            raise ConfigError(
+                f"data.path={str(self.data.path)!r}: empty corpus, no subfolder holds a "
+                f"{'/'.join(suffixes)} file (one subfolder per domain)"
+            )
         return found
 
     @functools.cached_property
@@ -42,8 +49,10 @@ class TextDir:
         wanted = list(self.data.domains) if self.data.get("domains") else list(self.found)
         missing = [d for d in wanted if d not in self.found]
         if missing:
-            raise ConfigError(f"data.domains: no text for {', '.join(missing)} under {self.data.path}; "
-                              f"domains found: {', '.join(self.found)}")
+            raise ConfigError(
+                f"data.domains: no text for {', '.join(missing)} under {self.data.path}; "
+                f"domains found: {', '.join(self.found)}"
+            )
         return {d: self.found[d] for d in wanted}
 
     def check(self) -> None:

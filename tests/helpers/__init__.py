@@ -1,0 +1,1 @@
+"""What tests share that is not a fixture: runners, stores, short runs, the metric contract, network."""

@@ -1,0 +1,34 @@
+"""A run of a few steps (what most tests train) and the metrics every run must record."""
+
+from __future__ import annotations
+
+
+def short_run(steps: int | None = 6, val_every: int = 3, val_sequences: int = 12) -> list[str]:
+    """Overrides for a run of `steps` optimizer steps on 4 sequences (steps=None: the caller sets
+    trainer.max_steps, e.g. as a swept value), validating every `val_every` steps on a small set."""
+    steps_override = [f"trainer.max_steps={steps}"] if steps is not None else []
+    return [
+        *steps_override,
+        f"trainer.val_check_interval={val_every}",
+        "trainer.log_every_n_steps=2",
+        "data.batch_size=4",
+        f"data.val_sequences={val_sequences}",
+    ]
+
+
+SHORT_RUN = short_run()
+
+# The metric contract (README, "What a run records"): every finished run has these.
+CONTRACT_METRICS = [
+    "train/loss",
+    "train/lm_loss",
+    "train/aux_loss",
+    "train/maxvio_batch",
+    "train/maxvio_compute_batch",
+    "train/maxvio_batch_mean",
+    "train/maxvio_compute_batch_mean",
+    "val/loss",
+    "val/ppl",
+    "val/bpb",
+    "val/maxvio_global",
+]
