@@ -16,7 +16,9 @@ from omegaconf import DictConfig
 
 from balance_lab.config import resolvers
 from balance_lab.config.paths import conf_dir
+from balance_lab.privacy import mlflow_telemetry_off_unless_chosen
 
+mlflow_telemetry_off_unless_chosen()  # `python -m balance_lab.train` started directly, not through the CLI
 resolvers.register()
 
 

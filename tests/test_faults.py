@@ -459,3 +459,25 @@ def test_a_killed_process_its_parent_has_not_reaped_yet_is_gone():
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize(
+    "user_env, expected",
+    [
+        ({}, {"MLFLOW_DISABLE_TELEMETRY": "true"}),  # nobody decided: off
+        ({"MLFLOW_DISABLE_TELEMETRY": "false"}, {"MLFLOW_DISABLE_TELEMETRY": "false"}),  # the user wants it on
+        ({"DO_NOT_TRACK": "1"}, {"DO_NOT_TRACK": "1"}),  # the user's own opt-out, left as it is
+    ],
+)
+def test_mlflow_telemetry_is_off_in_balance_labs_processes_unless_the_user_decided(user_env, expected):
+    """The CLI's process and what it starts (here: a child that prints its environment)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")} | user_env
+    code = (
+        "import balance_lab.cli, os, subprocess, sys; "
+        "print(subprocess.run([sys.executable, '-c', 'import os; print(os.environ.get(\"MLFLOW_DISABLE_TELEMETRY\"),"
+        ' os.environ.get("DO_NOT_TRACK"))\'], capture_output=True, text=True).stdout.strip())'
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == [expected.get("MLFLOW_DISABLE_TELEMETRY", "None"), expected.get("DO_NOT_TRACK", "None")]

@@ -8,7 +8,7 @@ import balance_lab
 PACKAGE = Path(balance_lab.__file__).parent
 # Lowest first: a module may import its own wing and the wings of lower layers, never a higher one.
 LAYERS = [
-    {"errors", "metrics", "console", "distributed", "evidence"},  # shared leaves (evidence: numpy, scipy)
+    {"errors", "metrics", "console", "distributed", "privacy", "evidence"},  # shared leaves (evidence: numpy, scipy)
     {"model", "balancing", "data"},  # the subject of study
     {"store"},  # the MLflow store and what watches it
     {"ui"},  # the MLflow server of `balance-lab ui`
