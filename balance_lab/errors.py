@@ -41,3 +41,18 @@ def one_line(exc: BaseException) -> str:
             options.append(line)
         return f"{lines[0].rstrip('.')}; choose one of {', '.join(options)}"
     return lines[0]
+
+
+class DiskFull(OSError):
+    """A write failed for lack of space (ENOSPC) or quota (EDQUOT); the message is the whole reason
+    a run records, e.g. which checkpoint was kept."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+NO_SPACE_ERRNOS = (28, 122)  # errno.ENOSPC, errno.EDQUOT (Linux)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in NO_SPACE_ERRNOS

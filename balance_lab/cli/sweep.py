@@ -155,13 +155,13 @@ def sweep(
                 raise typer.Exit(1)
             return
         parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.echo(
-            "sweep interrupted: each running run finishes its step, saves a checkpoint and is marked KILLED; "
+            "sweep stopped: the running runs saved checkpoints and are marked KILLED; "
             f"run the same command again to continue them ({command})",
             err=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + getattr(exc, "signum", 2)) from None
     if print_outcome(grid, results, parent_id, log_path):
         raise typer.Exit(1)
 

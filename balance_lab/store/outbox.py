@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from balance_lab.errors import DiskFull, is_disk_full
+
 BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch
 # Seconds between the final delivery attempts: one minute in all, never more than 8 s apart, so a
 # server that comes back after a restart is used within 8 s.
@@ -93,6 +95,20 @@ class Outbox:
                 return None
             if wait is not None:
                 time.sleep(wait)
+        try:
+            self._spill(spill_path)
+        except OSError as exc:
+            spill_path.unlink(missing_ok=True)
+            if not is_disk_full(exc):
+                raise
+            raise DiskFull(
+                exc.errno,
+                f"disk full while writing {spill_path} ({exc.strerror}): the {len(self)} "
+                "records the store did not take are lost; what it took before stays",
+            ) from exc
+        return spill_path
+
+    def _spill(self, spill_path: Path) -> None:
         spill_path.parent.mkdir(parents=True, exist_ok=True)
         with open(spill_path, "w") as f:
             for m in self.pending:
@@ -112,7 +128,6 @@ class Outbox:
                 f.write(json.dumps({"run_id": self.run_id, "tag": key, "value": value}) + "\n")
             for artifact_file, text in self.texts.items():
                 f.write(json.dumps({"run_id": self.run_id, "artifact": artifact_file, "text": text}) + "\n")
-        return spill_path
 
 
 def replay(client, path: Path) -> tuple[int, set[str]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from balance_lab.balancing.knobs import is_added_off
+from balance_lab.errors import DiskFull
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 TAG_SWEEP = "balance_lab.sweep"
@@ -335,7 +336,10 @@ def _close(run: TrackedRun, status: str, reason: str | None) -> None:
 
     # A stopped run (SIGTERM: a preemption's grace period is ticking) waits seconds for the store, not a minute.
     waits = (2.0, 4.0) if status == "KILLED" else CLOSING_WAITS
-    spilled = run.outbox.close(run.spill_dir.resolve() / f"unsent-{run.run_id}.jsonl", waits)
+    try:
+        spilled, lost = run.outbox.close(run.spill_dir.resolve() / f"unsent-{run.run_id}.jsonl", waits), ""
+    except DiskFull as exc:  # the store is away and the disk is full: say so in one line
+        spilled, lost = None, f"; {exc}"
     try:
         if reason:
             run.client.set_tag(run.run_id, TAG_STATUS_REASON, reason)
@@ -345,7 +349,10 @@ def _close(run: TrackedRun, status: str, reason: str | None) -> None:
             f"the tracking store {run.tracking_uri} did not take run {run.run_id}'s final status {status} ({exc}); "
             + (f"{len(run.outbox)} unsent records (metrics, tags, artifacts) are in {spilled}; " if spilled else "")
             + "when it is back: balance-lab runs --stale (and --sync FILE)"
+            + lost
         ) from exc
+    if lost:
+        raise StoreUnreachable(f"the tracking store {run.tracking_uri} was away at the end of the run{lost}")
     if spilled:
         raise StoreUnreachable(
             f"{len(run.outbox)} records (metrics, tags, artifacts) could not be sent to {run.tracking_uri}; "

@@ -9,6 +9,7 @@ each recording its run nested under the parent. This process only watches the st
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balance_lab.store import tracking
+from balance_lab.sweeping import stopping
 from balance_lab.sweeping.grid import Grid
 
 POLL_SECONDS = 2.0
@@ -156,11 +158,20 @@ def run_sweep(
         results, log_path = run_points(client, grid, parent_id, jobs, rerun, extra, sweep_dir, tracking_uri)
         status = settle(client, parent_id, results)
         return parent_id, results, log_path
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "KILLED"
+        client.set_tag(parent_id, tracking.TAG_STATUS_REASON, stop_reason(exc))
         raise
     finally:
         client.set_terminated(parent_id, status)
+
+
+def stop_reason(exc: KeyboardInterrupt) -> str:
+    name = signal.Signals(getattr(exc, "signum", signal.SIGINT)).name
+    return (
+        f"stopped by {name}: the running runs saved checkpoints and are KILLED; the same command continues "
+        "them and runs the rest"
+    )
 
 
 def settle(client, parent_id: str, results: list[Outcome]) -> str:
@@ -193,7 +204,12 @@ def run_points(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log_path = sweep_dir / "sweep.log"
     to_skip = 0 if rerun else sum(p.finished_run_id is not None for p in grid.points)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PYTHONUNBUFFERED": "1",
+        stopping.STOP_ENV: str(sweep_dir / stopping.STOP_FILE),
+    }
     if to_skip == len(grid.points):
         process = None  # everything already finished: nothing to launch
     else:
@@ -201,7 +217,8 @@ def run_points(
         with open(log_path, "w") as log:
             log.write(" ".join(cmd) + "\n\n")
             log.flush()
-            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # a session of its own: a signal reaches this command only, which stops the runs once (stopping.py)
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     columns = [
         TextColumn(f"[bold]sweep {grid.name}{title}"),
         BarColumn(),
@@ -210,24 +227,42 @@ def run_points(
         TimeElapsedColumn(),
     ]
     mine = {p.config_hash for p in grid.points}  # a parent may hold earlier batches' runs too
-    with Progress(*columns, console=console(stderr=True), transient=False) as progress:
-        task = progress.add_task("runs", total=len(grid.points), detail="")
-        while True:
-            running = process is not None and process.poll() is None
-            counts = _count({h: r for h, r in children(client, grid, parent_id).items() if h in mine})
-            done = counts["FINISHED"] + counts["FAILED"] + counts["KILLED"] + to_skip
-            progress.update(
-                task,
-                completed=done,
-                detail=(
-                    f"[green]{counts['FINISHED']} finished[/] · {counts['RUNNING']} running · "
-                    f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"
+    previous = stopping.stop_on_sigterm()
+    try:
+        with Progress(*columns, console=console(stderr=True), transient=False) as progress:
+            task = progress.add_task("runs", total=len(grid.points), detail="")
+            while True:
+                running = process is not None and process.poll() is None
+                counts = _count({h: r for h, r in children(client, grid, parent_id).items() if h in mine})
+                done = counts["FINISHED"] + counts["FAILED"] + counts["KILLED"] + to_skip
+                progress.update(
+                    task,
+                    completed=done,
+                    detail=(
+                        f"[green]{counts['FINISHED']} finished[/] · {counts['RUNNING']} running · "
+                        f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"
+                    ),
+                )
+                if not running:
+                    break
+                heartbeat.beat()
+                time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the runs stop at their next step, none starts
+        stopping.mark_stopping(sweep_dir, getattr(exc, "signum", signal.SIGINT))
+        if process is not None:
+            left = stopping.wait_for_processes(
+                process,
+                lambda n: console(stderr=True).print(
+                    f"stopping: {n} run(s) finish their step and save a checkpoint ..."
                 ),
             )
-            if not running:
-                break
-            heartbeat.beat()
-            time.sleep(POLL_SECONDS)
+            if left:
+                console(stderr=True).print(
+                    f"[red]killed {len(left)} process(es) still running after {stopping.WAIT_SECONDS:.0f} s: {left}[/]"
+                )
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return outcomes(client, grid, parent_id, rerun), log_path
 
 

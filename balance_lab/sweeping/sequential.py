@@ -18,7 +18,7 @@ from balance_lab.errors import ConfigError
 from balance_lab.evidence import sequential
 from balance_lab.store import tracking
 from balance_lab.sweeping.grid import Grid, GridPoint
-from balance_lab.sweeping.launch import Outcome, open_parent, run_points, settle
+from balance_lab.sweeping.launch import Outcome, open_parent, run_points, settle, stop_reason
 
 SEED_KEY = "seed"
 # What a run ends with that a sweep can be run until resolved on (the run's final value of each).
@@ -182,8 +182,9 @@ def run_until_resolved(
                 break
         status = settle(client, parent_id, every)
         return parent_id, every, bool(missing)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "KILLED"
+        client.set_tag(parent_id, tracking.TAG_STATUS_REASON, stop_reason(exc))
         raise
     finally:
         client.set_terminated(parent_id, status)

@@ -113,6 +113,11 @@ def check_trainer_arguments(spec: RunSpec) -> None:
 def build_trainer(spec: RunSpec | DictConfig, logger, callbacks: list, default_root_dir: str, **override):
     import lightning as L
 
+    from balance_lab.training.checkpoint_io import DirectCheckpointIO, uses_checkpoint_io
+
+    kwargs = as_spec(spec).trainer | override
+    if "plugins" not in kwargs and uses_checkpoint_io(kwargs.get("strategy", "auto")):
+        override = {**override, "plugins": [DirectCheckpointIO()]}  # checkpoints written once, in place
     return L.Trainer(
         **(as_spec(spec).trainer | override), logger=logger, callbacks=callbacks, default_root_dir=default_root_dir
     )

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from balance_lab.distributed import all_reduce_max
-from balance_lab.errors import Interrupted
+from balance_lab.errors import DiskFull, Interrupted, is_disk_full
 from balance_lab.training.host_copy import HostCopy
+from balance_lab.training.sweep_stop import sweep_stop_requested
 
 CHECKPOINT_NAME = "last.ckpt"
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -87,6 +88,7 @@ class StepCheckpoints(L.Callback):
         self._stop_at: int | None = None  # the step a stop was saved at; raised before the next batch
         self._previous_handlers: dict[int, Any] = {}
         self._vote = StopVote()
+        self._saved_step: int | None = None  # the step of the checkpoint on disk (a resumed run's too)
 
     # ---- signals: installed after Lightning's own (which would stop without saving) -----------
     def on_train_start(self, trainer, pl_module) -> None:
@@ -134,7 +136,10 @@ class StepCheckpoints(L.Callback):
             raise Interrupted(self.signum, self._stop_at, self.path, self.run_id)
 
     def _stop_requested(self, trainer) -> bool:
-        """Every rank stops at the same step: one rank's signal is every rank's signal."""
+        """Every rank stops at the same step: one rank's signal is every rank's signal. A stopped
+        sweep's STOP file counts as this process's first signal (sweeping/stopping.py)."""
+        if self.signum is None:
+            self.signum = sweep_stop_requested()
         if trainer.world_size == 1:
             return self.signum is not None  # no device tensor, no host sync
         signum = self._vote.exchange(self.signum or 0, trainer.strategy.root_device)
@@ -146,11 +151,27 @@ class StepCheckpoints(L.Callback):
         loss_watch = getattr(trainer.lightning_module, "loss_watch", None)
         if loss_watch is not None:
             loss_watch.check_now()  # a checkpoint never holds weights that a NaN step wrote
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(f".{self.path.name}.partial")
-        trainer.save_checkpoint(partial)  # every rank calls it; rank 0 writes
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(partial)  # every rank calls it; rank 0 writes (checkpoint_io.py: in place)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            if not is_disk_full(exc):
+                raise
+            kept = (
+                f"the checkpoint of step {self._saved_step} is kept"
+                if self._saved_step is not None
+                else ("no earlier checkpoint exists")
+            )
+            raise DiskFull(
+                exc.errno,
+                f"disk full while saving the checkpoint at step {trainer.global_step} "
+                f"({exc.strerror}: {self.path.parent}); {kept}",
+            ) from exc
         if trainer.global_rank == 0:
             os.replace(partial, self.path)  # a crash while writing never leaves a broken last.ckpt
+            self._saved_step = trainer.global_step
             if self.on_saved is not None:
                 self.on_saved(self.path, trainer.global_step)
         trainer.strategy.barrier()
@@ -159,5 +180,6 @@ class StepCheckpoints(L.Callback):
         checkpoint["balance_lab"] = {"run_id": self.run_id, "config": self.config_yaml, "rng": rng_states()}
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self._saved_step = checkpoint.get("global_step")  # the resumed checkpoint stays until a newer one is saved
         if "balance_lab" in checkpoint:
             set_rng_states(checkpoint["balance_lab"]["rng"])
