@@ -287,22 +287,44 @@ def stop_server(server: subprocess.Popen) -> None:
     server.wait()
 
 
+SERVER_GROUP = pytest.mark.xdist_group("mlflow_server")  # the tests of one real server run in one worker
+
+
+@pytest.fixture(scope="module")
+def server_port(tmp_path_factory):
+    """One real `mlflow server` for this module's outage tests (each start costs 10-40 s of 2 cores);
+    each test puts a gate of its own in front of it and uses experiments of its own."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    server = start_server(f"sqlite:///{folder / 'server.db'}", port, folder / "server.log")
+    yield port
+    if server.poll() is None:
+        stop_server(server)
+
+
+def runs_of(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id]) if found else []
+
+
 @pytest.mark.slow
-def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_path, monkeypatch):
+@SERVER_GROUP
+def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, server_port, monkeypatch):
     """The run talks to a real `mlflow server` through a gate (tests/helpers/network.py) that drops every
     connection and refuses new ones mid-run, then lets them through again: what the client sees of a
     server that goes away and comes back, without paying for a second server start."""
-    backend, port = f"sqlite:///{tmp_path / 'server.db'}", free_port()
-    server = start_server(backend, port, tmp_path / "server.log")
-    gate = Gate(port)
+    gate = Gate(server_port)
     gate.open()
     uri = f"http://127.0.0.1:{gate.port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # this test's own queries: fail fast
-    process = start_run(*LONG, *SMALL, "trainer.max_steps=60", "trainer.val_check_interval=30")
+    process = start_run(
+        *LONG, *SMALL, "trainer.max_steps=60", "trainer.val_check_interval=30", "logger.experiment_name=outage-run"
+    )
     try:
         deadline = time.monotonic() + 120
-        while not any("train/loss" in r.data.metrics for r in all_runs(uri)):
+        while not any("train/loss" in r.data.metrics for r in runs_of(uri, "outage-run")):
             assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-2000:]
             time.sleep(0.2)
         gate.close()  # the server vanishes mid-run...
@@ -313,7 +335,7 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_pat
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-3000:]
         assert "the tracking store does not answer" in stderr and "everything kept was delivered" in stderr
-        run = only_run(uri)
+        (run,) = runs_of(uri, "outage-run")
         assert run.info.status == "FINISHED"
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")
         steps = sorted({m.step for m in history})
@@ -324,8 +346,56 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, tmp_pat
         if process.poll() is None:
             process.kill()
         gate.close()
-        if server.poll() is None:
-            stop_server(server)
+
+
+@pytest.mark.slow
+@SERVER_GROUP
+def test_a_store_outage_during_a_sweep_loses_no_run_state_or_metric(store, server_port, monkeypatch):
+    """The sweep's command watches its runs through the outage, its jobs train on, and when the store
+    is back every state and metric arrives: the report counts each run once."""
+    gate = Gate(server_port)
+    gate.open()
+    uri = f"http://127.0.0.1:{gate.port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    args = [
+        "sweep",
+        "paper_main",
+        "seeds=[0]",
+        *LONG,
+        *SMALL,
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=20",
+        "--jobs",
+        "2",
+    ]
+    sweep = subprocess.Popen([BALANCE_LAB, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while sum("train/loss" in r.data.metrics for r in runs_of(uri, "paper_main")) < 2:
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[1][-3000:]
+            time.sleep(0.2)
+        gate.close()  # the server vanishes while both runs train and the command watches them...
+        time.sleep(8)
+        assert sweep.poll() is None, "the sweep died with the server: " + sweep.communicate()[1][-3000:]
+        gate.open()  # ...and comes back
+        stdout, stderr = sweep.communicate(timeout=300)
+        assert sweep.returncode == 0, stdout[-3000:] + stderr[-3000:]
+        runs = runs_of(uri, "paper_main")
+        parents = [r for r in runs if r.data.tags.get("balance_lab.role") == "sweep_parent"]
+        children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+        assert [p.info.status for p in parents] == ["FINISHED"]
+        assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+        for child in children:
+            steps = sorted({m.step for m in MlflowClient(uri).get_metric_history(child.info.run_id, "train/loss")})
+            assert steps == list(range(1, 41)) or steps == list(range(0, 40)), steps
+        report = cli_in_this_process("report", "paper_main", "--format", "csv", "--no-write")
+        assert report.returncode == 0, report.stderr[-2000:]
+        assert [line.split(",")[1] for line in report.stdout.splitlines()[1:]] == ["1", "1"]  # n_seeds: once each
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        gate.close()
 
 
 def test_what_a_store_never_took_is_written_down_and_replayed(store, tmp_path, monkeypatch):

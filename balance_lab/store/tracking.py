@@ -300,19 +300,26 @@ def open_run(
     if not launched_as_rank_zero():
         yield FollowerRun(tracking_uri)
         return
+    from balance_lab.store.patience import wait_for_store
+
     mlflow_client = client(tracking_uri)
     tags = {TAG_GIT_SHA: git_sha(), **owner_tags(), **(tags or {})}
-    if resume_run_id:
+
+    def reopen() -> str:
         mlflow_client.update_run(resume_run_id, status="RUNNING")
         if TAG_STATUS_REASON in mlflow_client.get_run(resume_run_id).data.tags:  # the reason it stopped last time
             mlflow_client.delete_tag(resume_run_id, TAG_STATUS_REASON)
         for key, value in tags.items():
             mlflow_client.set_tag(resume_run_id, key, value)
-        run_id = resume_run_id
-    else:
-        run_id = mlflow_client.create_run(
+        return resume_run_id
+
+    def create() -> str:
+        return mlflow_client.create_run(
             experiment_id(mlflow_client, experiment_name), run_name=name, tags=tags
         ).info.run_id
+
+    # a store that is away as the run starts (a sweep's next job, a server restart) is waited for
+    run_id = wait_for_store(reopen if resume_run_id else create, "opening the run")
     tracked = TrackedRun(mlflow_client, run_id, tracking_uri, spill_dir)
     try:
         yield tracked

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balance_lab.store import tracking
+from balance_lab.store.patience import store_is_away, wait_for_store
 from balance_lab.sweeping import stopping
 from balance_lab.sweeping.grid import Grid
 
@@ -160,10 +161,22 @@ def run_sweep(
         return parent_id, results, log_path
     except KeyboardInterrupt as exc:
         status = "KILLED"
-        client.set_tag(parent_id, tracking.TAG_STATUS_REASON, stop_reason(exc))
+        close_parent(client, parent_id, status, stop_reason(exc))
         raise
     finally:
+        if status != "KILLED":
+            close_parent(client, parent_id, status)
+
+
+def close_parent(client, parent_id: str, status: str, reason: str | None = None) -> None:
+    """The parent's final status (and reason), waiting for a store that is away."""
+
+    def close() -> None:
+        if reason:
+            client.set_tag(parent_id, tracking.TAG_STATUS_REASON, reason)
         client.set_terminated(parent_id, status)
+
+    wait_for_store(close, "closing the sweep's parent run")
 
 
 def stop_reason(exc: KeyboardInterrupt) -> str:
@@ -178,7 +191,8 @@ def settle(client, parent_id: str, results: list[Outcome]) -> str:
     """FINISHED when every run finished (or was skipped as finished before), else FAILED with the count."""
     failed = [o for o in results if o.status not in ("FINISHED", "SKIPPED")]
     if failed:
-        client.set_tag(parent_id, tracking.TAG_STATUS_REASON, f"{len(failed)} of {len(results)} runs did not finish")
+        reason = f"{len(failed)} of {len(results)} runs did not finish"
+        wait_for_store(lambda: client.set_tag(parent_id, tracking.TAG_STATUS_REASON, reason), "closing the parent")
     return "FAILED" if failed else "FINISHED"
 
 
@@ -231,16 +245,22 @@ def run_points(
     try:
         with Progress(*columns, console=console(stderr=True), transient=False) as progress:
             task = progress.add_task("runs", total=len(grid.points), detail="")
+            counts, away = _count({}), ""
             while True:
                 running = process is not None and process.poll() is None
-                counts = _count({h: r for h, r in children(client, grid, parent_id).items() if h in mine})
+                try:
+                    counts, away = _count({h: r for h, r in children(client, grid, parent_id).items() if h in mine}), ""
+                except Exception as exc:  # noqa: BLE001 - the runs keep training; what they log waits for the store
+                    if not store_is_away(exc):
+                        raise
+                    away = " · [yellow]the store does not answer[/]"
                 done = counts["FINISHED"] + counts["FAILED"] + counts["KILLED"] + to_skip
                 progress.update(
                     task,
                     completed=done,
                     detail=(
                         f"[green]{counts['FINISHED']} finished[/] · {counts['RUNNING']} running · "
-                        f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped"
+                        f"[red]{counts['FAILED'] + counts['KILLED']} failed[/] · {to_skip} skipped{away}"
                     ),
                 )
                 if not running:
@@ -263,7 +283,7 @@ def run_points(
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return outcomes(client, grid, parent_id, rerun), log_path
+    return wait_for_store(lambda: outcomes(client, grid, parent_id, rerun), "reading the runs' outcomes"), log_path
 
 
 def _count(runs: dict[str, object]) -> dict[str, int]:

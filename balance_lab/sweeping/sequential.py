@@ -17,8 +17,9 @@ from typing import Callable
 from balance_lab.errors import ConfigError
 from balance_lab.evidence import sequential
 from balance_lab.store import tracking
+from balance_lab.store.patience import wait_for_store
 from balance_lab.sweeping.grid import Grid, GridPoint
-from balance_lab.sweeping.launch import Outcome, open_parent, run_points, settle, stop_reason
+from balance_lab.sweeping.launch import Outcome, close_parent, open_parent, run_points, settle, stop_reason
 
 SEED_KEY = "seed"
 # What a run ends with that a sweep can be run until resolved on (the run's final value of each).
@@ -175,7 +176,12 @@ def run_until_resolved(
                     values[(label(point), int(point.values[SEED_KEY]))] = outcome.metrics[metric]
             pairs, missing = pair_outcomes(values, labels, plan, look, baseline, bounds)
             reason = _stop_reason(pairs, missing, look, plan)
-            _record(record, client, parent_id, metric, baseline, plan, bounds, pairs, reason)
+            wait_for_store(
+                lambda pairs=pairs, reason=reason: _record(
+                    record, client, parent_id, metric, baseline, plan, bounds, pairs, reason
+                ),
+                "recording the look",
+            )
             console.print(_look_table(pairs, metric, baseline, look))
             if reason:
                 console.print(f"[bold]stopped[/]: {reason}")
@@ -184,10 +190,11 @@ def run_until_resolved(
         return parent_id, every, bool(missing)
     except KeyboardInterrupt as exc:
         status = "KILLED"
-        client.set_tag(parent_id, tracking.TAG_STATUS_REASON, stop_reason(exc))
+        close_parent(client, parent_id, status, stop_reason(exc))
         raise
     finally:
-        client.set_terminated(parent_id, status)
+        if status != "KILLED":
+            close_parent(client, parent_id, status)
 
 
 def _stop_reason(pairs: dict[str, sequential.Outcome], missing: list[str], look: int, plan: SeedPlan) -> str:

@@ -45,6 +45,7 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     import torch
 
     from balance_lab.config.validation import check_config
+    from balance_lab.store.patience import wait_for_store
     from balance_lab.store.reachable import check_reachable
     from balance_lab.training.build import build_datamodule, build_module, check_trainer_arguments
 
@@ -57,15 +58,19 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     spec = check_config(cfg)  # bad input: ConfigError, no MLflow run exists yet
     resolved = OmegaConf.to_container(cfg, resolve=True)
     uri = tracking.resolve_tracking_uri(cfg.logger.tracking_uri)
-    check_reachable(uri)
+    if cfg.logger.get("parent_run_id"):  # a sweep's job: its command checked the store; an outage is waited out
+        wait_for_store(lambda: check_reachable(uri), "a sweep's job starting")
+    else:
+        check_reachable(uri)
     hash_ = tracking.config_hash(resolved)
     resume_run_id, resume_ckpt = cfg.get("resume_run_id"), cfg.get("resume_ckpt")
     if cfg.logger.get("skip_finished") and not resume_run_id:  # a sweep run again: continue, don't repeat
         client = tracking.client(uri)
-        done = tracking.find_finished(client, cfg.logger.experiment_name, hash_)
+        name_, what = cfg.logger.experiment_name, "looking up this job's earlier runs"
+        done = wait_for_store(lambda: tracking.find_finished(client, name_, hash_), what)
         if done is not None:
             return RunResult(done.info.run_name, done.info.run_id, uri, dict(done.data.metrics), skipped=True)
-        stopped = tracking.find_resumable(client, cfg.logger.experiment_name, hash_)
+        stopped = wait_for_store(lambda: tracking.find_resumable(client, name_, hash_), what)
         if stopped is not None:
             resume_run_id, resume_ckpt = stopped.info.run_id, stopped.data.tags[TAG_CHECKPOINT]
             print(f"resuming {stopped.info.run_name} ({resume_run_id}) from {resume_ckpt}", file=sys.stderr)
