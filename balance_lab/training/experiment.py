@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
             run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         L.seed_everything(cfg.seed, verbose=False)  # the model's initial weights follow the seed
         module = build_module(spec, datamodule)  # inside the run: a bug here is a FAILED run with its traceback
-        metrics, throughput = _fit(spec, datamodule, module, run, output_dir, resume_ckpt)
+        metrics, throughput = _fit(spec, datamodule, module, run, name, output_dir, resume_ckpt)
         warnings = routing_alerts(metrics, module.val_loads, cfg.get("alerts"))
         if warnings:
             run.set_tag(TAG_WARNING, "; ".join(warnings))
@@ -100,11 +101,12 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     )
 
 
-def _fit(spec, datamodule, module, run, output_dir: str, resume_ckpt: str | None):
+def _fit(spec, datamodule, module, run, name: str, output_dir: str, resume_ckpt: str | None):
     """Lightning's fit (continued from `resume_ckpt` when given), then the final validation."""
     from balance_lab.training.build import build_trainer
     from balance_lab.training.callbacks import FailAfterSteps, Heartbeat, Progress, Throughput
     from balance_lab.training.checkpointing import StepCheckpoints
+    from balance_lab.training.core_share import CoreShare
 
     cfg = spec.cfg
     checkpoint_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.get("dir") else Path(output_dir) / "checkpoints"
@@ -119,6 +121,8 @@ def _fit(spec, datamodule, module, run, output_dir: str, resume_ckpt: str | None
     )
     throughput = Throughput()
     callbacks = [throughput, checkpoints] + ([Heartbeat(run.client, run.run_id)] if run.client else [])
+    if not cfg.get("threads") and "OMP_NUM_THREADS" not in os.environ and spec.trainer.get("accelerator") == "cpu":
+        callbacks.append(CoreShare(name))  # threads set (by the user, by --jobs, by OpenMP's variable): theirs
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(Progress(leave=True))
     if cfg.get("fail_after_steps") is not None:
