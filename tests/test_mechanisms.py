@@ -43,6 +43,9 @@ def test_capacity_is_ceil_of_factor_times_tokens_times_k_over_experts():
     assert expert_capacity(tokens=6, top_k=2, n_experts=4, capacity_factor=1.25) == 4  # ceil(3.75)
     assert expert_capacity(tokens=8, top_k=2, n_experts=4, capacity_factor=1.0) == 4  # exactly the balanced load
     assert expert_capacity(tokens=10, top_k=1, n_experts=16, capacity_factor=2.0) == 2  # ceil(1.25)
+    # Megatron-Core's get_capacity order, ceil((T * K / E) * f), to the bit: 360 * 1.1 = 396.00000000000006
+    assert expert_capacity(tokens=960, top_k=6, n_experts=16, capacity_factor=1.1) == 397
+    assert math.ceil(1.1 * 960 * 6 / 16) == 396  # the other order rounds down here
 
 
 def test_probs_policy_keeps_the_highest_gates_and_position_the_earliest_tokens():

@@ -82,7 +82,7 @@ class RoutingArgs:
     sinkhorn_iters: int = 0  # > 0: Sinkhorn selection in training, at most this many passes
     n_groups: int = 1  # expert groups for group-limited routing; 1 = plain top-K
     group_topk: int = 1  # groups each token may route into
-    capacity_factor: float | None = None  # expert capacity C = ceil(f * T * K / E) per forward; None = no dropping
+    capacity_factor: float | None = None  # expert capacity C = ceil((T * K / E) * f) per forward; None = no dropping
     drop_policy: str = "probs"  # probs (keep the highest gates) | position (keep the earliest tokens)
     renorm_kept: bool = False  # rescale a token's kept gates to the sum of all K after dropping
 

@@ -1,7 +1,7 @@
 """Expert capacity and token dropping (GShard, Switch Transformer; Megatron-Core's
 `moe_expert_capacity_factor` and `moe_token_drop_policy`).
 
-Each expert takes at most C = ceil(capacity_factor * T * K / E) slots of a forward's T tokens,
+Each expert takes at most C = ceil((T * K / E) * capacity_factor) slots of a forward's T tokens,
 counted where the compute happens: one micro-batch on one rank, no communication. An expert
 chosen by more slots keeps C of them:
 
@@ -21,8 +21,10 @@ import torch
 
 
 def expert_capacity(tokens: int, top_k: int, n_experts: int, capacity_factor: float) -> int:
-    """C = ceil(capacity_factor * tokens * K / E): slots one expert may take from `tokens` tokens."""
-    return math.ceil(capacity_factor * tokens * top_k / n_experts)
+    """C = ceil((tokens * K / E) * capacity_factor): slots one expert may take from `tokens` tokens,
+    in Megatron-Core's order of operations (get_capacity), which float rounding makes matter:
+    T = 960, K = 6, E = 16, f = 1.1 gives 397 this way and 396 as ceil(f * T * K / E)."""
+    return math.ceil((tokens * top_k / n_experts) * capacity_factor)
 
 
 def kept_slots(
