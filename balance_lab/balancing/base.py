@@ -19,16 +19,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from balance_lab.model.recompute import recomputing
+
+__all__ = ["Balancer", "BalancingTerm", "recomputing"]
+
 if TYPE_CHECKING:
     from balance_lab.model.router import Routing
-
-
-def recomputing() -> bool:
-    """True while autograd re-runs a forward for activation checkpointing (inside backward).
-
-    A term with a side effect in its forward (the global aux loss's count buffer) must skip it
-    then: the recomputed forward is the same micro-batch again, not new tokens."""
-    return torch._C._current_graph_task_id() != -1
 
 
 class BalancingTerm(nn.Module):

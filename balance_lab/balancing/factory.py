@@ -8,10 +8,12 @@ from balance_lab.balancing.aux_loss import AuxLoss, RouterZLoss
 from balance_lab.balancing.base import Balancer, BalancingTerm
 from balance_lab.balancing.knobs import check_balance
 from balance_lab.balancing.loss_free import LossFreeBias
+from balance_lab.balancing.orthogonality import OrthogonalityLoss
 
 
-def build_balancer(cfg: Mapping[str, Any], n_experts: int) -> Balancer:
-    """One layer's Balancer from the `balance` config. Raises ValueError naming a bad knob."""
+def build_balancer(cfg: Mapping[str, Any], n_experts: int, horizon: int | None = None) -> Balancer:
+    """One layer's Balancer from the `balance` config; `horizon` (trainer.max_steps) for the loss-free
+    schedules. Raises ValueError naming a bad knob."""
     check_balance(cfg)
     terms: list[BalancingTerm] = []
     if cfg.get("update_rate", 0.0) > 0:
@@ -22,10 +24,18 @@ def build_balancer(cfg: Mapping[str, Any], n_experts: int) -> Balancer:
                 cfg.get("rule", "sign"),
                 cfg.get("bias", "additive"),
                 bool(cfg.get("center", False)),
+                momentum=float(cfg.get("momentum", 0.0)),
+                bias_cap=None if cfg.get("bias_cap") is None else float(cfg["bias_cap"]),
+                warmup_steps=int(cfg.get("warmup_steps", 0)),
+                schedule=cfg.get("schedule", "constant"),
+                schedule_end=float(cfg.get("schedule_end", 1.0)),
+                horizon=horizon,
             )
         )
     if cfg.get("alpha", 0.0) > 0:
         terms.append(AuxLoss(float(cfg["alpha"]), cfg.get("scope", "micro"), n_experts))
     if cfg.get("z_loss", 0.0) > 0:
         terms.append(RouterZLoss(float(cfg["z_loss"])))
+    if cfg.get("orthogonality", 0.0) > 0:
+        terms.append(OrthogonalityLoss(float(cfg["orthogonality"])))
     return Balancer(terms)

@@ -8,13 +8,31 @@ from typing import Any, Mapping
 from balance_lab.model.args import DROP_POLICIES, RoutingArgs
 
 # The Balancer's knobs (balancing/), then the routers' (model/args.py: RoutingArgs, one field per knob).
-BALANCER_KNOBS = ("name", "update_rate", "rule", "bias", "center", "alpha", "scope", "z_loss")
+BALANCER_KNOBS = (
+    "name",
+    "update_rate",
+    "rule",
+    "bias",
+    "center",
+    "alpha",
+    "scope",
+    "z_loss",
+    "momentum",
+    "bias_cap",
+    "warmup_steps",
+    "schedule",
+    "schedule_end",
+    "orthogonality",
+)
 ROUTING_OFF: dict[str, Any] = {f.name: f.default for f in fields(RoutingArgs)}  # each at the value that switches it off
 KNOBS = BALANCER_KNOBS + tuple(ROUTING_OFF)
 RULES = ("sign", "raw")  # loss-free update: sign of the load error, or the error relative to the mean load
 BIAS_TYPES = ("additive", "multiplicative")  # loss-free bias: s + b, or s * b
 AUX_SCOPES = ("micro", "sequence", "global")  # where the aux loss counts tokens
-SWITCHES = ("center", "renorm_kept")  # true | false
+SWITCHES = ("center", "renorm_kept", "force_balance")  # true | false
+# loss-free update-rate schedules over the run (u_t = u * factor(t / max_steps)); off_after: u until
+# schedule_end of the run, then 0 (GLM-4.5's "u for most of training, then 0")
+SCHEDULES = ("constant", "cosine", "linear", "off_after")
 
 
 def check_balance(cfg: Mapping[str, Any]) -> None:
@@ -23,14 +41,29 @@ def check_balance(cfg: Mapping[str, Any]) -> None:
     unknown = sorted(set(cfg) - set(KNOBS))
     if unknown:
         raise ValueError(f"unknown balance key(s) {', '.join(unknown)}: valid keys are {', '.join(KNOBS)}")
-    for knob, choices in (("rule", RULES), ("bias", BIAS_TYPES), ("scope", AUX_SCOPES), ("drop_policy", DROP_POLICIES)):
+    for knob, choices in (
+        ("rule", RULES),
+        ("bias", BIAS_TYPES),
+        ("scope", AUX_SCOPES),
+        ("drop_policy", DROP_POLICIES),
+        ("schedule", SCHEDULES),
+    ):
         if knob in cfg and cfg[knob] not in choices:
             raise ValueError(f"balance.{knob}={cfg[knob]!r}: choose one of {', '.join(choices)}")
     for knob in SWITCHES:
         if knob in cfg and not isinstance(cfg[knob], bool):
             raise ValueError(f"balance.{knob}={cfg[knob]!r}: choose one of true, false")
-    for knob in ("update_rate", "alpha", "z_loss", "jitter"):
+    for knob in ("update_rate", "alpha", "z_loss", "jitter", "orthogonality"):
         _check_number(knob, cfg.get(knob, 0.0), "a number >= 0 (0 switches it off)")
+    _check_number("momentum", cfg.get("momentum", 0.0), "a number in [0, 1) (0: no smoothing of the loads)")
+    if cfg.get("momentum", 0.0) >= 1:
+        raise ValueError(f"balance.momentum={cfg['momentum']}: must be below 1 (the loads' EMA would never move)")
+    _check_number("warmup_steps", cfg.get("warmup_steps", 0), "an integer >= 0", integer=True)
+    _check_number("schedule_end", cfg.get("schedule_end", 1.0), "a number in (0, 1]", low=0, low_open=True)
+    if cfg.get("schedule_end", 1.0) > 1:
+        raise ValueError(f"balance.schedule_end={cfg['schedule_end']}: must be at most 1 (a fraction of the run)")
+    if cfg.get("bias_cap") is not None:
+        _check_number("bias_cap", cfg["bias_cap"], "a number > 0, or null for no cap", low=0, low_open=True)
     for knob, what in (
         ("sinkhorn_iters", "an integer >= 0 (0 switches Sinkhorn selection off)"),
         ("n_groups", "an integer >= 1 (1 = no groups)"),
@@ -47,6 +80,13 @@ def check_balance(cfg: Mapping[str, Any]) -> None:
             f"balance.update_rate={cfg.get('update_rate')}: {cfg['name']} needs an update rate u > 0 "
             "(u = 0 is balance=none)"
         )
+    if cfg.get("force_balance"):
+        for knob, off in (("update_rate", 0), ("sinkhorn_iters", 0), ("n_groups", 1)):
+            if cfg.get(knob, off) != off:
+                raise ValueError(
+                    f"balance.{knob}={cfg[knob]} with balance.force_balance=true: forced balance "
+                    f"chooses experts at random, so it has nothing to act on; set balance.{knob}={off}"
+                )
     if cfg.get("sinkhorn_iters", 0) > 0:
         for knob in ("update_rate", "alpha"):  # Megatron-Core refuses the aux loss with Sinkhorn too
             if cfg.get(knob, 0) > 0:
@@ -71,7 +111,16 @@ def _check_number(
 # before a knob existed trained as if the knob had this value, so a run's identity (its config
 # hash, the report's configurations) leaves such a knob out at this value: re-running an old
 # sweep still finds its finished runs, and old and new runs of one configuration stay together.
-ADDED_OFF: dict[str, Any] = {"center": False, **ROUTING_OFF}
+ADDED_OFF: dict[str, Any] = {
+    "center": False,
+    "momentum": 0.0,
+    "bias_cap": None,
+    "warmup_steps": 0,
+    "schedule": "constant",
+    "schedule_end": 1.0,
+    "orthogonality": 0.0,
+    **ROUTING_OFF,
+}
 
 
 def is_added_off(knob: str, value: Any) -> bool:

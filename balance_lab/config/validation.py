@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from balance_lab.errors import ConfigError
 
@@ -146,6 +146,7 @@ def check_model_and_balance(cfg: DictConfig):
         from balance_lab.model.compiling import MODES
 
         choice(cfg, "model.compile_mode", MODES)
+    auto_rate(cfg)
     try:
         args = ModelArgs.from_config(cfg.model)
         balance = OmegaConf.to_container(cfg.balance, resolve=True)
@@ -155,6 +156,31 @@ def check_model_and_balance(cfg: DictConfig):
     except (ValueError, TypeError) as exc:  # the arguments' own checks (a value, not a bug: nothing runs yet)
         raise ConfigError(str(exc)) from exc
     return args, routing, balance
+
+
+def auto_rate(cfg: DictConfig) -> str | None:
+    """balance.update_rate=auto: the loss-free u for the run's horizon (config/resolvers.py:
+    horizon_rate, docs/laptop-scale.md), written into the config (so the param and the config hash
+    hold the number) and said in one line, returned; None where u is a number."""
+    from balance_lab.config.resolvers import horizon_rate
+
+    if str(cfg.balance.get("update_rate")) != "auto":
+        return None
+    steps = number(cfg, "trainer.max_steps", int, low=1)
+    rate = horizon_rate(steps)
+    with open_dict(cfg):
+        cfg.balance.update_rate = rate
+        cfg.balance_update_rate_auto = True  # the note survives a second check in the same process
+    return auto_note(cfg)
+
+
+def auto_note(cfg: DictConfig) -> str | None:
+    if not cfg.get("balance_update_rate_auto"):
+        return None
+    return (
+        f"balance.update_rate=auto: u = {cfg.balance.update_rate:g} for trainer.max_steps={cfg.trainer.max_steps} "
+        "(3 / max_steps within [1e-3, 1e-2]; docs/laptop-scale.md)"
+    )
 
 
 def check_optim(cfg: DictConfig) -> None:

@@ -85,6 +85,7 @@ class RoutingArgs:
     capacity_factor: float | None = None  # expert capacity C = ceil((T * K / E) * f) per forward; None = no dropping
     drop_policy: str = "probs"  # probs (keep the highest gates) | position (keep the earliest tokens)
     renorm_kept: bool = False  # rescale a token's kept gates to the sum of all K after dropping
+    force_balance: bool = False  # each token's K experts drawn uniformly at random (the best case of balance)
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "RoutingArgs":

@@ -16,7 +16,10 @@ from torch import nn
 
 from balance_lab.model.args import RoutingArgs
 from balance_lab.model.capacity import expert_capacity, kept_slots, renormalised
-from balance_lab.model.selection import group_limited, jitter, sinkhorn
+from balance_lab.model.recompute import recomputing
+from balance_lab.model.selection import group_limited, jitter, sinkhorn, uniform_choice
+
+FORCED_EVAL_SEED = 0  # forced balance in evaluation: the same draws for every run
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Routing:
     gates_TK: torch.Tensor  # weights of the chosen experts' outputs, from the unbiased scores
     batch_size: int  # B: tokens are laid out sequence after sequence, S = T // B each
     kept_TK: torch.Tensor | None = None  # bool, slots within their expert's capacity; None: nothing dropped
+    router_weight_ED: torch.Tensor | None = None  # the router's weight (balancing terms on the weights read it)
     counts_BE: torch.Tensor = field(init=False)  # routed slots per sequence and expert, int64 (never a float type)
     counts_E: torch.Tensor = field(init=False)  # routed slots per expert, int64
     dispatch_experts_TK: torch.Tensor = field(init=False)  # chosen expert per slot, dropped slots given id E
@@ -86,6 +90,10 @@ class Router(nn.Module):
         self.norm_gates = norm_gates
         self.balancer = balancer  # consulted for selection; owns its state (e.g. loss-free biases)
         self.options = options
+        if options.force_balance:  # the training draws' generator state, saved in checkpoints (resumes exactly)
+            seed = int(torch.randint(0, 2**62, (1,)))  # from the run's seed, different per layer
+            self.register_buffer("forced_rng_state", torch.Generator().manual_seed(seed).get_state())
+        self._last_forced: torch.Tensor | None = None
 
     def forward(self, x_TD: torch.Tensor, batch_size: int) -> Routing:
         opts = self.options
@@ -110,11 +118,30 @@ class Router(nn.Module):
             kept_TK = kept_slots(experts_TK, gates_TK, E, capacity, opts.drop_policy)
             if opts.renorm_kept:
                 gates_TK = renormalised(gates_TK, kept_TK)
-        return Routing(logits_TE, scores_TE, experts_TK, gates_TK, batch_size, kept_TK)
+        return Routing(logits_TE, scores_TE, experts_TK, gates_TK, batch_size, kept_TK, self.proj.weight)
+
+    def _forced(self, scores_TE: torch.Tensor) -> torch.Tensor:
+        """Uniform random experts: training draws continue one generator (its state a buffer), each
+        evaluation forward draws from the same fixed seed, so validation is the same in every run."""
+        if self.training and recomputing() and self._last_forced is not None:
+            return self._last_forced  # activation checkpointing re-runs this forward: the same draws again
+        generator = torch.Generator()
+        if self.training:
+            generator.set_state(self.forced_rng_state.cpu())
+        else:
+            generator.manual_seed(FORCED_EVAL_SEED)
+        experts_TK = uniform_choice(scores_TE.shape[0], scores_TE.shape[1], self.top_k, generator)
+        experts_TK = experts_TK.to(scores_TE.device)
+        if self.training:
+            self.forced_rng_state.copy_(generator.get_state())
+            self._last_forced = experts_TK
+        return experts_TK
 
     def _choose(self, logits_TE: torch.Tensor, scores_TE: torch.Tensor) -> torch.Tensor:
         """(T, K) chosen experts: top-K of the selection scores (biased, Sinkhorn-balanced, group-limited)."""
         opts = self.options
+        if opts.force_balance:
+            return self._forced(scores_TE)
         if opts.sinkhorn_iters > 0 and self.training:  # evaluation: plain top-K of the scores
             selection_TE = sinkhorn(logits_TE, opts.sinkhorn_iters)
         else:

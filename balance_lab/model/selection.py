@@ -10,6 +10,10 @@ the `balance` config group; RoutingArgs in args.py holds them).
 - Group-limited routing (DeepSeek-V2/V3 device/node-limited routing): experts form G equal
   groups; each token keeps its `group_topk` best groups, a group scored by the sum of its two
   highest selection scores (bias included, as DeepSeek-V3), then chooses top-K inside them.
+- Forced balance (Megatron's `moe_router_force_load_balancing`, torchtitan's
+  `_debug_force_load_balance`, OLMo-core's `uniform_expert_assignment`): each token's K experts
+  drawn uniformly at random without replacement, whatever the scores; the gates are the chosen
+  experts' scores as usual. The best case of balance (the floor of MaxVio) and of step time.
 """
 
 from __future__ import annotations
@@ -18,6 +22,13 @@ import torch
 
 SINKHORN_TOL = 1e-4  # Megatron-Core's stopping rule: mean |d1 - d1_old| below this
 _EPS = 1e-8  # Megatron-Core's guard against dividing by an empty row or column
+
+
+def uniform_choice(tokens: int, n_experts: int, top_k: int, generator: torch.Generator) -> torch.Tensor:
+    """(T, K) experts drawn uniformly without replacement per token (top-K of uniform noise), from
+    `generator` (a CPU generator: the same draws on any device, and its state fits a checkpoint)."""
+    noise_TE = torch.rand(tokens, n_experts, generator=generator)
+    return noise_TE.topk(top_k, dim=-1).indices
 
 
 def jitter(x_TD: torch.Tensor, eps: float) -> torch.Tensor:

@@ -33,7 +33,16 @@ SWEPT_TAG_PREFIX = "sweep."  # sweep.<override key> = value, on every sweep chil
 
 # Sections that say where and how a run is recorded, scheduled, saved or watched, not what is
 # trained (`seeds` is a sweep's list of seeds; the run's own seed is `seed`).
-_NOT_IN_HASH = ("logger", "threads", "seeds", "checkpoint", "alerts", "resume_run_id", "resume_ckpt")
+_NOT_IN_HASH = (
+    "logger",
+    "threads",
+    "seeds",
+    "checkpoint",
+    "alerts",
+    "resume_run_id",
+    "resume_ckpt",
+    "balance_update_rate_auto",
+)  # how u was chosen, not what trains: a run with the same u is the same
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:

@@ -69,7 +69,7 @@ def build_model(spec: RunSpec | DictConfig):
     spec = as_spec(spec)
     model = MoELM(
         spec.model,
-        make_balancer=lambda: build_balancer(spec.balance, spec.model.n_routed_experts),
+        make_balancer=lambda: build_balancer(spec.balance, spec.model.n_routed_experts, spec.max_steps),
         routing=spec.routing,
     )
     if wanted(spec.cfg.model.get("compile", False), spec.trainer.get("accelerator", "auto")):

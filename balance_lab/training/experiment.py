@@ -45,9 +45,10 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     import lightning as L
     import torch
 
-    from balance_lab.config.validation import check_config
+    from balance_lab.config.validation import auto_note, check_config
     from balance_lab.store.patience import wait_for_store
     from balance_lab.store.reachable import check_reachable
+    from balance_lab.store.tracking import launched_as_rank_zero
     from balance_lab.training.build import build_datamodule, build_module, check_trainer_arguments
 
     started = time.perf_counter()
@@ -57,6 +58,9 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     spec = check_config(cfg)  # bad input: ConfigError, no MLflow run exists yet
+    note = auto_note(cfg)
+    if note and launched_as_rank_zero():
+        print(f"balance-lab: {note}", file=sys.stderr)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     uri = tracking.resolve_tracking_uri(cfg.logger.tracking_uri)
     if cfg.logger.get("parent_run_id"):  # a sweep's job: its command checked the store; an outage is waited out
