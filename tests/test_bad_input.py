@@ -49,6 +49,12 @@ BAD_RUNS = [
         ["balance.update_rate=0.001", "force_balance=true", "set balance.update_rate=0"],
     ),
     (["balance.update_rate=fast"], ["balance.update_rate='fast'", "a number >= 0"]),
+    (
+        ["balance=quantile", "balance.alpha=1e-3"],
+        ["balance.alpha=0.001", "quantile_balancing=true", "set balance.alpha=0"],
+    ),
+    (["balance=quantile", "balance.quantile_ema=1"], ["balance.quantile_ema=1", "must be below 1"]),
+    (["balance=quantile", "balance.quantile_space=probs"], ["balance.quantile_space='probs'", "logits, scores"]),
     (["model.top_k=17"], ["model.top_k=17", "model.n_routed_experts=16"]),
     (["model.score_func=relu"], ["model.score_func='relu'", "sigmoid, softmax"]),
     (["model.compile=maybe"], ["model.compile='maybe'", "auto, true, false"]),

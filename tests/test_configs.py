@@ -34,7 +34,10 @@ def test_every_option_composes_and_builds(group, option):
     args = ModelArgs.from_config(cfg.model)
     balance = OmegaConf.to_container(cfg.balance, resolve=True)
     with torch.device("meta"):
-        model = MoELM(args, make_balancer=lambda: build_balancer(balance, args.n_routed_experts))
+        model = MoELM(
+            args,
+            make_balancer=lambda: build_balancer(balance, args.n_routed_experts, cfg.trainer.max_steps, args.top_k),
+        )
     assert len(model.moe_layers) == args.n_moe_layers
     counts = count_params(args)
     assert 0 < counts.active < counts.total

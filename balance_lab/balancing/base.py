@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 class BalancingTerm(nn.Module):
     """One ingredient of a balancing method. Override only the moments it acts on."""
 
-    def selection_scores(self, scores_TE: torch.Tensor) -> torch.Tensor:
+    def selection_scores(self, scores_TE: torch.Tensor, logits_TE: torch.Tensor | None = None) -> torch.Tensor:
         return scores_TE
 
     def loss(self, routing: "Routing") -> torch.Tensor | None:
@@ -51,9 +51,9 @@ class Balancer(nn.Module):
         super().__init__()
         self.terms = nn.ModuleList(terms)
 
-    def selection_scores(self, scores_TE: torch.Tensor) -> torch.Tensor:
+    def selection_scores(self, scores_TE: torch.Tensor, logits_TE: torch.Tensor | None = None) -> torch.Tensor:
         for term in self.terms:
-            scores_TE = term.selection_scores(scores_TE)
+            scores_TE = term.selection_scores(scores_TE, logits_TE)
         return scores_TE
 
     def loss(self, routing: "Routing") -> torch.Tensor | None:

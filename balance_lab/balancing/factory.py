@@ -9,11 +9,14 @@ from balance_lab.balancing.base import Balancer, BalancingTerm
 from balance_lab.balancing.knobs import check_balance
 from balance_lab.balancing.loss_free import LossFreeBias
 from balance_lab.balancing.orthogonality import OrthogonalityLoss
+from balance_lab.balancing.quantile import QuantileBalancing
 
 
-def build_balancer(cfg: Mapping[str, Any], n_experts: int, horizon: int | None = None) -> Balancer:
+def build_balancer(
+    cfg: Mapping[str, Any], n_experts: int, horizon: int | None = None, top_k: int | None = None
+) -> Balancer:
     """One layer's Balancer from the `balance` config; `horizon` (trainer.max_steps) for the loss-free
-    schedules. Raises ValueError naming a bad knob."""
+    schedules, `top_k` for quantile balancing. Raises ValueError naming a bad knob."""
     check_balance(cfg)
     terms: list[BalancingTerm] = []
     if cfg.get("update_rate", 0.0) > 0:
@@ -30,6 +33,14 @@ def build_balancer(cfg: Mapping[str, Any], n_experts: int, horizon: int | None =
                 schedule=cfg.get("schedule", "constant"),
                 schedule_end=float(cfg.get("schedule_end", 1.0)),
                 horizon=horizon,
+            )
+        )
+    if cfg.get("quantile_balancing"):
+        if top_k is None:
+            raise ValueError("quantile balancing needs model.top_k")
+        terms.append(
+            QuantileBalancing(
+                n_experts, top_k, float(cfg.get("quantile_ema", 0.0)), cfg.get("quantile_space", "logits")
             )
         )
     if cfg.get("alpha", 0.0) > 0:

@@ -23,13 +23,17 @@ BALANCER_KNOBS = (
     "schedule",
     "schedule_end",
     "orthogonality",
+    "quantile_balancing",
+    "quantile_ema",
+    "quantile_space",
 )
 ROUTING_OFF: dict[str, Any] = {f.name: f.default for f in fields(RoutingArgs)}  # each at the value that switches it off
 KNOBS = BALANCER_KNOBS + tuple(ROUTING_OFF)
 RULES = ("sign", "raw")  # loss-free update: sign of the load error, or the error relative to the mean load
 BIAS_TYPES = ("additive", "multiplicative")  # loss-free bias: s + b, or s * b
 AUX_SCOPES = ("micro", "sequence", "global")  # where the aux loss counts tokens
-SWITCHES = ("center", "renorm_kept", "force_balance")  # true | false
+SWITCHES = ("center", "renorm_kept", "force_balance", "quantile_balancing")  # true | false
+QUANTILE_SPACES = ("logits", "scores")  # what quantile balancing's bias is added to (balancing/quantile.py)
 # loss-free update-rate schedules over the run (u_t = u * factor(t / max_steps)); off_after: u until
 # schedule_end of the run, then 0 (GLM-4.5's "u for most of training, then 0")
 SCHEDULES = ("constant", "cosine", "linear", "off_after")
@@ -47,6 +51,7 @@ def check_balance(cfg: Mapping[str, Any]) -> None:
         ("scope", AUX_SCOPES),
         ("drop_policy", DROP_POLICIES),
         ("schedule", SCHEDULES),
+        ("quantile_space", QUANTILE_SPACES),
     ):
         if knob in cfg and cfg[knob] not in choices:
             raise ValueError(f"balance.{knob}={cfg[knob]!r}: choose one of {', '.join(choices)}")
@@ -80,6 +85,22 @@ def check_balance(cfg: Mapping[str, Any]) -> None:
             f"balance.update_rate={cfg.get('update_rate')}: {cfg['name']} needs an update rate u > 0 "
             "(u = 0 is balance=none)"
         )
+    _check_number("quantile_ema", cfg.get("quantile_ema", 0.0), "a number in [0, 1)")
+    if cfg.get("quantile_ema", 0.0) >= 1:
+        raise ValueError(f"balance.quantile_ema={cfg['quantile_ema']}: must be below 1 (beta would never move)")
+    if cfg.get("quantile_balancing"):  # Megatron refuses the aux loss with it; loss-free would fight over the bias
+        for knob, off in (
+            ("alpha", 0),
+            ("update_rate", 0),
+            ("force_balance", False),
+            ("sinkhorn_iters", 0),
+            ("n_groups", 1),
+        ):
+            if cfg.get(knob, off) != off:
+                raise ValueError(
+                    f"balance.{knob}={cfg[knob]} with balance.quantile_balancing=true: quantile balancing "
+                    f"balances through its own bias; set balance.{knob}={str(off).lower()}"
+                )
     if cfg.get("force_balance"):
         for knob, off in (("update_rate", 0), ("sinkhorn_iters", 0), ("n_groups", 1)):
             if cfg.get(knob, off) != off:
@@ -119,6 +140,9 @@ ADDED_OFF: dict[str, Any] = {
     "schedule": "constant",
     "schedule_end": 1.0,
     "orthogonality": 0.0,
+    "quantile_balancing": False,
+    "quantile_ema": 0.0,
+    "quantile_space": "logits",
     **ROUTING_OFF,
 }
 

@@ -77,7 +77,7 @@ class LossFreeBias(BalancingTerm):
             self.load_E = self.load_E.double()
         return self
 
-    def selection_scores(self, scores_TE: torch.Tensor) -> torch.Tensor:
+    def selection_scores(self, scores_TE: torch.Tensor, logits_TE: torch.Tensor | None = None) -> torch.Tensor:
         if self.multiplicative:
             return scores_TE * self.bias_E
         return scores_TE + self.bias_E

@@ -145,7 +145,7 @@ class Router(nn.Module):
         if opts.sinkhorn_iters > 0 and self.training:  # evaluation: plain top-K of the scores
             selection_TE = sinkhorn(logits_TE, opts.sinkhorn_iters)
         else:
-            selection_TE = self.balancer.selection_scores(scores_TE)
+            selection_TE = self.balancer.selection_scores(scores_TE, logits_TE)
         if opts.grouped:
             selection_TE = group_limited(selection_TE, opts.n_groups, opts.group_topk)
         return selection_TE.topk(self.top_k, dim=-1).indices

@@ -69,7 +69,9 @@ def build_model(spec: RunSpec | DictConfig):
     spec = as_spec(spec)
     model = MoELM(
         spec.model,
-        make_balancer=lambda: build_balancer(spec.balance, spec.model.n_routed_experts, spec.max_steps),
+        make_balancer=lambda: build_balancer(
+            spec.balance, spec.model.n_routed_experts, spec.max_steps, spec.model.top_k
+        ),
         routing=spec.routing,
     )
     if wanted(spec.cfg.model.get("compile", False), spec.trainer.get("accelerator", "auto")):
