@@ -70,8 +70,8 @@ def test_unknown_sweep_and_bad_point_fail_in_one_line(store):
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: unknown sweep 'paper_mian': choose one of "
-        "aux_alpha, bias_type, capacity, demo, gating, lbl_scope, methods, methods_2026, paper_main, seed_noise, update_rate, "
-        "update_rule"
+        "aux_alpha, bias_type, capacity, demo, gating, lbl_scope, methods, methods_2026, paper_main, seed_noise, "
+        "update_rate, update_rule"
     )
     result = cli_in_this_process("sweep", "update_rate", "balance.update_rate=-1,1e-3")
     assert result.returncode == 2 and "balance.update_rate=-1" in result.stderr and "must be >= 0" in result.stderr
