@@ -78,6 +78,7 @@ def _rank(rank: int, port: int, sums, counts, out):
         term = QuantileBalancing(3, 1)
         term.candidate_sum_E.copy_(sums[rank])
         term.candidates.fill_(counts[rank])
+        term._pending = True  # as the step's forwards would have left it
         term.step_end(torch.zeros(3, dtype=torch.int64))
         out[rank].copy_(term.beta_E)
     finally:

@@ -43,6 +43,7 @@ class QuantileBalancing(BalancingTerm):
         self.register_buffer("beta_E", torch.zeros(n_experts))
         self.register_buffer("candidate_sum_E", torch.zeros(n_experts))  # this step's candidates, summed
         self.register_buffer("candidates", torch.zeros((), dtype=torch.int64))  # how many micro-batches
+        self._pending = False  # a candidate was added this step
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)  # module-wide casts (bf16) must not reach beta or the sums
@@ -57,14 +58,16 @@ class QuantileBalancing(BalancingTerm):
             with torch.no_grad():
                 self.candidate_sum_E += qb_candidate(selection_TE, self.beta_E, self.top_k)
                 self.candidates += 1
+            self._pending = True
         return selection_TE.float() - self.beta_E
 
     def bias_range(self) -> torch.Tensor:
         return self.beta_E.max() - self.beta_E.min()
 
     def step_end(self, counts_E: torch.Tensor) -> None:
-        if int(self.candidates) == 0:
-            return  # no training forward this step
+        if not self._pending:
+            return  # no training forward this step (known on the host: no device read per step)
+        self._pending = False
         average_E = self.candidate_sum_E / self.candidates.clamp_min(1)
         average_E = all_reduce_sum(average_E.clone()) / data_parallel_size()  # each rank's average counts once
         beta_E = self.ema * self.beta_E + (1.0 - self.ema) * average_E
