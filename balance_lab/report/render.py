@@ -45,6 +45,7 @@ def terminal(report: Report, console) -> None:
     elif report.paired:
         console.print("[dim]paired comparison: needs at least 2 seeds shared by two configurations[/]")
     if report.sequential_rows:
+        console.print(f"[yellow]{SEQUENTIAL_FIRST}[/]")
         console.print(_sequential_table(report))
     if report.paper:
         console.print(_paper_table(report))
@@ -141,6 +142,10 @@ def _sequential_cells(row) -> list[str]:
     ]
 
 
+SEQUENTIAL_FIRST = (
+    "this sweep adds seeds until resolved: its verdicts are the sequential intervals below; the "
+    "fixed-n intervals above ignore the looks already taken and would call differences too often"
+)
 SEQUENTIAL_HEADERS = (
     "configuration",
     "metric",
@@ -278,6 +283,8 @@ def markdown(report: Report) -> str:
             for r in report.sequential_rows
         ]
         parts += [
+            f"**{SEQUENTIAL_FIRST[0].upper() + SEQUENTIAL_FIRST[1:]}.**",
+            "",
             f"## Sequential comparison ({_sequential_title(report)})",
             "",
             f"Stopped: {plan.stopped or 'unknown'}. Each interval is a repeated confidence interval of a "
