@@ -37,3 +37,5 @@ class Report:
     files: dict[str, Path] = field(default_factory=dict)  # what was written: kind -> path
     sequential_plan: sequential.Plan | None = None  # a `sweep --until-resolved` plan, if the sweep ran one
     sequential_rows: list[sequential.Row] = field(default_factory=list)
+    cost_columns: list[stats.Column] = field(default_factory=list)  # what imbalance would cost (imbalance.py)
+    val_loads: dict[str, dict] = field(default_factory=dict)  # run id -> loads/val_loads.json

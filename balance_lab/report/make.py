@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from balance_lab.errors import ConfigError
-from balance_lab.report import collect, html, plots, published, render, sequential, stats
+from balance_lab.report import collect, html, imbalance, plots, published, render, sequential, stats
 from balance_lab.report.contents import Report
 
 PAIRED_KEYS = ("val/ppl", "val/bpb", "val/maxvio_global", "train/maxvio_batch_mean")
@@ -37,10 +37,14 @@ def make_report(
         if run_filter and "filter" in str(exc).lower():
             raise ConfigError(f"bad --run-filter {run_filter!r}: {str(exc).splitlines()[0]}") from None
         raise
+    loads = collect.read_val_loads(runs.finished, tracking_uri) if not runs.finished.empty else {}
+    imbalance.add_metrics(runs.finished, loads)
     columns = stats.columns_for(runs.finished, list(extra_metrics))
-    summary = stats.summarise(runs.finished, columns)
+    cost = imbalance.columns(runs.finished)
+    summary = stats.summarise(runs.finished, columns + cost)
     chosen = _baseline(summary, baseline)
-    paired = stats.paired_differences(runs.finished, paired_columns(sweep, columns), chosen) if chosen else []
+    compared = paired_columns(sweep, columns) + [c for c in cost if c.key.startswith(imbalance.PAIRED_PREFIXES)]
+    paired = stats.paired_differences(runs.finished, compared, chosen) if chosen else []
     paper = published.compare(sweep, runs.finished, summary)
     for p in paired:
         p.paper = published.scaled_difference(paper, p.label, p.baseline, p.metric, p.baseline_mean)
@@ -57,6 +61,7 @@ def make_report(
         sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())),
         _invocations(runs.parents),
     )
+    report.cost_columns, report.val_loads = cost, loads
     report.sequential_plan = sequential.read_plan(runs)
     if report.sequential_plan is not None:
         chosen_columns = paired_columns(sweep, columns)
@@ -140,7 +145,7 @@ def _draw(report: Report, out: Path) -> dict[str, str]:
         paths["maxvio_batch_steps"] = plots.maxvio_over_training(
             curves, out / "plots" / "maxvio_batch_steps.png", len(order)
         )
-    loads = collect.read_val_loads(runs, report.tracking_uri)
+    loads = report.val_loads
     relative, frequency = _first_seed_loads(runs, loads, order)
     layer_ids = next((item.get("layer_ids") for item in loads.values() if item.get("layer_ids")), None)
     layer_ids = layer_ids or list(range(max((len(r) for r in relative.values()), default=0)))

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from balance_lab.report import stats
+from balance_lab.report import imbalance, stats
+from balance_lab.report import render_evidence as evidence
 from balance_lab.report.contents import PLOTS, Report
 
 MAXVIO_NOTE = (
@@ -40,13 +41,16 @@ def terminal(report: Report, console) -> None:
     if special:
         console.print(_rich_summary(report, special, "specialisation: largest expert selection frequency per domain"))
     console.print(f"[dim]{MAXVIO_NOTE.replace('*', '')}[/]")
+    if report.cost_columns:
+        console.print(_rich_summary(report, report.cost_columns, "what imbalance would cost"))
+        console.print(f"[dim]{imbalance.NOTE.replace('*', '')}[/]")
     if any(p.n >= 2 for p in report.paired):
         console.print(_paired_table(report))
     elif report.paired:
         console.print("[dim]paired comparison: needs at least 2 seeds shared by two configurations[/]")
     if report.sequential_rows:
-        console.print(f"[yellow]{SEQUENTIAL_FIRST}[/]")
-        console.print(_sequential_table(report))
+        console.print(f"[yellow]{evidence.SEQUENTIAL_FIRST}[/]")
+        console.print(evidence.sequential_table(report))
     if report.paper:
         console.print(_paper_table(report))
     if not runs.unfinished.empty:
@@ -76,9 +80,9 @@ def _paired_table(report: Report):
     table = Table(
         title=f"paired by seed: configuration - {report.baseline} (95% t-interval)",
         header_style="bold",
-        caption=POWER_NOTE_SHORT,
+        caption=evidence.POWER_NOTE_SHORT,
     )
-    for name in ("configuration", "metric", "n", "mean diff", "95% interval", "verdict", *POWER_HEADERS):
+    for name in ("configuration", "metric", "n", "mean diff", "95% interval", "verdict", *evidence.POWER_HEADERS):
         table.add_column(
             name,
             justify="left" if name in ("configuration", "metric", "verdict") else "right",
@@ -93,85 +97,8 @@ def _paired_table(report: Report):
             f"{p.mean:+.4f}",
             _interval(p),
             f"[{colour}]{p.verdict}[/]",
-            *_power_cells(p),
+            *evidence.power_cells(p),
         )
-    return table
-
-
-POWER_HEADERS = ("resolves ±%", "seeds: this diff", "seeds: paper's")
-POWER_NOTE_SHORT = (
-    "resolves ±%: the interval's half-width in % of the baseline (smaller differences are noise at this n); "
-    "seeds: needed for 80% power at 95% from the observed spread"
-)
-POWER_NOTE = (
-    "*resolves ±%*: the smallest difference these seeds can tell from zero, the 95% interval's half-width in % "
-    "of the baseline's mean. *seeds: this diff* / *seeds: paper's*: the seeds a paired t-test needs to detect "
-    "the observed difference / the paper's difference (its relative difference scaled to our baseline) with "
-    "80% power at 95%, from the non-central t distribution with the observed spread of the paired differences "
-    "taken as the true one and the differences as normal (docs/evidence.md)."
-)
-
-
-def _power_cells(p: stats.Paired) -> list[str]:
-    def seeds(n: int | None, delta: float | None) -> str:
-        if delta is None or p.n < 2:
-            return "-"
-        return f"{n:,}" if n is not None else "> 100,000"
-
-    resolvable = "-" if math.isnan(p.resolvable_pct) else f"{p.resolvable_pct:.2f}"
-    return [resolvable, seeds(p.seeds_to_resolve, p.mean), seeds(p.seeds_for_paper, p.paper)]
-
-
-def _sequential_title(report: Report) -> str:
-    plan = report.sequential_plan
-    return (
-        f"until resolved: {plan.metric} against {plan.baseline}, looks at {', '.join(map(str, plan.looks))} seeds "
-        f"(seeds {plan.seeds[0]}..{plan.seeds[-1]} in the declared order)"
-    )
-
-
-def _sequential_cells(row) -> list[str]:
-    final = row.outcome.final
-    ruled = "-" if math.isnan(row.ruled_out_pct) else f"{row.ruled_out_pct:.2f}"
-    return [
-        str(final.seeds),
-        f"{final.mean:+.4f}",
-        f"[{final.low:+.4f}, {final.high:+.4f}]",
-        row.outcome.statement(),
-        ruled,
-    ]
-
-
-SEQUENTIAL_FIRST = (
-    "this sweep adds seeds until resolved: its verdicts are the sequential intervals below; the "
-    "fixed-n intervals above ignore the looks already taken and would call differences too often"
-)
-SEQUENTIAL_HEADERS = (
-    "configuration",
-    "metric",
-    "seeds",
-    "mean diff",
-    "sequential 95% interval",
-    "outcome",
-    "rules out ±%",
-)
-
-
-def _sequential_table(report: Report):
-    from rich.table import Table
-
-    plan = report.sequential_plan
-    table = Table(
-        title=_sequential_title(report),
-        header_style="bold",
-        caption=f"stopped: {plan.stopped or 'unknown'}; rules out ±%: differences beyond it in % of the "
-        "baseline lie outside the interval",
-    )
-    for name in SEQUENTIAL_HEADERS:
-        table.add_column(name, justify="right" if name in ("seeds", "mean diff", "rules out ±%") else "left")
-    for row in report.sequential_rows:
-        metric = f"[bold]{row.metric}[/] (the rule's)" if row.metric == plan.metric else row.metric
-        table.add_row(row.label, metric, *_sequential_cells(row))
     return table
 
 
@@ -250,6 +177,7 @@ def markdown(report: Report) -> str:
             rows.append([f"`{row['label']}`", str(row["n_seeds"]), *cells])
         header = ["configuration", "seeds", *[c.title for c in report.columns]]
         parts += [_md_table(header, rows, right=set(range(1, len(header)))), "", MAXVIO_NOTE, ""]
+        parts += _cost_markdown(report)
     if report.paired:
         parts += [
             f"## Paired comparison against `{report.baseline}`",
@@ -259,17 +187,25 @@ def markdown(report: Report) -> str:
             "",
         ]
         rows = [
-            [f"`{p.label}`", p.metric, str(p.n), f"{p.mean:+.4f}", _interval(p), p.verdict, *_power_cells(p)]
+            [f"`{p.label}`", p.metric, str(p.n), f"{p.mean:+.4f}", _interval(p), p.verdict, *evidence.power_cells(p)]
             for p in report.paired
         ]
         parts += [
             _md_table(
-                ["configuration", "metric", "seeds", "mean difference", "95% interval", "verdict", *POWER_HEADERS],
+                [
+                    "configuration",
+                    "metric",
+                    "seeds",
+                    "mean difference",
+                    "95% interval",
+                    "verdict",
+                    *evidence.POWER_HEADERS,
+                ],
                 rows,
                 right={2, 3, 4, 6, 7, 8},
             ),
             "",
-            POWER_NOTE,
+            evidence.POWER_NOTE,
             "",
         ]
     if report.sequential_rows:
@@ -278,14 +214,14 @@ def markdown(report: Report) -> str:
             [
                 f"`{r.label}`",
                 f"**{r.metric}** (the rule's)" if r.metric == plan.metric else r.metric,
-                *_sequential_cells(r),
+                *evidence.sequential_cells(r),
             ]
             for r in report.sequential_rows
         ]
         parts += [
-            f"**{SEQUENTIAL_FIRST[0].upper() + SEQUENTIAL_FIRST[1:]}.**",
+            f"**{evidence.SEQUENTIAL_FIRST[0].upper() + evidence.SEQUENTIAL_FIRST[1:]}.**",
             "",
-            f"## Sequential comparison ({_sequential_title(report)})",
+            f"## Sequential comparison ({evidence.sequential_title(report)})",
             "",
             f"Stopped: {plan.stopped or 'unknown'}. Each interval is a repeated confidence interval of a "
             "group-sequential paired t-test (Lan-DeMets O'Brien-Fleming spending over the planned looks): all "
@@ -293,7 +229,7 @@ def markdown(report: Report) -> str:
             "95% interval. *rules out ±%*: a difference larger than this, in % of the baseline's mean, lies "
             "outside it ([docs/evidence.md](../../docs/evidence.md)).",
             "",
-            _md_table(list(SEQUENTIAL_HEADERS), rows, right={2, 3, 6}),
+            _md_table(list(evidence.SEQUENTIAL_HEADERS), rows, right={2, 3, 6}),
             "",
         ]
     if report.paper:
@@ -329,6 +265,28 @@ def markdown(report: Report) -> str:
         ]
     parts += _provenance(report)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _cost_markdown(report: Report) -> list[str]:
+    if not report.cost_columns:
+        return []
+    best = {c.key: stats.best_labels(report.summary, c) for c in report.cost_columns}
+    rows = [
+        [
+            f"`{row['label']}`",
+            *[f"**{cell(row, c)}**" if row["label"] in best[c.key] else cell(row, c) for c in report.cost_columns],
+        ]
+        for _, row in report.summary.iterrows()
+    ]
+    header = ["configuration", *[c.title for c in report.cost_columns]]
+    return [
+        "## What imbalance would cost",
+        "",
+        _md_table(header, rows, right=set(range(1, len(header)))),
+        "",
+        imbalance.NOTE,
+        "",
+    ]
 
 
 def _shas(report: Report) -> str:

@@ -1,0 +1,85 @@
+"""How sure a report's comparisons are, as table cells: the power columns of the paired table and the
+sequential section of a sweep run until resolved (evidence/, report/sequential.py)."""
+
+from __future__ import annotations
+
+import math
+
+from balance_lab.report import stats
+from balance_lab.report.contents import Report
+
+POWER_HEADERS = ("resolves ±%", "seeds: this diff", "seeds: paper's")
+POWER_NOTE_SHORT = (
+    "resolves ±%: the interval's half-width in % of the baseline (smaller differences are noise at this n); "
+    "seeds: needed for 80% power at 95% from the observed spread"
+)
+POWER_NOTE = (
+    "*resolves ±%*: the smallest difference these seeds can tell from zero, the 95% interval's half-width in % "
+    "of the baseline's mean. *seeds: this diff* / *seeds: paper's*: the seeds a paired t-test needs to detect "
+    "the observed difference / the paper's difference (its relative difference scaled to our baseline) with "
+    "80% power at 95%, from the non-central t distribution with the observed spread of the paired differences "
+    "taken as the true one and the differences as normal (docs/evidence.md)."
+)
+
+
+def power_cells(p: stats.Paired) -> list[str]:
+    def seeds(n: int | None, delta: float | None) -> str:
+        if delta is None or p.n < 2:
+            return "-"
+        return f"{n:,}" if n is not None else "> 100,000"
+
+    resolvable = "-" if math.isnan(p.resolvable_pct) else f"{p.resolvable_pct:.2f}"
+    return [resolvable, seeds(p.seeds_to_resolve, p.mean), seeds(p.seeds_for_paper, p.paper)]
+
+
+def sequential_title(report: Report) -> str:
+    plan = report.sequential_plan
+    return (
+        f"until resolved: {plan.metric} against {plan.baseline}, looks at {', '.join(map(str, plan.looks))} seeds "
+        f"(seeds {plan.seeds[0]}..{plan.seeds[-1]} in the declared order)"
+    )
+
+
+def sequential_cells(row) -> list[str]:
+    final = row.outcome.final
+    ruled = "-" if math.isnan(row.ruled_out_pct) else f"{row.ruled_out_pct:.2f}"
+    return [
+        str(final.seeds),
+        f"{final.mean:+.4f}",
+        f"[{final.low:+.4f}, {final.high:+.4f}]",
+        row.outcome.statement(),
+        ruled,
+    ]
+
+
+SEQUENTIAL_FIRST = (
+    "this sweep adds seeds until resolved: its verdicts are the sequential intervals below; the "
+    "fixed-n intervals above ignore the looks already taken and would call differences too often"
+)
+SEQUENTIAL_HEADERS = (
+    "configuration",
+    "metric",
+    "seeds",
+    "mean diff",
+    "sequential 95% interval",
+    "outcome",
+    "rules out ±%",
+)
+
+
+def sequential_table(report: Report):
+    from rich.table import Table
+
+    plan = report.sequential_plan
+    table = Table(
+        title=sequential_title(report),
+        header_style="bold",
+        caption=f"stopped: {plan.stopped or 'unknown'}; rules out ±%: differences beyond it in % of the "
+        "baseline lie outside the interval",
+    )
+    for name in SEQUENTIAL_HEADERS:
+        table.add_column(name, justify="right" if name in ("seeds", "mean diff", "rules out ±%") else "left")
+    for row in report.sequential_rows:
+        metric = f"[bold]{row.metric}[/] (the rule's)" if row.metric == plan.metric else row.metric
+        table.add_row(row.label, metric, *sequential_cells(row))
+    return table

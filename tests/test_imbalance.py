@@ -1,0 +1,74 @@
+"""What imbalance would cost, from recorded validation loads (report/imbalance.py): each statistic by
+hand on constructed load matrices, and in the report of the session's sweep."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from balance_lab.metrics import maxvio
+from balance_lab.report import imbalance
+from tests.helpers.groups import SWEPT_GROUP
+
+BALANCED = [10, 10, 10, 10]
+COLLAPSED = [40, 0, 0, 0]  # one expert takes everything, three are dead
+SKEWED = [20, 12, 8, 0]  # a dead expert among uneven ones
+
+
+def test_load_statistics_by_hand():
+    stats = imbalance.load_statistics(np.array([BALANCED, COLLAPSED, SKEWED]))
+    # relative loads: (1,1,1,1), (4,0,0,0), (2,1.2,0.8,0)
+    cv = [0.0, math.sqrt(3), math.sqrt(((2 - 1) ** 2 + 0.2**2 + 0.2**2 + 1) / 4)]
+    assert stats["cv"] == pytest.approx(sum(cv) / 3)
+    assert stats["min"] == pytest.approx((1 + 0 + 0) / 3) and stats["max"] == pytest.approx((1 + 4 + 2) / 3)
+    assert stats["p50"] == pytest.approx((1 + 0 + 1.0) / 3)  # the middle of (0, 0.8, 1.2, 2) is 1.0
+    p = np.array(SKEWED) / 40
+    skewed_share = math.exp(-sum(x * math.log(x) for x in p if x > 0)) / 4
+    assert stats["effective_share"] == pytest.approx((1 + 0.25 + skewed_share) / 3)
+    assert stats["dead_frac"] == pytest.approx(4 / 12)
+
+
+def test_straggler_factor_is_one_on_one_rank_and_one_plus_maxvio_on_e_ranks():
+    loads = np.array([COLLAPSED, SKEWED])
+    assert imbalance.straggler_factor(loads, 1) == pytest.approx(1.0)
+    assert imbalance.straggler_factor(loads, 4) == pytest.approx(1 + maxvio(loads.tolist()))
+    # 2 ranks: (40, 0) -> 2.0 and (32, 8) -> 1.6
+    assert imbalance.straggler_factor(loads, 2) == pytest.approx((2.0 + 1.6) / 2)
+    assert imbalance.ep_degrees(16) == [2, 4, 8, 16] and imbalance.ep_degrees(12) == [2, 4]
+
+
+def test_counterfactual_drops_by_hand():
+    # capacity 1.0: C = 10 per expert; SKEWED drops 10 + 2 of 40 slots; 1.25: C = 13 drops 7
+    assert imbalance.dropped_fraction(np.array([SKEWED]), 1.0) == pytest.approx(12 / 40)
+    assert imbalance.dropped_fraction(np.array([SKEWED]), 1.25) == pytest.approx(7 / 40)
+    assert imbalance.dropped_fraction(np.array([BALANCED]), 1.0) == 0.0
+
+
+def test_runs_without_loads_stay_blank():
+    finished = pd.DataFrame({"run_id": ["a", "b"]})
+    imbalance.add_metrics(finished, {"a": {"layers": [SKEWED]}})
+    assert finished.loc[0, "metrics.val/straggler_ep4"] == pytest.approx(2.0)
+    assert math.isnan(finished.loc[1, "metrics.val/straggler_ep4"])
+
+
+@pytest.mark.slow
+@SWEPT_GROUP
+def test_the_report_has_what_imbalance_would_cost_from_the_recorded_loads(swept):
+    markdown = (swept.reports / "report.md").read_text()
+    assert "## What imbalance would cost" in markdown and "straggler EP8" in markdown
+    summary = pd.read_csv(swept.reports / "summary.csv")
+    runs = pd.read_csv(swept.reports / "runs.csv")
+    loads_of = {}
+    for run_id in runs["run_id"].dropna():
+        path = next(swept.root.rglob(f"{run_id}/artifacts/loads/val_loads.json"), None)
+        if path is not None:
+            loads_of[run_id] = json.loads(path.read_text())
+    assert loads_of, "the session's runs recorded their loads"
+    for label, group in runs.dropna(subset=["seed"]).groupby("configuration"):
+        values = [
+            imbalance.straggler_factor(np.array(loads_of[r]["layers"]), 8) for r in group["run_id"] if r in loads_of
+        ]
+        row = summary[summary["label"] == label].iloc[0]
+        assert row["val/straggler_ep8 mean"] == pytest.approx(np.mean(values))
