@@ -9,15 +9,7 @@ import sys
 import pytest
 
 from tests.helpers.runners import BALANCE_LAB
-from tests.helpers.short import short_run
-
-SMALL = [
-    "data.tokenizer=bytes",
-    "model.vocab_size=256",
-    "model.n_layers=2",
-    "model.n_routed_experts=8",
-    "model.top_k=2",
-]
+from tests.helpers.short import SMALL, short_run
 
 
 @pytest.mark.slow

@@ -10,16 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from balance_lab.training.checkpointing import read_checkpoint_meta
 from tests.helpers.runners import cli_in_new_process, run_in_this_process
-from tests.helpers.short import short_run
+from tests.helpers.short import SMALL, short_run
 from tests.helpers.stores import all_runs
 
-SMALL = [
-    "data.tokenizer=bytes",
-    "model.vocab_size=256",
-    "model.n_layers=2",
-    "model.n_routed_experts=8",
-    "model.top_k=2",
-]
 EVERY_2 = [*SMALL, *short_run(steps=6, val_every=6), "checkpoint.every_n_steps=2", "trainer.enable_progress_bar=false"]
 
 

@@ -16,6 +16,7 @@ from balance_lab.ui.server import SERVER_ENV
 from tests.helpers.groups import SWEPT_GROUP
 from tests.helpers.network import Gate, free_port
 from tests.helpers.runners import BALANCE_LAB, cli_in_new_process, cli_in_this_process, run_in_this_process
+from tests.helpers.short import SMALL
 from tests.helpers.stores import all_runs
 
 LONG = [
@@ -25,15 +26,6 @@ LONG = [
     "data.batch_size=4",
     "data.val_sequences=12",
     "trainer.enable_progress_bar=false",
-]
-# A small model on byte tokens for the tests that need a run to be interrupted, not a model to learn:
-# a third of the tiny preset's step time, the same code paths.
-SMALL = [
-    "data.tokenizer=bytes",
-    "model.vocab_size=256",
-    "model.n_layers=2",
-    "model.n_routed_experts=8",
-    "model.top_k=2",
 ]
 COMPARED = ["val/loss", "val/maxvio_global", "train/maxvio_batch_mean", "train/maxvio_compute_batch_mean", "train/loss"]
 

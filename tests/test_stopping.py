@@ -11,16 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from balance_lab.sweeping.stopping import descendants
 from tests.helpers.runners import BALANCE_LAB, cli_in_new_process
-from tests.helpers.short import short_run
+from tests.helpers.short import SMALL, short_run
 from tests.helpers.stores import all_runs
-
-SMALL = [
-    "data.tokenizer=bytes",
-    "model.vocab_size=256",
-    "model.n_layers=2",
-    "model.n_routed_experts=8",
-    "model.top_k=2",
-]
 
 
 def children(store):

@@ -8,6 +8,7 @@ each recording its run nested under the parent. This process only watches the st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -154,18 +155,26 @@ def run_sweep(
     """Launch the grid under a new parent run and watch it; returns the parent run id, every point's
     outcome and the log path."""
     parent_id = open_parent(client, grid, command)
-    status = "FAILED"
-    try:
+    with closing_parent(client, parent_id) as outcome:
         results, log_path = run_points(client, grid, parent_id, jobs, rerun, extra, sweep_dir, tracking_uri)
-        status = settle(client, parent_id, results)
-        return parent_id, results, log_path
+        outcome["status"] = settle(client, parent_id, results)
+    return parent_id, results, log_path
+
+
+@contextlib.contextmanager
+def closing_parent(client, parent_id: str):
+    """The parent run ends with the status the block sets (outcome["status"]), FAILED on an error, or
+    KILLED with the signal's reason; a store that is away is waited for."""
+    outcome = {"status": "FAILED"}
+    try:
+        yield outcome
     except KeyboardInterrupt as exc:
-        status = "KILLED"
-        close_parent(client, parent_id, status, stop_reason(exc))
+        close_parent(client, parent_id, "KILLED", stop_reason(exc))
         raise
-    finally:
-        if status != "KILLED":
-            close_parent(client, parent_id, status)
+    except BaseException:
+        close_parent(client, parent_id, "FAILED")
+        raise
+    close_parent(client, parent_id, outcome["status"])
 
 
 def close_parent(client, parent_id: str, status: str, reason: str | None = None) -> None:

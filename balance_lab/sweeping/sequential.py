@@ -19,7 +19,7 @@ from balance_lab.evidence import sequential
 from balance_lab.store import tracking
 from balance_lab.store.patience import wait_for_store
 from balance_lab.sweeping.grid import Grid, GridPoint
-from balance_lab.sweeping.launch import Outcome, close_parent, open_parent, run_points, settle, stop_reason
+from balance_lab.sweeping.launch import Outcome, closing_parent, open_parent, run_points, settle
 
 SEED_KEY = "seed"
 # What a run ends with that a sweep can be run until resolved on (the run's final value of each).
@@ -162,8 +162,7 @@ def run_until_resolved(
     labels = list(dict.fromkeys(label(p) for p in first.points))
     every: list[Outcome] = []
     values: dict[tuple[str, int], float] = {}
-    status = "FAILED"
-    try:
+    with closing_parent(client, parent_id) as outcome_of_sweep:
         for look in range(len(plan.looks)):
             grid = first if look == 0 else grid_for(plan.batch(look))
             title = f" · look {look + 1}/{len(plan.looks)} (seeds {', '.join(map(str, plan.batch(look)))})"
@@ -186,15 +185,8 @@ def run_until_resolved(
             if reason:
                 console.print(f"[bold]stopped[/]: {reason}")
                 break
-        status = settle(client, parent_id, every)
-        return parent_id, every, bool(missing)
-    except KeyboardInterrupt as exc:
-        status = "KILLED"
-        close_parent(client, parent_id, status, stop_reason(exc))
-        raise
-    finally:
-        if status != "KILLED":
-            close_parent(client, parent_id, status)
+        outcome_of_sweep["status"] = settle(client, parent_id, every)
+    return parent_id, every, bool(missing)
 
 
 def _stop_reason(pairs: dict[str, sequential.Outcome], missing: list[str], look: int, plan: SeedPlan) -> str:

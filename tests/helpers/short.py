@@ -18,6 +18,16 @@ def short_run(steps: int | None = 6, val_every: int = 3, val_sequences: int = 12
 
 SHORT_RUN = short_run()
 
+# A small model on byte tokens, for tests that need a run to be interrupted, resumed or stopped rather
+# than a model that learns: a third of the tiny preset's step time, the same code paths.
+SMALL = [
+    "data.tokenizer=bytes",
+    "model.vocab_size=256",
+    "model.n_layers=2",
+    "model.n_routed_experts=8",
+    "model.top_k=2",
+]
+
 # The metric contract (README, "What a run records"): every finished run has these.
 CONTRACT_METRICS = [
     "train/loss",

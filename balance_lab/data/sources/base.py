@@ -88,3 +88,21 @@ def token_meta(path: Path, given: str) -> dict:
             f"data.path={given!r}: no token files there (no {exc.args[0]}); "
             "write them with: balance-lab data tokenize DIR"
         ) from exc
+
+
+class TokenFolder:
+    """Splits and bits per byte of a source whose token files are in `self.token_dir` (built by
+    `self.prepare()` where they are a cache): the built-in BPE, token files, Hugging Face corpora."""
+
+    def splits(self) -> dict[str, DomainSplit]:
+        from balance_lab.data.tokens import load_token_splits
+
+        self.prepare()
+        return load_token_splits(self.token_dir, list(self.domain_weights))
+
+    @property
+    def bytes_per_token(self) -> float:
+        from balance_lab.data.tokens import bytes_per_token
+
+        self.prepare()
+        return bytes_per_token(self.token_dir, list(self.domain_weights))

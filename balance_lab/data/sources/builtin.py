@@ -7,7 +7,7 @@ import functools
 
 from omegaconf import DictConfig
 
-from balance_lab.data.sources.base import Progress, check_weights, configured_weights
+from balance_lab.data.sources.base import Progress, TokenFolder, check_weights, configured_weights
 from balance_lab.data.types import DomainSplit
 from balance_lab.errors import ConfigError
 
@@ -68,7 +68,7 @@ class BuiltinBytes:
         return 1.0
 
 
-class BuiltinBPE(BuiltinBytes):
+class BuiltinBPE(TokenFolder, BuiltinBytes):
     """The built-in corpus as a byte-level BPE of data.vocab_size tokens, trained on first use and cached."""
 
     def check(self) -> None:
@@ -108,19 +108,6 @@ class BuiltinBPE(BuiltinBytes):
         from balance_lab.data.builtin_bpe import ensure_token_dir
 
         ensure_token_dir(self.data, progress)
-
-    def splits(self) -> dict[str, DomainSplit]:
-        from balance_lab.data.tokens import load_token_splits
-
-        self.prepare()
-        return load_token_splits(self.token_dir, list(self.domain_weights))
-
-    @property
-    def bytes_per_token(self) -> float:
-        from balance_lab.data.tokens import bytes_per_token
-
-        self.prepare()
-        return bytes_per_token(self.token_dir, list(self.domain_weights))
 
 
 def builtin_source(data: DictConfig) -> BuiltinBytes:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from balance_lab.data.sources.base import Progress
-from balance_lab.data.types import DomainSplit
+from balance_lab.data.sources.base import Progress, TokenFolder
 
 
-class HuggingFace:
+class HuggingFace(TokenFolder):
     def __init__(self, data: DictConfig):
         self.data = data
 
@@ -82,16 +81,3 @@ class HuggingFace:
             else {"progress": progress.progress, "on_plan": progress.on_plan, "on_trained": progress.on_trained}
         )
         hf.ensure_token_dir(self.data, self.token_dir, **callbacks)
-
-    def splits(self) -> dict[str, DomainSplit]:
-        from balance_lab.data.tokens import load_token_splits
-
-        self.prepare()
-        return load_token_splits(self.token_dir, list(self.domain_weights))
-
-    @property
-    def bytes_per_token(self) -> float:
-        from balance_lab.data.tokens import bytes_per_token
-
-        self.prepare()
-        return bytes_per_token(self.token_dir, list(self.domain_weights))

@@ -7,14 +7,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from balance_lab.data.sources.base import Progress, check_known, check_weights, configured_weights, token_meta
-from balance_lab.data.types import DomainSplit
+from balance_lab.data.sources.base import (
+    Progress,
+    TokenFolder,
+    check_known,
+    check_weights,
+    configured_weights,
+    token_meta,
+)
 
 
-class TokenFiles:
+class TokenFiles(TokenFolder):
     def __init__(self, data: DictConfig):
         self.data = data
-        self.path = Path(str(data.path)).expanduser()
+        self.path = self.token_dir = Path(str(data.path)).expanduser()
 
     @functools.cached_property
     def meta(self) -> dict:
@@ -42,14 +48,3 @@ class TokenFiles:
 
     def prepare(self, progress: Progress | None = None) -> None:
         pass
-
-    def splits(self) -> dict[str, DomainSplit]:
-        from balance_lab.data.tokens import load_token_splits
-
-        return load_token_splits(self.path, list(self.domain_weights))
-
-    @property
-    def bytes_per_token(self) -> float:
-        from balance_lab.data.tokens import bytes_per_token
-
-        return bytes_per_token(self.path, list(self.domain_weights))
