@@ -65,3 +65,8 @@ def run_in_this_process(*args: str) -> subprocess.CompletedProcess:
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def start_run(*args: str) -> subprocess.Popen:
+    """`balance-lab run ARGS...` started as a real process (pipes for its output), not waited for."""
+    return subprocess.Popen([BALANCE_LAB, "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

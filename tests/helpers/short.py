@@ -18,6 +18,17 @@ def short_run(steps: int | None = 6, val_every: int = 3, val_sequences: int = 12
 
 SHORT_RUN = short_run()
 
+# A run long enough to be interrupted, stopped or cut off from its store while it trains.
+LONG = [
+    "trainer.max_steps=40",
+    "trainer.val_check_interval=20",
+    "trainer.log_every_n_steps=1",
+    "data.batch_size=4",
+    "data.val_sequences=12",
+    "trainer.enable_progress_bar=false",
+]
+
+
 # A small model on byte tokens, for tests that need a run to be interrupted, resumed or stopped rather
 # than a model that learns: a third of the tiny preset's step time, the same code paths.
 SMALL = [
