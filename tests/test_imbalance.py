@@ -72,3 +72,40 @@ def test_the_report_has_what_imbalance_would_cost_from_the_recorded_loads(swept)
         ]
         row = summary[summary["label"] == label].iloc[0]
         assert row["val/straggler_ep8 mean"] == pytest.approx(np.mean(values))
+
+
+def test_the_training_statistics_equal_the_reports_on_the_same_loads():
+    """metrics.load_statistics (torch, logged per step in training) and report/imbalance.py (numpy,
+    from recorded loads) compute the same numbers."""
+    import torch
+
+    from balance_lab.metrics import LOAD_STAT_NAMES, load_statistics
+
+    loads = np.array([COLLAPSED, SKEWED, BALANCED])
+    values = load_statistics(torch.tensor(loads), [2, 4]).tolist()
+    by_name = dict(zip([*LOAD_STAT_NAMES, "straggler_ep2", "straggler_ep4"], values))
+    report = imbalance.metrics_of({"layers": loads.tolist()})
+    assert by_name["load_cv"] == pytest.approx(report["val/load_cv"])
+    assert by_name["load_effective_share"] == pytest.approx(report["val/load_effective_share"])
+    assert by_name["dead_frac"] == pytest.approx(report["val/load_dead_frac"])
+    assert by_name["straggler_ep2"] == pytest.approx(report["val/straggler_ep2"])
+    assert by_name["straggler_ep4"] == pytest.approx(report["val/straggler_ep4"])
+
+
+def test_a_run_logs_the_load_statistics_of_its_steps(store):
+    from tests.helpers.runners import run_in_this_process
+    from tests.helpers.short import SMALL, short_run
+    from tests.helpers.stores import all_runs
+
+    result = run_in_this_process(*SMALL, *short_run(steps=4, val_every=4))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = all_runs(store)
+    for name in (
+        "train/load_cv",
+        "train/load_effective_share",
+        "train/dead_frac",
+        "train/straggler_ep2",
+        "train/straggler_ep8",
+    ):  # 8 experts: EP 2, 4 and 8
+        assert name in run.data.metrics, name
+    assert run.data.metrics["train/straggler_ep8"] == pytest.approx(1 + run.data.metrics["train/maxvio_batch"])

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from balance_lab.distributed import all_reduce_sum
-from balance_lab.metrics import maxvio_per_layer, top_expert_frequency
+from balance_lab.metrics import LOAD_STAT_NAMES, ep_degrees, load_statistics, maxvio_per_layer, top_expert_frequency
 from balance_lab.model.lm import MoELM
 from balance_lab.training.loss_watch import LossWatch
 
@@ -96,14 +96,15 @@ class MoELMModule(L.LightningModule):
         self.step_counts_LE.zero_()
         self.step_dropped_2.zero_()
         self._micro_vio.clear()
-        self._step_metrics = (losses_M3.mean(dim=0), vio_L, compute_vio, dropped_frac)  # device tensors, logged below
+        # device tensors, logged below; the step's loads for the load statistics (computed only on logged steps)
+        self._step_metrics = (losses_M3.mean(dim=0), vio_L, compute_vio, dropped_frac, counts_LE.clone())
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         """The step's metrics, on the steps Lightning writes to the logger only: each self.log costs
         about half a millisecond of Python, which a GPU step of tens of milliseconds cannot hide."""
         if self._step_metrics is None:  # inside a gradient-accumulation window
             return
-        losses_3, vio_L, compute_vio, dropped_frac = self._step_metrics
+        losses_3, vio_L, compute_vio, dropped_frac, counts_LE = self._step_metrics
         self._step_metrics = None
         if self.global_step == 1:  # the first step's loads came from the initial weights and zero biases
             self._log_initial_routing(vio_L)
@@ -112,23 +113,28 @@ class MoELMModule(L.LightningModule):
         if not every or (self.global_step % every and not self.trainer.should_stop and not last):
             return
         ranges = [r for layer in self.model.moe_layers if (r := layer.balancer.bias_range()) is not None]
+        degrees = ep_degrees(counts_LE.shape[1])
         values = torch.cat(
             [
                 losses_3.double(),
                 vio_L,
                 compute_vio.view(1),
                 dropped_frac.view(1),
+                load_statistics(counts_LE, degrees).to(vio_L),
                 torch.stack(ranges).to(vio_L) if ranges else vio_L[:0],
             ]
         ).tolist()  # one host sync
         (loss, lm_loss, aux_loss), rest = values[:3], values[3:]
-        vio, (compute, dropped), bias = rest[: len(vio_L)], rest[len(vio_L) : len(vio_L) + 2], rest[len(vio_L) + 2 :]
+        vio, (compute, dropped), rest = rest[: len(vio_L)], rest[len(vio_L) : len(vio_L) + 2], rest[len(vio_L) + 2 :]
+        names = [*LOAD_STAT_NAMES, *(f"straggler_ep{p}" for p in degrees)]
+        load_stats, bias = dict(zip(names, rest[: len(names)])), rest[len(names) :]
         self.log_dict({"train/loss": loss, "train/maxvio_batch": sum(vio) / len(vio)}, prog_bar=True)
         self.log_dict(
             {"train/lm_loss": lm_loss, "train/aux_loss": aux_loss, "train/maxvio_compute_batch": compute}
             | {f"train/maxvio_batch/layer_{i}": v for i, v in zip(self.layer_ids, vio)}
             | ({"train/bias_range": sum(bias) / len(bias)} if bias else {})
             | ({"train/dropped_frac": dropped} if self.model.routing.capacity_factor is not None else {})
+            | {f"train/{name}": value for name, value in load_stats.items()}
         )
 
     def _log_initial_routing(self, vio_L: torch.Tensor) -> None:
