@@ -9,13 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.helpers.groups import SWEPT_GROUP
 from tests.helpers.runners import BALANCE_LAB, run_in_this_process, start_run
 from tests.helpers.short import LONG, SMALL
-from tests.helpers.stores import all_runs
+from tests.helpers.stores import all_runs, artifact_frame
 
 COMPARED = ["val/loss", "val/maxvio_global", "train/maxvio_batch_mean", "train/maxvio_compute_batch_mean", "train/loss"]
 
@@ -68,8 +69,9 @@ def stop_with(process: subprocess.Popen, signum: int, store: str, checkpoint: Pa
 @pytest.mark.slow
 def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrupted_one(store, tmp_path):
     """SIGTERM, resume, SIGINT to the resumed process, resume again: the same MLflow run ends FINISHED
-    with every metric of a run never interrupted (loss-free: its bias is state that must survive)."""
-    args = ["balance=loss_free", *LONG, *SMALL, "seed=7"]
+    with every metric of a run never interrupted (loss-free: its bias is state that must survive),
+    and its routing records (every step's loads, the trace) continued without a gap or a repeat."""
+    args = ["balance=loss_free", *LONG, *SMALL, "seed=7", "diagnostics.trace_every=15", "diagnostics.trace_tokens=64"]
     assert run_in_this_process(*args).returncode == 0  # the reference: the same run, never interrupted
     reference = only_run(store)
 
@@ -98,6 +100,13 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
         assert run.data.metrics[key] == pytest.approx(reference.data.metrics[key], rel=1e-5, abs=1e-7), key
     steps = [m.step for m in MlflowClient(store).get_metric_history(run_id, "train/loss")]
     assert sorted(set(steps)) == list(range(1, 41)) or sorted(set(steps)) == list(range(0, 40)), steps
+    for artifact in ("loads/steps.parquet", "loads/trace.parquet"):
+        resumed_frame, reference_frame = (
+            artifact_frame(store, r, artifact, tmp_path / r) for r in (run_id, reference.info.run_id)
+        )
+        pd.testing.assert_frame_equal(resumed_frame, reference_frame, check_exact=False, rtol=1e-5)
+    history = artifact_frame(store, run_id, "loads/steps.parquet", tmp_path / "h")
+    assert sorted(set(history["step"])) == list(range(1, 41))  # every step once: no gap, no repeat
 
 
 @pytest.mark.slow

@@ -57,6 +57,14 @@ def test_balancer_updates_once_per_optimizer_step_with_all_micro_batches(built):
     assert all(c.dtype == torch.int64 and int(c.sum()) == slots for c in calls)
     assert all(not torch.equal(b, torch.zeros_like(b)) for b in biases(parts.module))
     assert int(parts.module.step_counts_LE.sum()) == 0  # reset after each step
+    # the run's load history holds exactly the counts each step's update used, every slot once
+    history = parts.module.load_history.frame()
+    assert sorted(set(history["step"])) == [1, 2, 3] and set(history["steps"]) == {1}
+    for i, counts_E in enumerate(calls):
+        step, layer = i // n_moe + 1, parts.module.layer_ids[i % n_moe]
+        rows = history[(history["step"] == step) & (history["layer"] == layer)].sort_values("expert")
+        assert rows["tokens"].tolist() == counts_E.tolist()
+    assert int(history["tokens"].sum()) == 3 * slots * n_moe
 
 
 def test_validation_and_no_grad_forwards_leave_counters_and_biases_alone(built):

@@ -18,6 +18,7 @@ class RunSpec:
     balance: dict  # the balance knobs, resolved (balancing.build_balancer's input)
     source: Any  # data.sources.DataSource: where the text comes from
     trainer: dict  # Lightning Trainer arguments (trainer_arguments)
+    diagnostics: Any = None  # diagnostics.args.DiagnosticsArgs: what the run records about its routing
 
     @property
     def optim(self) -> DictConfig:

@@ -227,6 +227,7 @@ def check_config(cfg: DictConfig):
     """Everything that can be checked without data or memory; returns the run spec (config/spec.py),
     valid once built. The CLI (run, sweep) and the training process call this same function."""
     from balance_lab.config.spec import RunSpec
+    from balance_lab.diagnostics.args import check_diagnostics
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -236,4 +237,4 @@ def check_config(cfg: DictConfig):
     model, routing, balance = check_model_and_balance(cfg)
     check_optim(cfg)
     source = check_data(cfg)
-    return RunSpec(cfg, model, routing, balance, source, trainer)
+    return RunSpec(cfg, model, routing, balance, source, trainer, check_diagnostics(cfg))

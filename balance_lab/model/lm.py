@@ -26,6 +26,8 @@ class LMOutput:
     aux_loss: torch.Tensor  # sum of the MoE layers' balancing losses (0 in eval)
     counts_LBE: torch.Tensor  # routed slots per MoE layer, sequence and expert (int64)
     dropped_L: torch.Tensor  # slots dropped at expert capacity per MoE layer (int64; zeros without a capacity)
+    experts_LTK: torch.Tensor | None = None  # with trace=True: each token's chosen experts per MoE layer
+    gates_LTK: torch.Tensor | None = None  # and their gates (detached)
 
 
 class Block(nn.Module):
@@ -87,21 +89,28 @@ class MoELM(nn.Module):
     def moe_layers(self) -> list[MoELayer]:
         return [b.ffn for b in self.blocks if b.is_moe]
 
-    def forward(self, tokens_BS: torch.Tensor) -> LMOutput:
+    def forward(self, tokens_BS: torch.Tensor, trace: bool = False) -> LMOutput:
+        """trace=True also returns every token's chosen experts and gates (diagnostics/trace.py)."""
         if self.graph_steps:  # every forward is a new step: its graphs may reuse the last step's output memory
             torch.compiler.cudagraph_mark_step_begin()  # (what leaves here is stacked or summed: copies)
         x_BSD = self.embed(tokens_BS)
-        aux_losses, counts, dropped = [], [], []
+        aux_losses, counts, dropped, routes = [], [], [], []
         for block in self.blocks:
             x_BSD, moe_out = self._run_block(block, x_BSD)
             if moe_out is not None:
                 counts.append(moe_out.counts_BE)
                 dropped.append(moe_out.dropped)
+                if trace:
+                    routes.append((moe_out.experts_TK, moe_out.gates_TK.detach()))
                 if moe_out.aux_loss is not None:
                     aux_losses.append(moe_out.aux_loss)
         logits_BSV = self.head(self.norm(x_BSD))
         aux_loss = torch.stack(aux_losses).sum() if aux_losses else logits_BSV.new_zeros(())
-        return LMOutput(logits_BSV, aux_loss, torch.stack(counts), torch.stack(dropped))
+        out = LMOutput(logits_BSV, aux_loss, torch.stack(counts), torch.stack(dropped))
+        if trace:
+            out.experts_LTK = torch.stack([experts for experts, _ in routes])
+            out.gates_LTK = torch.stack([gates for _, gates in routes])
+        return out
 
     def _run_block(self, block: Block, x_BSD: torch.Tensor):
         if not (self.args.activation_checkpointing and self.training and torch.is_grad_enabled()):

@@ -24,6 +24,8 @@ class MoEOutput:
     aux_loss: torch.Tensor | None  # the balancer's loss for this layer (training forwards only)
     counts_BE: torch.Tensor  # routed slots per sequence and expert (int64), before any dropping
     dropped: torch.Tensor  # () int64: slots dropped at expert capacity (0 without a capacity)
+    experts_TK: torch.Tensor  # each token's chosen experts (what a routing trace records)
+    gates_TK: torch.Tensor  # and their gate weights
 
 
 class MoELayer(nn.Module):
@@ -58,7 +60,9 @@ class MoELayer(nn.Module):
             y_TD = y_TD + self.shared(x_TD)
         # Balancing losses exist only to shape training; eval forwards neither compute nor count.
         aux_loss = self.balancer.loss(routing) if self.training and torch.is_grad_enabled() else None
-        return MoEOutput(y_TD.view(B, S, D), aux_loss, routing.counts_BE, routing.dropped)
+        return MoEOutput(
+            y_TD.view(B, S, D), aux_loss, routing.counts_BE, routing.dropped, routing.experts_TK, routing.gates_TK
+        )
 
     def _dispatch(self, x_TD: torch.Tensor, routing: Routing) -> torch.Tensor:
         K = routing.top_k

@@ -55,6 +55,13 @@ def ppl_vs_maxvio(summary: pd.DataFrame, path: Path) -> Path:
 
 def maxvio_over_training(curves: dict[str, list[pd.Series]], path: Path, n_configurations: int | None = None) -> Path:
     """MaxVio_batch against the step: mean over seeds as a line, min-max over seeds as a band."""
+    return over_training(curves, path, "MaxVio batch (log scale)", "Balance during training", n_configurations)
+
+
+def over_training(
+    curves: dict[str, list[pd.Series]], path: Path, ylabel: str, title: str, n_configurations: int | None = None
+) -> Path:
+    """A per-step metric against the step: mean over seeds as a line, min-max over seeds as a band."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = list(curves.items())[:MAX_LEGEND]
@@ -68,17 +75,20 @@ def maxvio_over_training(curves: dict[str, list[pd.Series]], path: Path, n_confi
             ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=f"C{i % 10}", alpha=0.15)
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("MaxVio batch (log scale)")
+    ax.set_ylabel(ylabel)
     shown = "" if n_configurations <= MAX_LEGEND else f", first {MAX_LEGEND} of {n_configurations} configurations"
-    ax.set_title(f"Balance during training (mean over seeds, band: min-max{shown})", fontsize=9)
+    ax.set_title(f"{title} (mean over seeds, band: min-max{shown})", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 
-def expert_loads(loads: dict[str, np.ndarray], layer_ids: list[int], path: Path) -> Path:
+def expert_loads(
+    loads: dict[str, np.ndarray], layer_ids: list[int], path: Path, row_notes: dict[str, list[str]] | None = None
+) -> Path:
     """(configuration, layer) x expert: load relative to a uniform router (1 = perfectly balanced).
-    One image with a band of rows per configuration (one axes draws and saves fast at any size)."""
+    One image with a band of rows per configuration (one axes draws and saves fast at any size);
+    `row_notes`: per configuration, a line of statistics beside each layer's row."""
     labels = list(loads)[:MAX_PANELS]
     blocks = [loads[label] for label in labels]  # each (L, E)
     vmax = max(2.0, max(float(b.max()) for b in blocks))
@@ -100,6 +110,7 @@ def expert_loads(loads: dict[str, np.ndarray], layer_ids: list[int], path: Path)
         colour_label="load / uniform load",
         xlabel="routed expert",
         title="Expert load on the validation set (lowest seed of each configuration)",
+        row_notes=[note for label in labels for note in (row_notes or {}).get(label, [""] * n_layers)],
     )
 
 
@@ -138,11 +149,15 @@ def _banded_heatmap(
     xlabel: str,
     title: str,
     column_groups: tuple[int, list[str]] | None = None,
+    row_notes: list[str] | None = None,
 ) -> Path:
-    """One imshow of `grid`, white lines between bands of `band` rows (and between column groups)."""
+    """One imshow of `grid`, white lines between bands of `band` rows (and between column groups),
+    and a note beside each row where `row_notes` has one."""
     plt = _pyplot()
     n_rows, n_cols = grid.shape
-    fig, ax = plt.subplots(figsize=(min(4 + 0.22 * n_cols, 16), 1.4 + 0.28 * n_rows))
+    notes = row_notes if row_notes and any(row_notes) else None
+    width = min(4 + 0.22 * n_cols, 16) + (3.2 if notes else 0)
+    fig, ax = plt.subplots(figsize=(width, 1.4 + 0.28 * n_rows))
     image = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
     for r in range(band, n_rows, band):
         ax.axhline(r - 0.5, color="white", lw=2)
@@ -156,13 +171,58 @@ def _banded_heatmap(
         _expert_ticks(ax, n_cols)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, shrink=0.8, label=colour_label)
+    for r, note in enumerate(notes or []):
+        ax.text(n_cols - 0.5 + 0.4, r, note, fontsize=6, va="center", ha="left", family="monospace", clip_on=False)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colour_label, pad=0.32 if notes else 0.05)
     return _save(fig, path)
 
 
-def _expert_ticks(ax, n_experts: int) -> None:
+MAX_LAYER_PANELS = 12  # layers drawn in a load-history figure (evenly spread over the model's MoE layers)
+
+
+def load_history(
+    first_R: np.ndarray, steps_R: np.ndarray, layer_ids: list[int], counts_RLE: np.ndarray, path: Path, title: str
+) -> Path:
+    """Per MoE layer a panel of optimizer step x expert: each recorded step's (or merged run of steps')
+    load / uniform load, 1 = balanced, 0 = dead (no token), 4+ = saturated (one expert taking many
+    times its share), so when and where an expert collapsed or died shows at a glance."""
+    plt = _pyplot()
+    from matplotlib.colors import TwoSlopeNorm
+
+    n_rows, n_layers, n_experts = counts_RLE.shape
+    shown = sorted({round(i * (n_layers - 1) / max(MAX_LAYER_PANELS - 1, 1)) for i in range(MAX_LAYER_PANELS)})
+    shown = shown if n_layers > MAX_LAYER_PANELS else list(range(n_layers))
+    counts = counts_RLE.astype(np.float64)
+    relative_RLE = counts / counts.mean(axis=2, keepdims=True).clip(min=1e-12)
+    norm = TwoSlopeNorm(vmin=0.0, vcenter=1.0, vmax=max(2.0, min(float(relative_RLE.max()), 4.0)))
+    x_edges = np.append(first_R - 1, first_R[-1] - 1 + steps_R[-1])  # step s covers (s-1, s]
+    n_cols = 1 if len(shown) <= 3 else 2
+    n_panel_rows = -(-len(shown) // n_cols)
+    panel_height = 1.1 + 0.025 * n_experts
+    fig, axes = plt.subplots(
+        n_panel_rows, n_cols, figsize=(7 * n_cols, 0.8 + panel_height * n_panel_rows), sharex=True, squeeze=False
+    )
+    for ax, layer in zip(axes.flat, shown):
+        mesh = ax.pcolormesh(
+            x_edges, np.arange(n_experts + 1) - 0.5, relative_RLE[:, layer].T, cmap="RdBu_r", norm=norm, rasterized=True
+        )
+        ax.set_title(f"layer {layer_ids[layer]}", fontsize=8)
+        ax.set_ylabel("expert", fontsize=7)
+        _expert_ticks(ax, n_experts, axis="y")
+    for ax in axes.flat[len(shown) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("optimizer step", fontsize=8)
+    merged = f"; a column sums {int(steps_R.max())} steps" if steps_R.max() > 1 else ""
+    some = f", {len(shown)} of {n_layers} MoE layers" if len(shown) < n_layers else ""
+    fig.suptitle(f"{title}: expert load / uniform load per step{merged}{some}", fontsize=9)
+    fig.colorbar(mesh, ax=axes, shrink=0.9, label="load / uniform load", extend="max")
+    return _save(fig, path, tight=False)
+
+
+def _expert_ticks(ax, n_experts: int, axis: str = "x") -> None:
     step = max(1, n_experts // 16)
-    ax.set_xticks(range(0, n_experts, step))
+    (ax.set_xticks if axis == "x" else ax.set_yticks)(range(0, n_experts, step))
     ax.tick_params(labelsize=6)
 
 

@@ -39,6 +39,7 @@ _NOT_IN_HASH = (
     "seeds",
     "checkpoint",
     "alerts",
+    "diagnostics",
     "resume_run_id",
     "resume_ckpt",
     "balance_update_rate_auto",
@@ -243,6 +244,14 @@ class TrackedRun:
     def log_json(self, obj: Any, artifact_file: str) -> None:
         self.log_text(json.dumps(obj), artifact_file)
 
+    def log_file(self, local_path: Path, artifact_dir: str) -> None:
+        """A binary artifact (parquet, PNG), sent now: a store that is away leaves it where it is, in
+        the run's output folder, with a line saying so (the run's status is not at stake)."""
+        try:
+            self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
+        except Exception as exc:  # noqa: BLE001 - the file stays on disk; say where
+            print(f"balance-lab: {local_path.name} not stored ({str(exc).splitlines()[0]}); kept at {local_path}")
+
     def set_tag(self, key: str, value: str) -> None:
         self.outbox.set_tag(key, value)
 
@@ -265,6 +274,9 @@ class FollowerRun:
         pass
 
     def log_json(self, obj, artifact_file: str) -> None:
+        pass
+
+    def log_file(self, local_path, artifact_dir: str) -> None:
         pass
 
     def set_tag(self, key: str, value: str) -> None:

@@ -80,6 +80,7 @@ def build_model(spec: RunSpec | DictConfig):
 
 
 def build_module(spec: RunSpec, datamodule):
+    from balance_lab.diagnostics.args import DiagnosticsArgs
     from balance_lab.training.lit_module import MoELMModule
 
     return MoELMModule(
@@ -88,6 +89,7 @@ def build_module(spec: RunSpec, datamodule):
         total_steps=spec.max_steps,
         domains=datamodule.domains,
         bytes_per_token=datamodule.bytes_per_token,
+        diagnostics=spec.diagnostics or DiagnosticsArgs(),
     )
 
 

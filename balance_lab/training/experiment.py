@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -46,6 +47,7 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
     import torch
 
     from balance_lab.config.validation import auto_note, check_config
+    from balance_lab.diagnostics.artifacts import log_routing_records
     from balance_lab.store.patience import wait_for_store
     from balance_lab.store.reachable import check_reachable
     from balance_lab.store.tracking import launched_as_rank_zero
@@ -95,7 +97,13 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
             run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         L.seed_everything(cfg.seed, verbose=False)  # the model's initial weights follow the seed
         module = build_module(spec, datamodule)  # inside the run: a bug here is a FAILED run with its traceback
-        metrics, throughput = _fit(spec, datamodule, module, run, name, output_dir, resume_ckpt)
+        try:
+            metrics, throughput = _fit(spec, datamodule, module, run, name, output_dir, resume_ckpt)
+        except BaseException:  # a failed or stopped run keeps what it recorded of its routing
+            with contextlib.suppress(Exception):
+                log_routing_records(module, run, Path(output_dir), name, draw=False)
+            raise
+        log_routing_records(module, run, Path(output_dir), name)
         warnings = routing_alerts(metrics, module.val_loads, cfg.get("alerts"))
         if warnings:
             run.set_tag(TAG_WARNING, "; ".join(warnings))

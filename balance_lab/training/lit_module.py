@@ -15,6 +15,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from balance_lab.diagnostics.args import DiagnosticsArgs
+from balance_lab.diagnostics.load_history import LoadHistory
+from balance_lab.diagnostics.trace import RoutingTrace
 from balance_lab.distributed import all_reduce_sum
 from balance_lab.metrics import LOAD_STAT_NAMES, ep_degrees, load_statistics, maxvio_per_layer, top_expert_frequency
 from balance_lab.model.lm import MoELM
@@ -39,7 +42,13 @@ def _nll(logits_BSV: torch.Tensor, targets_BS: torch.Tensor, reduction: str = "m
 
 class MoELMModule(L.LightningModule):
     def __init__(
-        self, model: MoELM, optim: Mapping[str, Any], total_steps: int, domains: list[str], bytes_per_token: float = 1.0
+        self,
+        model: MoELM,
+        optim: Mapping[str, Any],
+        total_steps: int,
+        domains: list[str],
+        bytes_per_token: float = 1.0,
+        diagnostics: DiagnosticsArgs = DiagnosticsArgs(),
     ):
         super().__init__()
         self.model = model
@@ -61,12 +70,27 @@ class MoELMModule(L.LightningModule):
         self.register_buffer("step_dropped_2", torch.zeros(2, dtype=torch.int64), persistent=False)
         self.register_buffer("dropped_frac_sum", torch.zeros((), dtype=torch.float64))
         self.val_loads: dict[str, Any] | None = None  # filled by each validation epoch
+        # What the run records about its routing (diagnostics/): every step's loads, a trace on request.
+        self.load_history = (
+            LoadHistory(self.layer_ids, n_experts, diagnostics.load_history_rows) if diagnostics.load_history else None
+        )
+        d = diagnostics
+        self.trace = (
+            RoutingTrace(self.layer_ids, self.domains, d.trace_every, d.trace_tokens, d.trace_max_rows)
+            if d.trace_every
+            else None
+        )
+        self._val_traced = 0  # tokens of the current validation traced so far
         self.val_step: int | None = None  # global step of the last validation
 
     # ---- training -------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs_BS, targets_BS = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
-        out = self.model(inputs_BS)
+        step = self.global_step + 1  # the optimizer step this micro-batch belongs to (1-based, as the metrics)
+        traced = self.trace is not None and not self._micro_losses and self.trace.wants_step(step)
+        out = self.model(inputs_BS, trace=True) if traced else self.model(inputs_BS)
+        if traced:
+            self.trace.add("train", step, inputs_BS, batch["domain"], out.experts_LTK, out.gates_LTK)
         lm_loss = _nll(out.logits_BSV, targets_BS)
         loss = lm_loss + out.aux_loss
         self._micro_losses.append(torch.stack([loss, lm_loss, out.aux_loss]).detach())
@@ -87,6 +111,8 @@ class MoELMModule(L.LightningModule):
         counts_LE, dropped_2 = reduced[:-2].view_as(self.step_counts_LE), reduced[-2:]
         for layer, counts_E in zip(self.model.moe_layers, counts_LE):
             layer.balancer.step_end(counts_E)
+        if self.load_history is not None:  # kept on the device until a logged step's transfer
+            self.load_history.record(self.global_step + 1, counts_LE)
         vio_L = maxvio_per_layer(counts_LE)
         compute_vio = torch.stack(self._micro_vio).mean()
         self.vio_sums_2 += torch.stack([vio_L.mean(), compute_vio])
@@ -111,10 +137,12 @@ class MoELMModule(L.LightningModule):
         every = self.trainer.log_every_n_steps
         last = self.trainer.max_steps > 0 and self.global_step >= self.trainer.max_steps
         if not every or (self.global_step % every and not self.trainer.should_stop and not last):
+            if self.load_history is not None and len(self.load_history.pending) >= 256:  # no logging for long
+                self.load_history.flush()
             return
         ranges = [r for layer in self.model.moe_layers if (r := layer.balancer.bias_range()) is not None]
         degrees = ep_degrees(counts_LE.shape[1])
-        values = torch.cat(
+        logged = torch.cat(
             [
                 losses_3.double(),
                 vio_L,
@@ -123,7 +151,8 @@ class MoELMModule(L.LightningModule):
                 load_statistics(counts_LE, degrees).to(vio_L),
                 torch.stack(ranges).to(vio_L) if ranges else vio_L[:0],
             ]
-        ).tolist()  # one host sync
+        )
+        values = self._to_host(logged)  # one host sync, which also brings the load history's pending steps
         (loss, lm_loss, aux_loss), rest = values[:3], values[3:]
         vio, (compute, dropped), rest = rest[: len(vio_L)], rest[len(vio_L) : len(vio_L) + 2], rest[len(vio_L) + 2 :]
         names = [*LOAD_STAT_NAMES, *(f"straggler_ep{p}" for p in degrees)]
@@ -137,6 +166,16 @@ class MoELMModule(L.LightningModule):
             | {f"train/{name}": value for name, value in load_stats.items()}
         )
 
+    def _to_host(self, logged: torch.Tensor) -> list[float]:
+        """`logged` as floats, moved in one transfer with the load history's pending step counts
+        (exact in float64: counts below 2**53)."""
+        steps, pending_NLE = self.load_history.take_pending() if self.load_history is not None else ([], None)
+        if pending_NLE is None:
+            return logged.tolist()
+        host = torch.cat([logged, pending_NLE.flatten().to(logged.dtype)]).cpu()
+        self.load_history.add(steps, host[len(logged) :].view(pending_NLE.shape).long().numpy())
+        return host[: len(logged)].tolist()
+
     def _log_initial_routing(self, vio_L: torch.Tensor) -> None:
         """`init/maxvio_batch` (+ per layer) at step 0, written once straight to the logger: through
         self.log, Lightning would hold it until the next logging step and repeat it at every later one."""
@@ -149,10 +188,21 @@ class MoELMModule(L.LightningModule):
             step=0,
         )
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.load_history is not None:
+            checkpoint["load_history"] = self.load_history.state_dict()
+        if self.trace is not None:
+            checkpoint["routing_trace"] = self.trace.state_dict()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A checkpoint written before a counter existed resumes with it at zero (its run had no capacity).
         state = checkpoint["state_dict"]
         state.setdefault("dropped_frac_sum", torch.zeros((), dtype=torch.float64))
+        # Older checkpoints have no history: the resumed run's starts at the resumed step.
+        if self.load_history is not None and "load_history" in checkpoint:
+            self.load_history.load_state_dict(checkpoint["load_history"])
+        if self.trace is not None and "routing_trace" in checkpoint:
+            self.trace.load_state_dict(checkpoint["routing_trace"])
 
     def on_train_end(self) -> None:
         self.loss_watch.check_now()
@@ -201,13 +251,22 @@ class MoELMModule(L.LightningModule):
         self._val_tokens_D = torch.zeros(n_domains, dtype=torch.int64, device=self.device)
         self._val_counts_DLE = torch.zeros(n_domains, n_layers, n_experts, dtype=torch.int64, device=self.device)
         self._val_dropped = torch.zeros((), dtype=torch.int64, device=self.device)
+        self._val_traced = 0
+        if self.load_history is not None:  # validation waits for the device anyway
+            self.load_history.flush()
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         inputs_BS, targets_BS = batch["tokens"][:, :-1], batch["tokens"][:, 1:]
-        out = self.model(inputs_BS)
+        domain_B = batch["domain"]
+        traced = self.trace is not None and self.trace.wants_validation(self._val_traced)
+        out = self.model(inputs_BS, trace=True) if traced else self.model(inputs_BS)
+        if traced:
+            limit = self.trace.tokens - self._val_traced
+            self._val_traced += self.trace.add(
+                "val", self.global_step, inputs_BS, domain_B, out.experts_LTK, out.gates_LTK, limit
+            )
         nll = _nll(out.logits_BSV, targets_BS, reduction="sum")
         self._val_nll += nll.double()
-        domain_B = batch["domain"]
         self._val_tokens_D.index_add_(0, domain_B, torch.full_like(domain_B, targets_BS.shape[1]))
         self._val_counts_DLE.index_add_(0, domain_B, out.counts_LBE.transpose(0, 1))
         self._val_dropped += out.dropped_L.sum()

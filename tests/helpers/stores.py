@@ -36,3 +36,12 @@ def all_runs(uri: str):
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments) if experiments else []
+
+
+def artifact_frame(uri: str, run_id: str, path: str, folder: Path):
+    """A run's parquet artifact (e.g. loads/steps.parquet) as a pandas frame, downloaded to `folder`."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return pd.read_parquet(MlflowClient(uri).download_artifacts(run_id, path, str(folder)))

@@ -1,0 +1,43 @@
+"""The `diagnostics` config block: what a run records, not what it trains (outside the config hash)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from omegaconf import DictConfig
+
+from balance_lab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DiagnosticsArgs:
+    load_history: bool = True  # every optimizer step's tokens per layer and expert: loads/steps.parquet
+    load_history_rows: int = 2048  # rows per layer kept; past it adjacent rows merge pairwise
+    trace_every: int = 0  # routing trace of every N-th optimizer step (0: off)
+    trace_tokens: int = 1024  # tokens traced per sampled step and per validation
+    trace_max_rows: int = 2_000_000  # the trace stops growing here (one row = token x layer x chosen expert)
+
+
+LOWEST = {"load_history_rows": 2, "trace_every": 0, "trace_tokens": 1, "trace_max_rows": 1}
+
+
+def check_diagnostics(cfg: DictConfig) -> DiagnosticsArgs:
+    """The block's values (defaults where a config predates it); ConfigError for a bad one."""
+    from balance_lab.config.validation import number
+
+    block = cfg.get("diagnostics")
+    if block is None:
+        return DiagnosticsArgs()
+    known = [f.name for f in fields(DiagnosticsArgs)]
+    unknown = sorted(set(block) - set(known))
+    if unknown:
+        raise ConfigError(f"diagnostics.{unknown[0]}: not a diagnostics field; choose from {', '.join(known)}")
+    values = {}
+    for name, low in LOWEST.items():
+        if name in block:
+            values[name] = int(number(cfg, f"diagnostics.{name}", int, low=low))
+    if "load_history" in block:
+        if not isinstance(block.load_history, bool):
+            raise ConfigError(f"diagnostics.load_history={block.load_history!r}: must be true or false")
+        values["load_history"] = block.load_history
+    return DiagnosticsArgs(**values)

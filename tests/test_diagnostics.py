@@ -1,0 +1,107 @@
+"""The routing records of a run (diagnostics/): every step's loads kept under a row cap and through
+a checkpoint, and the routing trace equal to what the routers decided in the same forward pass."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from balance_lab.diagnostics.load_history import LoadHistory, read
+from balance_lab.diagnostics.trace import RoutingTrace
+from balance_lab.model import MoELM
+from balance_lab.model.args import ModelArgs
+from balance_lab.model.router import Router
+
+LAYERS, EXPERTS = [1, 2], 4
+
+
+def step_counts(step: int) -> torch.Tensor:
+    """(L, E) counts that differ per step and layer (so a misplaced step shows)."""
+    return torch.arange(LAYERS.__len__() * EXPERTS).view(len(LAYERS), EXPERTS) + 100 * step
+
+
+def test_past_the_row_cap_rows_merge_pairwise_keeping_every_slot_and_every_step():
+    history = LoadHistory(LAYERS, EXPERTS, max_rows=4)
+    for step in range(1, 12):
+        history.record(step, step_counts(step))
+        if step % 3 == 0:
+            history.flush()
+    first, steps, layer_ids, counts = read_frame(history.frame())
+    assert len(first) <= 4 and layer_ids == LAYERS
+    # contiguous: each row starts where the last ended, from step 1 to step 11
+    assert first[0] == 1 and list(first[1:]) == list(first[:-1] + steps[:-1]) and first[-1] + steps[-1] == 12
+    assert list(steps) == [4, 4, 3]  # merged twice (span 4), the last row still filling
+    want = torch.stack([step_counts(s) for s in range(1, 12)]).sum(dim=0).numpy()
+    assert np.array_equal(counts.sum(axis=0), want)  # every slot of the run, merged or not
+    assert np.array_equal(counts[0], torch.stack([step_counts(s) for s in range(1, 5)]).sum(dim=0).numpy())
+
+
+def test_a_history_continued_from_its_checkpoint_equals_one_never_interrupted():
+    whole, first_leg = LoadHistory(LAYERS, EXPERTS, max_rows=4), LoadHistory(LAYERS, EXPERTS, max_rows=4)
+    for step in range(1, 10):
+        whole.record(step, step_counts(step))
+        if step <= 6:
+            first_leg.record(step, step_counts(step))
+    saved = first_leg.state_dict()  # flushes the pending steps
+    resumed = LoadHistory(LAYERS, EXPERTS, max_rows=4)
+    resumed.load_state_dict(saved)
+    for step in range(7, 10):
+        resumed.record(step, step_counts(step))
+    pd.testing.assert_frame_equal(resumed.frame(), whole.frame())
+    resumed.record(9, step_counts(9))
+    with pytest.raises(ValueError, match="step 9 recorded again"):
+        resumed.flush()
+
+
+def read_frame(frame: pd.DataFrame):
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    buffer.seek(0)
+    return read(buffer)
+
+
+def test_the_trace_rows_are_the_routing_of_the_forward_pass():
+    torch.manual_seed(0)
+    args = ModelArgs(
+        vocab_size=64, seq_len=8, d_model=16, n_layers=3, n_heads=2, n_dense_layers=1, dense_hidden=32,
+        n_routed_experts=8, n_shared_experts=1, top_k=2, expert_hidden=8,
+    )  # fmt: skip
+    from balance_lab.balancing import build_balancer
+
+    balance = {"name": "lf", "update_rate": 1e-2, "alpha": 0.0}
+    model = MoELM(args, make_balancer=lambda: build_balancer(balance, 8)).eval()
+    decided, routers = [], [m for m in model.modules() if isinstance(m, Router)]
+    hooks = [m.register_forward_hook(lambda m, i, out: decided.append(out)) for m in routers]
+    tokens_BS, domain_B = torch.randint(0, 64, (3, 8)), torch.tensor([1, 0, 1])
+    with torch.no_grad():
+        out = model(tokens_BS, trace=True)
+    for hook in hooks:
+        hook.remove()
+    trace = RoutingTrace(args.moe_layer_ids, ["code", "prose"], every=1, tokens=20, max_rows=10**6)
+    assert trace.add("val", 5, tokens_BS, domain_B, out.experts_LTK, out.gates_LTK) == 20  # 2.5 sequences
+    frame = trace.frame()
+    assert len(frame) == 20 * 2 * 2  # tokens x layers x K
+    for layer_id, routing in zip(args.moe_layer_ids, decided):
+        rows = frame[frame["layer"] == layer_id]
+        assert np.array_equal(rows["expert"].to_numpy(), routing.experts_TK[:20].reshape(-1).numpy())
+        assert np.allclose(rows["gate"].to_numpy(), routing.gates_TK[:20].reshape(-1).numpy())
+        assert np.array_equal(rows["token"].to_numpy()[::2], tokens_BS.reshape(-1)[:20].numpy())
+    first = frame[frame["layer"] == args.moe_layer_ids[0]].iloc[::2]
+    assert list(first["sequence"])[:9] == [0] * 8 + [1] and list(first["position"])[:9] == [*range(8), 0]
+    assert list(first["domain"])[:9] == ["prose"] * 8 + ["code"] and set(frame["source"]) == {"val"}
+    assert set(frame["step"]) == {5}
+
+
+def test_the_trace_stops_at_its_row_cap_and_survives_a_checkpoint():
+    trace = RoutingTrace([1], ["a"], every=2, tokens=4, max_rows=10)
+    experts, gates = torch.zeros(1, 4, 2, dtype=torch.int64), torch.ones(1, 4, 2)
+    tokens, domain = torch.zeros(1, 4, dtype=torch.int64), torch.zeros(1, dtype=torch.int64)
+    assert trace.wants_step(2) and not trace.wants_step(3)
+    assert trace.add("train", 2, tokens, domain, experts, gates) == 4  # 8 rows
+    assert trace.add("train", 4, tokens, domain, experts, gates) == 0 and trace.full and not trace.wants_step(6)
+    again = RoutingTrace([1], ["a"], every=2, tokens=4, max_rows=10)
+    again.load_state_dict(trace.state_dict())
+    pd.testing.assert_frame_equal(again.frame(), trace.frame())
+    assert again.full
