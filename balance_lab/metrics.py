@@ -25,11 +25,6 @@ def top_expert_frequency(counts_LE: torch.Tensor, tokens: int) -> torch.Tensor:
     return counts_LE.to(torch.float64).max(dim=-1).values / max(tokens, 1)
 
 
-def ep_degrees(n_experts: int) -> list[int]:
-    """Expert-parallel degrees worth reporting: every power of two from 2 to E that divides E."""
-    return [p for p in (2**i for i in range(1, n_experts.bit_length())) if n_experts % p == 0]
-
-
 def load_statistics(counts_LE: torch.Tensor, degrees: Sequence[int] = ()) -> torch.Tensor:
     """(4 + len(degrees),) on the device, each averaged over layers: the loads' coefficient of
     variation, exp(entropy) / E of the load distribution (effective share of experts in use), the

@@ -6,13 +6,17 @@ import pandas as pd
 import pytest
 import torch
 
+from balance_lab.diagnostics.artifacts import ARTIFACT_DIR, HISTORY_FILE
 from balance_lab.diagnostics.load_history import LoadHistory, read
 from balance_lab.diagnostics.trace import RoutingTrace
 from balance_lab.model import MoELM
 from balance_lab.model.args import ModelArgs
 from balance_lab.model.router import Router
+from balance_lab.report import collect, history
+from tests.helpers.groups import SWEPT_GROUP
 
 LAYERS, EXPERTS = [1, 2], 4
+HISTORY = f"{ARTIFACT_DIR}/{HISTORY_FILE}"
 
 
 def step_counts(step: int) -> torch.Tensor:
@@ -105,3 +109,35 @@ def test_the_trace_stops_at_its_row_cap_and_survives_a_checkpoint():
     again.load_state_dict(trace.state_dict())
     pd.testing.assert_frame_equal(again.frame(), trace.frame())
     assert again.full
+
+
+@pytest.mark.slow
+@SWEPT_GROUP
+def test_every_run_records_its_step_loads_and_the_report_draws_them(swept):
+    """Each run's loads/steps.parquet holds every routed slot of the run (steps x sequences x tokens
+    x K per MoE layer), and the report draws a heatmap per configuration and the straggler plot."""
+    from mlflow.tracking import MlflowClient
+
+    runs = collect.load_sweep(swept.uri, "paper_main").finished
+    client = MlflowClient(swept.uri)
+    for row in runs.itertuples():
+        params = client.get_run(row.run_id).data.params
+        first, steps, layer_ids, counts = read(collect.artifact_file(row.artifact_uri, row.run_id, HISTORY, swept.uri))
+        n_moe = int(params["model.n_layers"]) - int(params["model.n_dense_layers"])
+        slots = int(params["data.batch_size"]) * int(params["model.seq_len"]) * int(params["model.top_k"])
+        assert list(first) == list(range(1, int(params["trainer.max_steps"]) + 1)) and set(steps) == {1}
+        assert counts.shape[1] == n_moe and (counts.sum(axis=(1, 2)) == slots * n_moe).all()
+    markdown = (swept.reports / "report.md").read_text()
+    assert "### Straggler factor over training" in markdown
+    for label in runs["label"].unique():
+        assert f"### Expert load over training: {label} (lowest seed)" in markdown
+    assert len(list((swept.reports / "plots" / "load_history").glob("*.png"))) == runs["label"].nunique()
+
+
+@SWEPT_GROUP
+def test_configurations_whose_runs_predate_the_load_history_are_left_out_of_its_figures(swept, tmp_path):
+    runs = collect.load_sweep(swept.uri, "paper_main").finished
+    old_label, new_label = sorted(runs["label"].unique())
+    runs.loc[runs["label"] == old_label, "artifact_uri"] = str(tmp_path)  # as a run from before: no such artifact
+    drawn = history.load_history_plots(runs, [old_label, new_label], swept.uri, tmp_path)
+    assert list(drawn) == [f"{history.HISTORY_PREFIX}{new_label}"] and all(p.exists() for p in drawn.values())

@@ -194,13 +194,20 @@ def read_val_loads(runs: pd.DataFrame, tracking_uri: str) -> dict[str, dict]:
 
 
 def artifact_text(artifact_uri: str, run_id: str, path: str, tracking_uri: str) -> str:
+    return artifact_file(artifact_uri, run_id, path, tracking_uri).read_text()
+
+
+def artifact_file(artifact_uri: str, run_id: str, path: str, tracking_uri: str) -> Path:
+    """A run's artifact as a local file: in place for a local store, downloaded otherwise."""
     parsed = urlparse(artifact_uri)
     if parsed.scheme in ("", "file"):
-        return (Path(unquote(parsed.path)) / path).read_text()
+        local = Path(unquote(parsed.path)) / path
+        if not local.exists():
+            raise FileNotFoundError(local)
+        return local
     import mlflow
 
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri)
-    return Path(local).read_text()
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri))
 
 
 def metric_histories(run_ids: list[str], key: str, tracking_uri: str) -> dict[str, pd.Series]:

@@ -12,9 +12,19 @@ from balance_lab.report import collect, published, sequential, stats
 PLOTS = {
     "ppl_vs_maxvio": "Perplexity vs MaxVio_global",
     "maxvio_batch_steps": "MaxVio_batch over training",
-    "expert_loads": "Expert loads per layer",
+    "expert_loads": "Expert loads per layer (validation set; beside each layer its load statistics)",
+    "straggler_steps": "Straggler factor over training",
     "domain_specialisation": "Expert selection per domain",
 }
+
+
+def plot_title(name: str) -> str:
+    """A plot's heading: PLOTS's, or the configuration's for its load-history heatmap."""
+    from balance_lab.report.history import HISTORY_PREFIX
+
+    if name.startswith(HISTORY_PREFIX):
+        return f"Expert load over training: {name.removeprefix(HISTORY_PREFIX)} (lowest seed)"
+    return PLOTS[name]
 
 
 @dataclass

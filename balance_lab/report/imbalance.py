@@ -20,10 +20,19 @@ import math
 
 import numpy as np
 
+from balance_lab.diagnostics.expert_parallel import ep_degrees
+
 CAPACITY_FACTORS = (1.0, 1.25)
 
 
 def load_statistics(counts_LE: np.ndarray) -> dict[str, float]:
+    """The statistics below, averaged over layers."""
+    return {key: float(values_L.mean()) for key, values_L in layer_statistics(counts_LE).items()}
+
+
+def layer_statistics(counts_LE: np.ndarray) -> dict[str, np.ndarray]:
+    """Per MoE layer (L,): the loads' CV, min / p50 / p95 / max relative to uniform, the effective
+    share exp(entropy) / E, and the dead-expert fraction."""
     counts_LE = np.asarray(counts_LE, dtype=np.float64)
     mean_L1 = counts_LE.mean(axis=1, keepdims=True).clip(min=1e-12)
     relative_LE = counts_LE / mean_L1
@@ -32,19 +41,30 @@ def load_statistics(counts_LE: np.ndarray) -> dict[str, float]:
         entropy_L = -np.where(share_LE > 0, share_LE * np.log(share_LE), 0.0).sum(axis=1)
     n_experts = counts_LE.shape[1]
     return {
-        "cv": float((relative_LE.std(axis=1)).mean()),
-        "min": float(relative_LE.min(axis=1).mean()),
-        "p50": float(np.percentile(relative_LE, 50, axis=1).mean()),
-        "p95": float(np.percentile(relative_LE, 95, axis=1).mean()),
-        "max": float(relative_LE.max(axis=1).mean()),
-        "effective_share": float((np.exp(entropy_L) / n_experts).mean()),
-        "dead_frac": float((counts_LE == 0).mean()),
+        "cv": relative_LE.std(axis=1),
+        "min": relative_LE.min(axis=1),
+        "p50": np.percentile(relative_LE, 50, axis=1),
+        "p95": np.percentile(relative_LE, 95, axis=1),
+        "max": relative_LE.max(axis=1),
+        "effective_share": np.exp(entropy_L) / n_experts,
+        "dead_frac": (counts_LE == 0).mean(axis=1),
     }
 
 
-def ep_degrees(n_experts: int) -> list[int]:
-    """Every power of two from 2 to E that divides E."""
-    return [p for p in (2**i for i in range(1, int(math.log2(n_experts)) + 1)) if n_experts % p == 0]
+def layer_notes(counts_LE: np.ndarray) -> list[str]:
+    """One short line of statistics per layer, drawn beside the validation-load heatmap."""
+    counts_LE = np.asarray(counts_LE, dtype=np.float64)
+    stats = layer_statistics(counts_LE)
+    ranks = 8 if 8 in ep_degrees(counts_LE.shape[1]) else (ep_degrees(counts_LE.shape[1]) or [1])[-1]
+    notes = []
+    for layer, counts_E in enumerate(counts_LE):
+        straggler = straggler_factor(counts_E[None], ranks)
+        dead = int((counts_E == 0).sum())
+        notes.append(
+            f"CV {stats['cv'][layer]:.2f}  eff {stats['effective_share'][layer]:.2f}  "
+            f"p95 {stats['p95'][layer]:.2f}  EP{ranks} {straggler:.2f}  dead {dead}"
+        )
+    return notes
 
 
 def straggler_factor(counts_LE: np.ndarray, ranks: int) -> float:

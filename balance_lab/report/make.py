@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from balance_lab.errors import ConfigError
-from balance_lab.report import collect, html, imbalance, plots, published, render, sequential, stats
+from balance_lab.report import collect, history, html, imbalance, plots, published, render, sequential, stats
 from balance_lab.report.contents import Report
 
 PAIRED_KEYS = ("val/ppl", "val/bpb", "val/maxvio_global", "train/maxvio_batch_mean")
@@ -150,7 +150,13 @@ def _draw(report: Report, out: Path) -> dict[str, str]:
     layer_ids = next((item.get("layer_ids") for item in loads.values() if item.get("layer_ids")), None)
     layer_ids = layer_ids or list(range(max((len(r) for r in relative.values()), default=0)))
     if relative:
-        paths["expert_loads"] = plots.expert_loads(relative, layer_ids, out / "plots" / "expert_loads.png")
+        notes = {label: imbalance.layer_notes(counts) for label, counts in relative.items()}
+        paths["expert_loads"] = plots.expert_loads(relative, layer_ids, out / "plots" / "expert_loads.png", notes)
+        n_experts = next(iter(relative.values())).shape[1]
+        straggler = history.straggler_plot(runs, order, n_experts, report.tracking_uri, out)
+        if straggler is not None:
+            paths["straggler_steps"] = straggler
+    paths |= history.load_history_plots(runs, order, report.tracking_uri, out)
     if frequency:
         paths["domain_specialisation"] = plots.domain_specialisation(
             frequency, layer_ids, out / "plots" / "domain_specialisation.png"

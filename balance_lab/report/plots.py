@@ -59,7 +59,12 @@ def maxvio_over_training(curves: dict[str, list[pd.Series]], path: Path, n_confi
 
 
 def over_training(
-    curves: dict[str, list[pd.Series]], path: Path, ylabel: str, title: str, n_configurations: int | None = None
+    curves: dict[str, list[pd.Series]],
+    path: Path,
+    ylabel: str,
+    title: str,
+    n_configurations: int | None = None,
+    log: bool = True,
 ) -> Path:
     """A per-step metric against the step: mean over seeds as a line, min-max over seeds as a band."""
     plt = _pyplot()
@@ -73,7 +78,8 @@ def over_training(
         ax.plot(table.index, table.mean(axis=1), color=f"C{i % 10}", label=label, lw=1.4)
         if table.shape[1] > 1:
             ax.fill_between(table.index, table.min(axis=1), table.max(axis=1), color=f"C{i % 10}", alpha=0.15)
-    ax.set_yscale("log")
+    if log:
+        ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
     shown = "" if n_configurations <= MAX_LEGEND else f", first {MAX_LEGEND} of {n_configurations} configurations"
@@ -173,7 +179,7 @@ def _banded_heatmap(
     ax.set_title(title, fontsize=9)
     for r, note in enumerate(notes or []):
         ax.text(n_cols - 0.5 + 0.4, r, note, fontsize=6, va="center", ha="left", family="monospace", clip_on=False)
-    fig.colorbar(image, ax=ax, shrink=0.8, label=colour_label, pad=0.32 if notes else 0.05)
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colour_label, pad=0.2 if notes else 0.05)
     return _save(fig, path)
 
 
@@ -200,7 +206,12 @@ def load_history(
     n_panel_rows = -(-len(shown) // n_cols)
     panel_height = 1.1 + 0.025 * n_experts
     fig, axes = plt.subplots(
-        n_panel_rows, n_cols, figsize=(7 * n_cols, 0.8 + panel_height * n_panel_rows), sharex=True, squeeze=False
+        n_panel_rows,
+        n_cols,
+        figsize=(7 * n_cols, 0.8 + panel_height * n_panel_rows),
+        sharex=True,
+        squeeze=False,
+        layout="constrained",
     )
     for ax, layer in zip(axes.flat, shown):
         mesh = ax.pcolormesh(
@@ -211,12 +222,14 @@ def load_history(
         _expert_ticks(ax, n_experts, axis="y")
     for ax in axes.flat[len(shown) :]:
         ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("optimizer step", fontsize=8)
+    for column in range(n_cols):  # the lowest panel drawn in each column carries the step axis
+        lowest = [ax for ax in axes[:, column] if ax.get_visible()][-1]
+        lowest.xaxis.set_tick_params(labelbottom=True)
+        lowest.set_xlabel("optimizer step", fontsize=8)
     merged = f"; a column sums {int(steps_R.max())} steps" if steps_R.max() > 1 else ""
     some = f", {len(shown)} of {n_layers} MoE layers" if len(shown) < n_layers else ""
     fig.suptitle(f"{title}: expert load / uniform load per step{merged}{some}", fontsize=9)
-    fig.colorbar(mesh, ax=axes, shrink=0.9, label="load / uniform load", extend="max")
+    fig.colorbar(mesh, ax=axes, shrink=min(0.9, 4 / n_panel_rows), label="load / uniform load", extend="max")
     return _save(fig, path, tight=False)
 
 

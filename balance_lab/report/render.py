@@ -9,7 +9,7 @@ import pandas as pd
 
 from balance_lab.report import imbalance, stats
 from balance_lab.report import render_evidence as evidence
-from balance_lab.report.contents import PLOTS, Report
+from balance_lab.report.contents import Report, plot_title
 
 MAXVIO_NOTE = (
     "MaxVio = (max load - mean load) / mean load per MoE layer, averaged over layers: *global* over "
@@ -249,7 +249,8 @@ def markdown(report: Report) -> str:
     if report.plots:
         parts += ["## Plots", ""]
         for name, path in report.plots.items():
-            parts += [f"### {PLOTS[name]}", "", f"![{PLOTS[name]}]({path})", ""]
+            title = plot_title(name)
+            parts += [f"### {title}", "", f"![{title}]({path})", ""]
     if not runs.unfinished.empty:
         rows = [
             [f"`{r.run_name}`", r.status, str(r.reason)[:200] or "-", f"`{r.run_id}`"]

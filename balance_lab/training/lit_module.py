@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from balance_lab.diagnostics.args import DiagnosticsArgs
+from balance_lab.diagnostics.expert_parallel import ep_degrees
 from balance_lab.diagnostics.load_history import LoadHistory
 from balance_lab.diagnostics.trace import RoutingTrace
 from balance_lab.distributed import all_reduce_sum
-from balance_lab.metrics import LOAD_STAT_NAMES, ep_degrees, load_statistics, maxvio_per_layer, top_expert_frequency
+from balance_lab.metrics import LOAD_STAT_NAMES, load_statistics, maxvio_per_layer, top_expert_frequency
 from balance_lab.model.lm import MoELM
 from balance_lab.training.loss_watch import LossWatch
 

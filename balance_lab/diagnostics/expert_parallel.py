@@ -1,0 +1,6 @@
+"""Expert-parallel degrees worth reporting a straggler factor for (training metrics and the report)."""
+
+
+def ep_degrees(n_experts: int) -> list[int]:
+    """Every power of two from 2 to E that divides E (E experts placed contiguously on P ranks)."""
+    return [p for p in (2**i for i in range(1, n_experts.bit_length())) if n_experts % p == 0]

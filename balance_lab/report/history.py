@@ -1,0 +1,77 @@
+"""The report's figures from the runs' routing records: each configuration's expert load over training
+(loads/steps.parquet of its lowest seed, as the validation-load heatmap) and the straggler factor over
+training per configuration (the runs' logged train/straggler_ep<P>). Runs recorded before these
+existed have neither: their configurations are left out of these figures, nothing else changes."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from balance_lab.diagnostics.expert_parallel import ep_degrees
+from balance_lab.diagnostics.load_history import read
+from balance_lab.report import collect, plots
+
+HISTORY_ARTIFACT = "loads/steps.parquet"
+HISTORY_PREFIX = "load_history:"  # report.plots names of the per-configuration heatmaps
+
+
+def straggler_degree(n_experts: int) -> int | None:
+    """The EP degree the over-training plot shows: 8 where it divides E (the issue's reference), else the largest."""
+    degrees = ep_degrees(n_experts)
+    return 8 if 8 in degrees else (degrees[-1] if degrees else None)
+
+
+def load_history_plots(runs: pd.DataFrame, order: list[str], tracking_uri: str, out: Path) -> dict[str, Path]:
+    """name -> PNG of each configuration's lowest-seed load history (the first plots.MAX_PANELS)."""
+    chosen = {}
+    for label in order[: plots.MAX_PANELS]:
+        mine = runs[runs["label"] == label].sort_values("seed")
+        if not mine.empty:
+            chosen[label] = mine.iloc[0]
+
+    def one(item):
+        label, row = item
+        try:
+            parquet = collect.artifact_file(row["artifact_uri"], row["run_id"], HISTORY_ARTIFACT, tracking_uri)
+            first_R, steps_R, layer_ids, counts_RLE = read(parquet)
+        except Exception:  # noqa: BLE001 - a run from before the load history (or unreadable): no figure
+            return label, None
+        path = out / "plots" / "load_history" / f"{_file_name(label)}.png"
+        title = f"{label} (seed {row['seed']})"
+        return label, plots.load_history(first_R, steps_R, layer_ids, counts_RLE, path, title)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        drawn = dict(pool.map(one, chosen.items()))
+    return {f"{HISTORY_PREFIX}{label}": path for label, path in drawn.items() if path is not None}
+
+
+def straggler_plot(runs: pd.DataFrame, order: list[str], n_experts: int, tracking_uri: str, out: Path) -> Path | None:
+    """train/straggler_ep<P> against the step per configuration (mean over seeds, min-max band)."""
+    ranks = straggler_degree(n_experts)
+    if ranks is None:
+        return None
+    drawn = order[: plots.MAX_LEGEND]
+    key = f"train/straggler_ep{ranks}"
+    histories = collect.metric_histories(list(runs.loc[runs["label"].isin(drawn), "run_id"]), key, tracking_uri)
+    curves = {
+        label: [histories[r] for r in runs.loc[runs["label"] == label, "run_id"] if not histories[r].empty]
+        for label in drawn
+    }
+    if not any(curves.values()):
+        return None
+    return plots.over_training(
+        curves,
+        out / "plots" / "straggler_steps.png",
+        f"straggler factor at EP {ranks}: busiest rank / mean rank",
+        f"Straggler factor at EP {ranks}",
+        len(order),
+        log=False,
+    )
+
+
+def _file_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_")[:100] or "configuration"
