@@ -14,6 +14,10 @@ def data_parallel_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def data_parallel_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum `tensor` in place over every data-parallel rank (no gradient flows through it)."""
     if data_parallel_size() > 1:

@@ -7,8 +7,10 @@ balancer's step-end update; nothing logged) and (ii) through `build_trainer` + L
 MLflow logger + every metric of `balance-lab run`; alternated REPEATS times, median tokens/s,
 the first WARMUP steps not timed. Peak RSS of that process is printed too.
 Part 2: tiny through the full loop with each `balance` option, tokens/s relative to `none`.
+Part 3: the cost of the routing records (diagnostics): tiny loss-free with the per-step load history
+off, on (the default), and with a routing trace every 10 steps, alternated, relative to off.
 
-    .venv/bin/python benchmarks/train_step.py [--quick]
+    .venv/bin/python benchmarks/train_step.py [--quick] [--only presets methods diagnostics]
 """
 
 from __future__ import annotations
@@ -34,7 +36,17 @@ METHODS = [
     "loss_free_raw",
     "loss_free_mult",
     "loss_free_seq_aux",
+    "quantile",
+    "quantile_ema",
+    "loss_free_momentum",
+    "aux_loss_orthogonal",
+    "forced",
 ]
+DIAGNOSTICS = {  # name -> overrides
+    "records off": ["diagnostics.load_history=false"],
+    "load history (default)": [],
+    "+ trace every 10 steps": ["diagnostics.trace_every=10"],
+}
 
 
 def compose(preset: str, balance: str, steps: int, store: str, *overrides: str):
@@ -154,6 +166,15 @@ def methods(steps: int, repeats: int) -> dict:
     return result
 
 
+def diagnostics(steps: int, repeats: int) -> dict:
+    store = f"sqlite:///{tempfile.mkdtemp()}/bench.db"
+    result = {name: [] for name in DIAGNOSTICS}
+    for _ in range(repeats):
+        for name, overrides in DIAGNOSTICS.items():
+            result[name].append(lightning_loop(compose("tiny", "loss_free", steps, store, *overrides)))
+    return result
+
+
 def child(*args: str) -> dict:
     """Run a part in a fresh process (its own peak RSS, no state carried between parts)."""
     out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
@@ -163,6 +184,9 @@ def child(*args: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument(
+        "--only", nargs="+", choices=["presets", "methods", "diagnostics"], help="run these parts only (default: all)"
+    )
     parser.add_argument("--part", nargs="+", help=argparse.SUPPRESS)  # internal: run one part, print JSON
     args = parser.parse_args()
     if args.part:
@@ -171,11 +195,13 @@ def main() -> None:
 
         quiet_framework_logs()
         kind, *rest = args.part
-        data = (
-            one_preset(rest[0], int(rest[1]), int(rest[2])) if kind == "preset" else methods(int(rest[0]), int(rest[1]))
-        )
+        if kind == "preset":
+            data = one_preset(rest[0], int(rest[1]), int(rest[2]))
+        else:
+            data = (methods if kind == "methods" else diagnostics)(int(rest[0]), int(rest[1]))
         print(json.dumps(data))
         return
+    parts = args.only or ["presets", "methods", "diagnostics"]
     repeats = 2 if args.quick else 3
     steps = {"tiny": 25 if args.quick else 45, "small": 12 if args.quick else 20}
     import torch
@@ -184,6 +210,17 @@ def main() -> None:
         f"training throughput, {torch.get_num_threads()} threads, median of {repeats} alternated runs, "
         f"first {WARMUP} steps untimed\n"
     )
+    if "presets" in parts:
+        presets(steps, repeats)
+    if "methods" in parts:
+        relative_table("methods", "method (tiny, full loop)", METHODS, steps["tiny"], repeats)
+        print("vs none: tokens/s relative to `none` (target >= 0.95)\n")
+    if "diagnostics" in parts:
+        relative_table("diagnostics", "routing records (tiny)", list(DIAGNOSTICS), steps["tiny"], repeats)
+        print("vs records off: tokens/s relative to no routing records (target for the default: >= 0.98)")
+
+
+def presets(steps: dict, repeats: int) -> None:
     print(f"{'preset':<7}{'steps':>6}{'bare tok/s':>12}{'balance-lab tok/s':>19}{'overhead':>10}{'peak RSS MB':>13}")
     for preset in ("tiny", "small"):
         r = child("--part", "preset", preset, str(steps[preset]), str(repeats))
@@ -191,13 +228,16 @@ def main() -> None:
         overhead = bare / full - 1
         print(f"{preset:<7}{steps[preset]:>6}{bare:>12,.0f}{full:>19,.0f}{overhead:>10.1%}{r['max_rss_mb']:>13,.0f}")
     print("overhead = bare tokens/s / balance-lab tokens/s - 1 (target <= 10%)\n")
-    r = child("--part", "methods", str(steps["tiny"]), str(repeats))
-    base = statistics.median(r["none"])
-    print(f"{'method (tiny, full loop)':<26}{'tok/s':>10}{'vs none':>9}")
-    for method in METHODS:
-        value = statistics.median(r[method])
-        print(f"{method:<26}{value:>10,.0f}{value / base:>9.3f}")
-    print("vs none: tokens/s relative to `none` (target >= 0.95)")
+
+
+def relative_table(part: str, title: str, names: list[str], steps: int, repeats: int) -> None:
+    """Medians of each option's tokens/s, relative to the first option's, measured alternated in one process."""
+    r = child("--part", part, str(steps), str(repeats))
+    base = statistics.median(r[names[0]])
+    print(f"{title:<26}{'tok/s':>10}{'vs ' + names[0].split(' (')[0]:>16}")
+    for name in names:
+        value = statistics.median(r[name])
+        print(f"{name:<26}{value:>10,.0f}{value / base:>16.3f}")
 
 
 if __name__ == "__main__":

@@ -141,3 +141,15 @@ def test_configurations_whose_runs_predate_the_load_history_are_left_out_of_its_
     runs.loc[runs["label"] == old_label, "artifact_uri"] = str(tmp_path)  # as a run from before: no such artifact
     drawn = history.load_history_plots(runs, [old_label, new_label], swept.uri, tmp_path)
     assert list(drawn) == [f"{history.HISTORY_PREFIX}{new_label}"] and all(p.exists() for p in drawn.values())
+
+
+def test_a_validation_trace_takes_every_stride_th_sequence_with_its_index_in_the_set():
+    trace = RoutingTrace([1], ["a", "b"], every=1, tokens=100, max_rows=10**6)
+    tokens_BS = torch.arange(12).view(4, 3)
+    experts, gates = torch.arange(12).view(1, 12, 1), torch.ones(1, 12, 1)
+    # batch 1 of the set (sequences 4-7), every 3rd sequence of the set: sequence 6 only (row 2)
+    assert trace.add("val", 0, tokens_BS, torch.tensor([0, 0, 1, 1]), experts, gates, 100, 4, 3) == 3
+    frame = trace.frame()
+    assert list(frame["sequence"]) == [6] * 3 and list(frame["position"]) == [0, 1, 2]
+    assert list(frame["token"]) == [6, 7, 8] and list(frame["expert"]) == [6, 7, 8]
+    assert list(frame["domain"]) == ["b"] * 3

@@ -22,6 +22,11 @@ class GradProbe(L.Callback):
     """Copies each MoE layer's router gradient (and global-LBL counts) into module buffers at the
     first optimizer step; buffers travel back from the spawned rank 0 with the state dict."""
 
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        """The first step's counts summed over every rank (as the load history holds them)."""
+        if trainer.global_step == 1 and pl_module.load_history.pending:
+            pl_module.probe_reduced.copy_(pl_module.load_history.pending[0][1])
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         if trainer.global_step == 0:
             for i, layer in enumerate(pl_module.model.moe_layers):
@@ -31,7 +36,8 @@ class GradProbe(L.Callback):
                         getattr(pl_module, f"probe_counts_{i}").copy_(term.step_counts_E1)
 
 
-def train(corpus_cache, balance: list[str], devices: int, batch_size: int, accumulate: int = 1, steps: int = 3):
+def initial(corpus_cache, balance: list[str], devices=1, batch_size=2, accumulate=1, steps=3):
+    """The config's model and data as built, before any step: the same initial model in every call."""
     overrides = [
         "model=tiny",
         "model.n_layers=3",
@@ -46,11 +52,16 @@ def train(corpus_cache, balance: list[str], devices: int, batch_size: int, accum
     ]
     cfg = compose_config(overrides)
     L.seed_everything(0, verbose=False)  # same initial model in every call
-    parts = build(cfg)
-    module = parts.module
+    return build(cfg)
+
+
+def train(corpus_cache, balance: list[str], devices: int, batch_size: int, accumulate: int = 1, steps: int = 3):
+    parts = initial(corpus_cache, balance, devices, batch_size, accumulate, steps)
+    module, n_experts = parts.module, parts.module.model.args.n_routed_experts
     for i, layer in enumerate(module.model.moe_layers):
         module.register_buffer(f"probe_grad_{i}", torch.zeros_like(layer.router.proj.weight))
-        module.register_buffer(f"probe_counts_{i}", torch.zeros(cfg.model.n_routed_experts + 1, dtype=torch.int64))
+        module.register_buffer(f"probe_counts_{i}", torch.zeros(n_experts + 1, dtype=torch.int64))
+    module.register_buffer("probe_reduced", torch.zeros_like(module.step_counts_LE))
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
@@ -86,6 +97,49 @@ def test_loss_free_bias_with_two_ranks_equals_one_process_on_the_global_batch(co
     one = train(corpus_cache, method, devices=1, batch_size=4, steps=1)
     assert loss_free_biases(two).abs().sum() > 0
     torch.testing.assert_close(loss_free_biases(two), loss_free_biases(one), rtol=0, atol=1e-6)
+
+
+def test_momentum_and_cap_with_two_ranks_equal_one_process_on_the_global_batch(corpus_cache):
+    method = ["balance=loss_free_momentum", "balance.update_rate=1e-2"]
+    two = train(corpus_cache, method, devices=2, batch_size=2, steps=1)
+    one = train(corpus_cache, method, devices=1, batch_size=4, steps=1)
+    assert loss_free_biases(two).abs().sum() > 0
+    torch.testing.assert_close(loss_free_biases(two), loss_free_biases(one), rtol=0, atol=1e-6)
+
+
+def test_the_orthogonality_loss_with_two_ranks_has_the_one_process_gradient(corpus_cache):
+    """A term on the router weights alone: every rank computes the same loss, and DDP's mean of the
+    ranks' gradients is the one-process gradient (alpha = 0: the LBL's per-micro-batch term is out)."""
+    method = ["balance=aux_loss_orthogonal", "balance.alpha=0", "balance.orthogonality=10.0"]
+    two = train(corpus_cache, method, devices=2, batch_size=2, steps=1)
+    one = train(corpus_cache, method, devices=1, batch_size=4, steps=1)
+    plain = train(corpus_cache, ["balance=none"], devices=1, batch_size=4, steps=1)
+    for g2, g1, g0 in zip(probes(two, "grad"), probes(one, "grad"), probes(plain, "grad")):
+        torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-7)
+        assert float((g1 - g0).abs().max()) > 10 * float(g0.abs().max())  # the term dominates: it is there
+
+
+def test_forced_balance_ranks_draw_their_own_experts_and_checkpoints_hold_rank_zeros_state(corpus_cache):
+    """Rank 0 draws from the layer's shared generator (as one process would), rank r from a seed the
+    shared state and r set; both advance the shared state alike. Identical draws on every rank
+    would make the global batch's loads P times one rank's."""
+    from balance_lab.model.router import Router
+    from balance_lab.model.selection import uniform_choice
+
+    two = train(corpus_cache, ["balance=forced"], devices=2, batch_size=2, steps=1)
+    fresh = initial(corpus_cache, ["balance=forced"]).module  # the generators' initial states
+    routers = [m for m in fresh.model.modules() if isinstance(m, Router)]
+    E, K, T = fresh.model.args.n_routed_experts, fresh.model.args.top_k, 2 * 32
+    for layer, router in enumerate(routers):
+        shared = torch.Generator()
+        shared.set_state(router.forced_rng_state)
+        seed = int(torch.randint(0, 2**62, (1,), generator=shared.clone_state())) + 1
+        rank1 = uniform_choice(T, E, K, torch.Generator().manual_seed(seed))
+        rank0 = uniform_choice(T, E, K, shared)
+        expected = torch.bincount(rank0.flatten(), minlength=E) + torch.bincount(rank1.flatten(), minlength=E)
+        assert torch.equal(two.probe_reduced[layer], expected), layer
+        assert not torch.equal(rank0, rank1)
+        assert torch.equal(two.model.moe_layers[layer].router.forced_rng_state, shared.get_state())
 
 
 def test_global_lbl_with_two_ranks_has_the_global_batch_gradient(corpus_cache):

@@ -1,6 +1,7 @@
-"""A routing trace, on request (`diagnostics.trace_every=N`): for every N-th optimizer step (its first
-micro-batch) and for every validation (its first batches), each of the first `tokens` tokens' K
-chosen experts and gates in every MoE layer, with the token id, its domain and position. One
+"""A routing trace, on request (`diagnostics.trace_every=N`): for every N-th optimizer step (the first
+sequences of its first micro-batch) and for every validation (sequences evenly spread over the
+validation set, so every domain is in it), `tokens` tokens' K chosen experts and gates in every MoE
+layer, with the token id, its domain, sequence and position. One
 artifact per run, `loads/trace.parquet`, tidy: one row per (event, layer, token, choice).
 
 A traced step moves its routing to the host (a sync on that step only; off by default). The
@@ -38,30 +39,36 @@ class RoutingTrace:
         experts_LTK: torch.Tensor,
         gates_LTK: torch.Tensor,
         limit: int | None = None,
+        first_sequence: int = 0,
+        stride: int = 1,
     ) -> int:
-        """Trace the first min(limit, tokens) tokens of this batch (whole sequences first, then part of
-        the last); returns how many were traced."""
+        """Trace up to min(limit, tokens) tokens of this batch: the sequences whose index
+        (first_sequence + row) is a multiple of `stride`, whole, the last one cut at the limit;
+        returns how many tokens were traced. `sequence` records that index."""
         B, S = tokens_BS.shape
-        n = min(B * S, self.tokens if limit is None else limit)
+        rows_b = [b for b in range(B) if (first_sequence + b) % stride == 0]
+        n = min(len(rows_b) * S, self.tokens if limit is None else limit)
         n_layers, _, K = experts_LTK.shape
-        rows = n * n_layers * K
-        if self.rows + rows > self.max_rows:
+        if n <= 0:
+            return 0
+        if self.rows + n * n_layers * K > self.max_rows:
             self.full = True
             return 0
-        token_T = torch.arange(B * S, device=tokens_BS.device)[:n]
+        rows_b = torch.tensor(rows_b, device=tokens_BS.device)
+        token_T = (rows_b[:, None] * S + torch.arange(S, device=tokens_BS.device)).reshape(-1)[:n]  # flat ids
         self.events.append(
             {
                 "source": source,
                 "step": int(step),
-                "sequence": (token_T // S).cpu().numpy().astype(np.int32),
+                "sequence": (first_sequence + token_T // S).cpu().numpy().astype(np.int32),
                 "position": (token_T % S).cpu().numpy().astype(np.int32),
-                "token": tokens_BS.reshape(-1)[:n].cpu().numpy().astype(np.int32),
-                "domain": domain_B.repeat_interleave(S)[:n].cpu().numpy().astype(np.int16),
-                "experts": experts_LTK[:, :n].cpu().numpy().astype(np.int16),  # (L, n, K)
-                "gates": gates_LTK[:, :n].float().cpu().numpy(),  # (L, n, K)
+                "token": tokens_BS.reshape(-1)[token_T].cpu().numpy().astype(np.int32),
+                "domain": domain_B[token_T // S].cpu().numpy().astype(np.int16),
+                "experts": experts_LTK[:, token_T].cpu().numpy().astype(np.int16),  # (L, n, K)
+                "gates": gates_LTK[:, token_T].float().cpu().numpy(),  # (L, n, K)
             }
         )
-        self.rows += rows
+        self.rows += n * n_layers * K
         return n
 
     def frame(self):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from balance_lab.distributed import data_parallel_rank
 from balance_lab.model.args import RoutingArgs
 from balance_lab.model.capacity import expert_capacity, kept_slots, renormalised
 from balance_lab.model.recompute import recomputing
@@ -130,7 +131,14 @@ class Router(nn.Module):
             generator.set_state(self.forced_rng_state.cpu())
         else:
             generator.manual_seed(FORCED_EVAL_SEED)
-        experts_TK = uniform_choice(scores_TE.shape[0], scores_TE.shape[1], self.top_k, generator)
+        T, E = scores_TE.shape
+        rank = data_parallel_rank() if self.training else 0
+        if rank:  # another data-parallel rank draws its own experts, from a seed set by the shared state and its rank
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator.clone_state())) + rank
+            experts_TK = uniform_choice(T, E, self.top_k, torch.Generator().manual_seed(seed))
+            uniform_choice(T, E, self.top_k, generator)  # and advances the shared state as rank 0 does (checkpoints)
+        else:
+            experts_TK = uniform_choice(T, E, self.top_k, generator)
         experts_TK = experts_TK.to(scores_TE.device)
         if self.training:
             self.forced_rng_state.copy_(generator.get_state())

@@ -261,10 +261,15 @@ class MoELMModule(L.LightningModule):
         domain_B = batch["domain"]
         traced = self.trace is not None and self.trace.wants_validation(self._val_traced)
         out = self.model(inputs_BS, trace=True) if traced else self.model(inputs_BS)
-        if traced:
+        if traced:  # every stride-th sequence of the validation set, which holds its domains in turn
+            B, S = inputs_BS.shape
+            batches = sum(self.trainer.num_val_batches) if self._trainer is not None else 1
+            batches = int(batches) if math.isfinite(batches) and batches > 0 else 1
+            stride = max(1, batches * B // -(-self.trace.tokens // S))
             limit = self.trace.tokens - self._val_traced
+            routing = (out.experts_LTK, out.gates_LTK)
             self._val_traced += self.trace.add(
-                "val", self.global_step, inputs_BS, domain_B, out.experts_LTK, out.gates_LTK, limit
+                "val", self.global_step, inputs_BS, domain_B, *routing, limit, batch_idx * B, stride
             )
         nll = _nll(out.logits_BSV, targets_BS, reduction="sum")
         self._val_nll += nll.double()
