@@ -2,6 +2,7 @@
 over micro-batches; validation and no-grad forwards never touch counters or biases."""
 
 import lightning as L
+import pandas as pd
 import pytest
 import torch
 
@@ -167,3 +168,42 @@ def test_a_fused_optimizer_is_clipped_by_the_module(built, algorithm):
         assert all(p.grad.max().item() == 1.0 for p in params)
     for p in params:
         p.grad = None
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        ["balance=quantile_ema"],
+        ["balance=loss_free_momentum", "balance.warmup_steps=1", "balance.schedule=cosine"],
+        ["balance=forced"],
+        ["balance=aux_loss_orthogonal"],
+    ],
+    ids=lambda m: m[0].removeprefix("balance="),
+)
+def test_the_2026_methods_resume_from_a_checkpoint_to_the_numbers_of_a_run_never_interrupted(
+    corpus_cache, tmp_path, method
+):
+    """4 steps straight vs 2 steps, a checkpoint, a new process's module, 2 more steps: every buffer
+    (QB's beta and EMA, the momentum's load EMA and step, forced balance's generator state, the
+    load history) and every weight end the same."""
+    overrides = ["model=tiny", "model.n_layers=3", "data.batch_size=2", "data.val_sequences=6", *method]
+    overrides.append(f"data.cache_dir={corpus_cache}")
+
+    def fresh(steps: int):
+        cfg = compose_config([*overrides, f"trainer.max_steps={steps}"])
+        L.seed_everything(0, verbose=False)
+        return cfg, build(cfg)
+
+    cfg, straight = fresh(4)
+    trainer(cfg, limit_val_batches=0).fit(straight.module, datamodule=straight.datamodule)
+    _, first = fresh(4)  # a run of 4 steps (its schedules' horizon) stopped after 2
+    leg = trainer(compose_config([*overrides, "trainer.max_steps=2"]), limit_val_batches=0)
+    leg.fit(first.module, datamodule=first.datamodule)
+    leg.save_checkpoint(tmp_path / "last.ckpt")
+    _, second = fresh(4)
+    trainer(cfg, limit_val_batches=0).fit(second.module, datamodule=second.datamodule, ckpt_path=tmp_path / "last.ckpt")
+    want, got = straight.module.state_dict(), second.module.state_dict()
+    assert want.keys() == got.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-7, msg=key)
+    pd.testing.assert_frame_equal(second.module.load_history.frame(), straight.module.load_history.frame())
