@@ -80,6 +80,7 @@ BAD_RUNS = [
     (["threads=0"], ["threads=0", ">= 1"]),
     (["checkpoint.every_n_steps=-5"], ["checkpoint.every_n_steps=-5", ">= 0"]),
     (["diagnostics.trace_every=-1"], ["diagnostics.trace_every=-1", ">= 0"]),
+    (["diagnostics.ep_degrees=[3]"], ["diagnostics.ep_degrees=3", "model.n_routed_experts=16", "1, 2, 4, 8, 16"]),
     (["diagnostics.load_history_rows=1"], ["diagnostics.load_history_rows=1", ">= 2"]),
     (["diagnostics.load_history=maybe"], ["diagnostics.load_history='maybe'", "true or false"]),
     (["+diagnostics.trace=1"], ["diagnostics.trace", "load_history, load_history_rows, trace_every"]),

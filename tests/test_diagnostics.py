@@ -153,3 +153,13 @@ def test_a_validation_trace_takes_every_stride_th_sequence_with_its_index_in_the
     assert list(frame["sequence"]) == [6] * 3 and list(frame["position"]) == [0, 1, 2]
     assert list(frame["token"]) == [6, 7, 8] and list(frame["expert"]) == [6, 7, 8]
     assert list(frame["domain"]) == ["b"] * 3
+
+
+def test_the_straggler_degrees_follow_the_config_list_or_default_to_the_powers_of_two():
+    from balance_lab.config.compose import compose_config
+    from balance_lab.diagnostics.args import check_diagnostics
+
+    assert check_diagnostics(compose_config(["diagnostics.ep_degrees=[16,2,2]"])).ep_degrees == (2, 16)
+    assert check_diagnostics(compose_config([])).ep_degrees is None
+    module_degrees = history.ep_degrees(16)
+    assert module_degrees == [2, 4, 8, 16] and history.straggler_degree(16) == 8 and history.straggler_degree(12) == 4

@@ -82,6 +82,7 @@ class MoELMModule(L.LightningModule):
             else None
         )
         self._val_traced = 0  # tokens of the current validation traced so far
+        self.ep_degrees = list(diagnostics.ep_degrees or ep_degrees(n_experts))  # of train/straggler_ep<P>
         self.val_step: int | None = None  # global step of the last validation
 
     # ---- training -------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class MoELMModule(L.LightningModule):
                 self.load_history.flush()
             return
         ranges = [r for layer in self.model.moe_layers if (r := layer.balancer.bias_range()) is not None]
-        degrees = ep_degrees(counts_LE.shape[1])
+        degrees = self.ep_degrees
         logged = torch.cat(
             [
                 losses_3.double(),
