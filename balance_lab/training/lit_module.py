@@ -72,15 +72,11 @@ class MoELMModule(L.LightningModule):
         self.register_buffer("dropped_frac_sum", torch.zeros((), dtype=torch.float64))
         self.val_loads: dict[str, Any] | None = None  # filled by each validation epoch
         # What the run records about its routing (diagnostics/): every step's loads, a trace on request.
-        self.load_history = (
-            LoadHistory(self.layer_ids, n_experts, diagnostics.load_history_rows) if diagnostics.load_history else None
-        )
         d = diagnostics
-        self.trace = (
-            RoutingTrace(self.layer_ids, self.domains, d.trace_every, d.trace_tokens, d.trace_max_rows)
-            if d.trace_every
-            else None
-        )
+        self.load_history = LoadHistory(self.layer_ids, n_experts, d.load_history_rows) if d.load_history else None
+        self.trace = None
+        if d.trace_every:
+            self.trace = RoutingTrace(self.layer_ids, self.domains, d.trace_every, d.trace_tokens, d.trace_max_rows)
         self._val_traced = 0  # tokens of the current validation traced so far
         self.ep_degrees = list(diagnostics.ep_degrees or ep_degrees(n_experts))  # of train/straggler_ep<P>
         self.val_step: int | None = None  # global step of the last validation
