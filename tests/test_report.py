@@ -95,6 +95,24 @@ def test_paired_differences_match_the_runs(swept):
     assert f"{expected:+.4f}" in row
 
 
+def test_perplexity_at_every_validation_is_paired_step_by_step(swept):
+    uri, client = swept.uri, MlflowClient(swept.uri)
+    history = {
+        (r.data.params["balance.name"], r.data.params["seed"]): {
+            m.step: m.value for m in client.get_metric_history(r.info.run_id, "val/ppl")
+        }
+        for r in finished_children(uri)
+    }
+    steps = sorted(history[("loss_free", "0")])
+    assert len(steps) >= 2  # SHORT_RUN validates every 3 of its 6 steps
+    markdown = (swept.reports / "report.md").read_text()
+    section = markdown.split("## Perplexity during training")[1].split("\n## ")[0]
+    paired = next(line for line in section.splitlines()[::-1] if line.startswith("| `loss_free"))
+    for step, cell in zip(steps, paired.split("|")[2:]):
+        expected = statistics.mean(history[("loss_free", s)][step] - history[("aux_loss", s)][step] for s in "01")
+        assert cell.strip().startswith(f"{expected:+.3f}"), (step, cell)
+
+
 def test_formats_and_bad_input(swept):
     uri, folder = swept.uri, swept.reports
     csv = cli_in_this_process("report", "paper_main", "--format", "csv", "--no-write", "--tracking-uri", uri)

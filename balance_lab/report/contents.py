@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -49,3 +50,4 @@ class Report:
     sequential_rows: list[sequential.Row] = field(default_factory=list)
     cost_columns: list[stats.Column] = field(default_factory=list)  # what imbalance would cost (imbalance.py)
     val_loads: dict[str, dict] = field(default_factory=dict)  # run id -> loads/val_loads.json
+    convergence: Any = None  # convergence.Convergence: val ppl at every validation, paired (or None)

@@ -8,7 +8,18 @@ import numpy as np
 import pandas as pd
 
 from balance_lab.errors import ConfigError
-from balance_lab.report import collect, history, html, imbalance, plots, published, render, sequential, stats
+from balance_lab.report import (
+    collect,
+    convergence,
+    history,
+    html,
+    imbalance,
+    plots,
+    published,
+    render,
+    sequential,
+    stats,
+)
 from balance_lab.report.contents import Report
 
 PAIRED_KEYS = ("val/ppl", "val/bpb", "val/maxvio_global", "train/maxvio_batch_mean")
@@ -62,6 +73,7 @@ def make_report(
         _invocations(runs.parents),
     )
     report.cost_columns, report.val_loads = cost, loads
+    report.convergence = convergence.at_validations(runs.finished, chosen, tracking_uri)
     report.sequential_plan = sequential.read_plan(runs)
     if report.sequential_plan is not None:
         chosen_columns = paired_columns(sweep, columns)

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from balance_lab.report import imbalance, stats
+from balance_lab.report import convergence, imbalance, stats
 from balance_lab.report import render_evidence as evidence
 from balance_lab.report.contents import Report, plot_title
 
@@ -208,6 +208,7 @@ def markdown(report: Report) -> str:
             evidence.POWER_NOTE,
             "",
         ]
+    parts += convergence.markdown(report.convergence, report.baseline, _md_table)
     if report.sequential_rows:
         plan = report.sequential_plan
         rows = [
