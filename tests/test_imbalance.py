@@ -46,6 +46,32 @@ def test_counterfactual_drops_by_hand():
     assert imbalance.dropped_fraction(np.array([BALANCED]), 1.0) == 0.0
 
 
+@pytest.mark.parametrize("factor", imbalance.CAPACITY_FACTORS)
+def test_the_counterfactual_drops_are_what_training_at_that_capacity_drops_on_the_same_routing(factor):
+    """One forward's loads recorded without a capacity, then the same forward with it: the slots the
+    capacity drops are the counterfactual's (for one micro-batch the lower bound is exact)."""
+    import torch
+
+    from balance_lab.balancing import build_balancer
+    from balance_lab.model import MoELM
+    from balance_lab.model.args import ModelArgs, RoutingArgs
+
+    torch.manual_seed(3)
+    args = ModelArgs(vocab_size=64, seq_len=32, d_model=32, n_layers=2, n_heads=2, n_routed_experts=8, top_k=2)
+    model = MoELM(args, make_balancer=lambda: build_balancer({"name": "none"}, 8)).eval()
+    with torch.no_grad():
+        model.moe_layers[0].router.proj.weight.mul_(8.0)  # a sharper router: loads uneven enough to drop
+        tokens_BS = torch.randint(0, 64, (4, 32))
+        free = model(tokens_BS)
+        model.moe_layers[0].router.options = RoutingArgs(capacity_factor=factor)
+        capped = model(tokens_BS)
+    counts_LE = free.counts_LBE.sum(dim=1).numpy()
+    slots = int(counts_LE.sum())
+    expected = imbalance.dropped_fraction(counts_LE, factor)
+    assert expected > 0 and int(capped.dropped_L.sum()) / slots == pytest.approx(expected)
+    assert torch.equal(capped.counts_LBE, free.counts_LBE)  # the same routing, before dropping
+
+
 def test_runs_without_loads_stay_blank():
     finished = pd.DataFrame({"run_id": ["a", "b"]})
     imbalance.add_metrics(finished, {"a": {"layers": [SKEWED]}})
