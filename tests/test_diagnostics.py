@@ -94,7 +94,7 @@ def test_the_trace_rows_are_the_routing_of_the_forward_pass():
         assert np.array_equal(rows["token"].to_numpy()[::2], tokens_BS.reshape(-1)[:20].numpy())
     first = frame[frame["layer"] == args.moe_layer_ids[0]].iloc[::2]
     assert list(first["sequence"])[:9] == [0] * 8 + [1] and list(first["position"])[:9] == [*range(8), 0]
-    assert list(first["domain"])[:9] == ["prose"] * 8 + ["code"] and set(frame["source"]) == {"val"}
+    assert list(first["domain"])[:9] == ["prose"] * 8 + ["code"] and set(frame["split"]) == {"val"}
     assert set(frame["step"]) == {5}
 
 
@@ -157,7 +157,7 @@ def test_a_validation_trace_takes_every_stride_th_sequence_with_its_index_in_the
 
 def test_the_straggler_degrees_follow_the_config_list_or_default_to_the_powers_of_two():
     from balance_lab.config.compose import compose_config
-    from balance_lab.diagnostics.args import check_diagnostics
+    from balance_lab.config.validation import check_diagnostics
 
     assert check_diagnostics(compose_config(["diagnostics.ep_degrees=[16,2,2]"])).ep_degrees == (2, 16)
     assert check_diagnostics(compose_config([])).ep_degrees is None

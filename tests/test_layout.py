@@ -8,8 +8,8 @@ import balance_lab
 PACKAGE = Path(balance_lab.__file__).parent
 # Lowest first: a module may import its own wing and the wings of lower layers, never a higher one.
 LAYERS = [
-    {"errors", "metrics", "console", "distributed", "privacy", "evidence"},  # shared leaves (evidence: numpy, scipy)
-    {"model", "balancing", "data"},  # the subject of study
+    {"errors", "metrics", "console", "distributed", "privacy", "evidence", "figures"},  # shared leaves
+    {"model", "balancing", "data", "diagnostics"},  # the subject of study, and what a run records of it
     {"store"},  # the MLflow store and what watches it
     {"ui"},  # the MLflow server of `balance-lab ui`
     {"config"},  # composition and validation (checks the store is reachable)

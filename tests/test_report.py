@@ -52,7 +52,7 @@ def test_failed_runs_are_listed_not_averaged(swept):
 
 def test_every_plot_is_a_png_logged_to_the_parent_run(swept):
     uri, folder = swept.uri, swept.reports
-    names = {"ppl_vs_maxvio", "maxvio_batch_steps", "expert_loads", "domain_specialisation"}
+    names = {"ppl_vs_maxvio", "maxvio_batch_steps", "expert_loads", "straggler_steps", "domain_specialisation"}
     for name in names:
         data = (folder / "plots" / f"{name}.png").read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, name
@@ -64,7 +64,10 @@ def test_every_plot_is_a_png_logged_to_the_parent_run(swept):
     experiment = client.get_experiment_by_name("paper_main")
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`balance_lab.role` = 'sweep_parent'")
     logged = {Path(f.path).stem for f in client.list_artifacts(parent.info.run_id, "plots")}
-    assert logged == names
+    assert logged == names | {"load_history"}  # a folder: a heatmap per configuration
+    per_configuration = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "plots/load_history")}
+    assert per_configuration == {p.name for p in (folder / "plots" / "load_history").glob("*.png")}
+    assert len(per_configuration) == 2
     assert {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")} >= {
         "report.md",
         "summary.csv",
@@ -75,14 +78,14 @@ def test_report_md_links_only_files_that_exist_and_shows_the_paper_and_the_comma
     folder = swept.reports
     markdown = (folder / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", markdown)
-    assert len(links) >= 7  # 4 plots + summary.csv, runs.csv, report.html
+    assert len(links) >= 10  # 7 plots (2 of them per configuration) + summary.csv, runs.csv, report.html
     for link in links:
         assert (folder / link).is_file(), link
     assert "balance-lab sweep paper_main 'seeds=[0,1]'" in markdown  # shell-quoted, as it can be pasted
     assert "Beside the published numbers" in markdown and "9.56" in markdown
     assert re.search(r"ordering (matches|differs)", markdown)
     html = (folder / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<table>" in html
+    assert html.count("data:image/png;base64,") == 7 and "<table>" in html
 
 
 def test_paired_differences_match_the_runs(swept):

@@ -8,6 +8,7 @@ would be valid. Nothing here reads the data or allocates the model.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -227,7 +228,6 @@ def check_config(cfg: DictConfig):
     """Everything that can be checked without data or memory; returns the run spec (config/spec.py),
     valid once built. The CLI (run, sweep) and the training process call this same function."""
     from balance_lab.config.spec import RunSpec
-    from balance_lab.diagnostics.args import check_diagnostics
 
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -238,3 +238,45 @@ def check_config(cfg: DictConfig):
     check_optim(cfg)
     source = check_data(cfg)
     return RunSpec(cfg, model, routing, balance, source, trainer, check_diagnostics(cfg))
+
+
+_DIAGNOSTICS_LOWEST = {"load_history_rows": 2, "trace_every": 0, "trace_tokens": 1, "trace_max_rows": 1}
+
+
+def check_diagnostics(cfg: DictConfig):
+    """The block's values (defaults where a config predates it); ConfigError for a bad one."""
+    from balance_lab.diagnostics.args import DiagnosticsArgs
+
+    block = cfg.get("diagnostics")
+    if block is None:
+        return DiagnosticsArgs()
+    known = [f.name for f in fields(DiagnosticsArgs)]
+    unknown = sorted(set(block) - set(known))
+    if unknown:
+        raise ConfigError(f"diagnostics.{unknown[0]}: not a diagnostics field; choose from {', '.join(known)}")
+    values = {}
+    for name, low in _DIAGNOSTICS_LOWEST.items():
+        if name in block:
+            values[name] = int(number(cfg, f"diagnostics.{name}", int, low=low))
+    if block.get("ep_degrees") is not None:
+        values["ep_degrees"] = _degrees(block.ep_degrees, int(cfg.model.n_routed_experts))
+    if "load_history" in block:
+        if not isinstance(block.load_history, bool):
+            raise ConfigError(f"diagnostics.load_history={block.load_history!r}: must be true or false")
+        values["load_history"] = block.load_history
+    return DiagnosticsArgs(**values)
+
+
+def _degrees(value, n_experts: int) -> tuple[int, ...]:
+    """Expert-parallel degrees: positive integers that divide the number of routed experts."""
+    from omegaconf import ListConfig
+
+    items = list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, int) or v < 1 or n_experts % v]
+    if bad or not items:
+        divisors = ", ".join(str(p) for p in range(1, n_experts + 1) if n_experts % p == 0)
+        raise ConfigError(
+            f"diagnostics.ep_degrees={bad[0] if bad else '[]'!r}: each must divide model.n_routed_experts="
+            f"{n_experts} ({divisors})"
+        )
+    return tuple(sorted(set(items)))

@@ -36,8 +36,8 @@ def log_routing_records(module, run, output_dir: Path, title: str, draw: bool = 
 
 
 def draw_history(parquet: Path, png: Path, title: str) -> Path:
+    from balance_lab.diagnostics.heatmap import draw
     from balance_lab.diagnostics.load_history import read
-    from balance_lab.report.plots import load_history
 
     first_R, steps_R, layer_ids, counts_RLE = read(parquet)
-    return load_history(first_R, steps_R, layer_ids, counts_RLE, png, title)
+    return draw(first_R, steps_R, layer_ids, counts_RLE, png, title)

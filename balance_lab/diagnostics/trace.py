@@ -13,14 +13,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-COLUMNS = ("source", "step", "layer", "sequence", "position", "token", "domain", "k", "expert", "gate")
+COLUMNS = ("split", "step", "layer", "sequence", "position", "token", "domain", "k", "expert", "gate")
 
 
 class RoutingTrace:
     def __init__(self, layer_ids: list[int], domains: list[str], every: int, tokens: int, max_rows: int):
         self.layer_ids, self.domains = list(layer_ids), list(domains)
         self.every, self.tokens, self.max_rows = every, tokens, max_rows
-        self.events: list[dict] = []  # each: source, step, and arrays of its traced tokens
+        self.events: list[dict] = []  # each: split, step, and arrays of its traced tokens
         self.rows = 0
         self.full = False  # max_rows reached: nothing more is added
 
@@ -32,7 +32,7 @@ class RoutingTrace:
 
     def add(
         self,
-        source: str,
+        split: str,
         step: int,
         tokens_BS: torch.Tensor,
         domain_B: torch.Tensor,
@@ -58,7 +58,7 @@ class RoutingTrace:
         token_T = (rows_b[:, None] * S + torch.arange(S, device=tokens_BS.device)).reshape(-1)[:n]  # flat ids
         self.events.append(
             {
-                "source": source,
+                "split": split,
                 "step": int(step),
                 "sequence": (first_sequence + token_T // S).cpu().numpy().astype(np.int32),
                 "position": (token_T % S).cpu().numpy().astype(np.int32),
@@ -82,7 +82,7 @@ class RoutingTrace:
             parts.append(
                 pd.DataFrame(
                     {
-                        "source": event["source"],
+                        "split": event["split"],
                         "step": np.int64(event["step"]),
                         "layer": np.repeat(np.asarray(self.layer_ids, dtype=np.int16), per_layer),
                         "sequence": np.tile(np.repeat(event["sequence"], K), n_layers),
@@ -96,7 +96,7 @@ class RoutingTrace:
                 )
             )
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(COLUMNS))
-        frame["source"] = frame["source"].astype("category")
+        frame["split"] = frame["split"].astype("category")
         frame["domain"] = pd.Categorical.from_codes(frame["domain"].astype(np.int64), categories=self.domains)
         return frame[list(COLUMNS)]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from balance_lab.diagnostics import heatmap
 from balance_lab.diagnostics.expert_parallel import ep_degrees
 from balance_lab.diagnostics.load_history import read
 from balance_lab.report import collect, plots
@@ -42,7 +43,7 @@ def load_history_plots(runs: pd.DataFrame, order: list[str], tracking_uri: str, 
             return label, None
         path = out / "plots" / "load_history" / f"{_file_name(label)}.png"
         title = f"{label} (seed {row['seed']})"
-        return label, plots.load_history(first_R, steps_R, layer_ids, counts_RLE, path, title)
+        return label, heatmap.draw(first_R, steps_R, layer_ids, counts_RLE, path, title)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         drawn = dict(pool.map(one, chosen.items()))
