@@ -163,3 +163,19 @@ def test_the_straggler_degrees_follow_the_config_list_or_default_to_the_powers_o
     assert check_diagnostics(compose_config([])).ep_degrees is None
     module_degrees = history.ep_degrees(16)
     assert module_degrees == [2, 4, 8, 16] and history.straggler_degree(16) == 8 and history.straggler_degree(12) == 4
+
+
+def test_a_heatmap_that_cannot_be_drawn_leaves_the_data_logged_and_says_so(tmp_path, capsys):
+    """The run trained: a failure to draw its picture (here a folder where the PNG goes) is one line."""
+    from types import SimpleNamespace
+
+    from balance_lab.diagnostics.artifacts import HISTORY_PLOT, log_routing_records
+
+    history = LoadHistory(LAYERS, EXPERTS, max_rows=8)
+    history.record(1, step_counts(1))
+    logged = []
+    run = SimpleNamespace(client=object(), log_file=lambda path, folder: logged.append(f"{folder}/{path.name}"))
+    (tmp_path / ARTIFACT_DIR / HISTORY_PLOT).mkdir(parents=True)  # savefig cannot write there
+    log_routing_records(SimpleNamespace(load_history=history, trace=None), run, tmp_path, "a run")
+    assert logged == [HISTORY]
+    assert "the load heatmap was not drawn" in capsys.readouterr().out

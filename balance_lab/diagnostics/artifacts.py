@@ -24,12 +24,16 @@ def log_routing_records(module, run, output_dir: Path, title: str, draw: bool = 
             folder.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(folder / HISTORY_FILE, index=False)
             written.append(folder / HISTORY_FILE)
-            if draw:
-                written.append(draw_history(folder / HISTORY_FILE, folder / HISTORY_PLOT, title))
     if module.trace is not None and module.trace.events:
         folder.mkdir(parents=True, exist_ok=True)
         module.trace.frame().to_parquet(folder / TRACE_FILE, index=False)
         written.append(folder / TRACE_FILE)
+    if draw and folder.joinpath(HISTORY_FILE) in written:
+        try:  # a picture of the data above: a failure to draw it must not fail the run that trained
+            written.append(draw_history(folder / HISTORY_FILE, folder / HISTORY_PLOT, title))
+        except Exception as exc:  # noqa: BLE001 - say it in one line, keep the data
+            why = f"{type(exc).__name__}: {exc}"
+            print(f"balance-lab: the load heatmap was not drawn ({why}); loads/{HISTORY_FILE} has the data")
     for path in written:
         run.log_file(path, ARTIFACT_DIR)
     return written
