@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from balance_lab.diagnostics.artifacts import ARTIFACT_DIR, HISTORY_FILE
+from balance_lab.diagnostics.expert_parallel import ep_degrees, reference_degree
 from balance_lab.diagnostics.load_history import LoadHistory, read
 from balance_lab.diagnostics.trace import RoutingTrace
 from balance_lab.model import MoELM
@@ -161,8 +162,7 @@ def test_the_straggler_degrees_follow_the_config_list_or_default_to_the_powers_o
 
     assert check_diagnostics(compose_config(["diagnostics.ep_degrees=[16,2,2]"])).ep_degrees == (2, 16)
     assert check_diagnostics(compose_config([])).ep_degrees is None
-    module_degrees = history.ep_degrees(16)
-    assert module_degrees == [2, 4, 8, 16] and history.straggler_degree(16) == 8 and history.straggler_degree(12) == 4
+    assert ep_degrees(16) == [2, 4, 8, 16] and reference_degree(16) == 8 and reference_degree(12) == 4
 
 
 def test_a_heatmap_that_cannot_be_drawn_leaves_the_data_logged_and_says_so(tmp_path, capsys):

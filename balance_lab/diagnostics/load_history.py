@@ -21,7 +21,7 @@ COLUMNS = ("step", "steps", "layer", "expert", "tokens")
 
 class LoadHistory:
     def __init__(self, layer_ids: list[int], n_experts: int, max_rows: int = 2048):
-        self.layer_ids, self.n_experts, self.max_rows = list(layer_ids), n_experts, max_rows
+        self.layer_ids, self.max_rows = list(layer_ids), max_rows
         n_layers = len(layer_ids)
         self.first_R = np.zeros(max_rows, dtype=np.int64)  # first optimizer step (1-based) each row sums
         self.steps_R = np.zeros(max_rows, dtype=np.int64)  # how many consecutive steps it sums

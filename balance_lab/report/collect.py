@@ -210,6 +210,15 @@ def artifact_file(artifact_uri: str, run_id: str, path: str, tracking_uri: str) 
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri))
 
 
+def curves(runs: pd.DataFrame, labels: list[str], key: str, tracking_uri: str) -> dict[str, list[pd.Series]]:
+    """label -> the metric's history of each of its runs that logged it (only these labels' runs are fetched)."""
+    histories = metric_histories(list(runs.loc[runs["label"].isin(labels), "run_id"]), key, tracking_uri)
+    return {
+        label: [histories[r] for r in runs.loc[runs["label"] == label, "run_id"] if not histories[r].empty]
+        for label in labels
+    }
+
+
 def metric_histories(run_ids: list[str], key: str, tracking_uri: str) -> dict[str, pd.Series]:
     """run_id -> the metric's values indexed by step."""
     from mlflow.tracking import MlflowClient

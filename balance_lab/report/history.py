@@ -12,18 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from balance_lab.diagnostics import heatmap
-from balance_lab.diagnostics.expert_parallel import ep_degrees
+from balance_lab.diagnostics.artifacts import ARTIFACT_DIR, HISTORY_FILE
+from balance_lab.diagnostics.expert_parallel import reference_degree
 from balance_lab.diagnostics.load_history import read
 from balance_lab.report import collect, plots
 
-HISTORY_ARTIFACT = "loads/steps.parquet"
+HISTORY_ARTIFACT = f"{ARTIFACT_DIR}/{HISTORY_FILE}"
 HISTORY_PREFIX = "load_history:"  # report.plots names of the per-configuration heatmaps
-
-
-def straggler_degree(n_experts: int) -> int | None:
-    """The EP degree the over-training plot shows: 8 where it divides E (the issue's reference), else the largest."""
-    degrees = ep_degrees(n_experts)
-    return 8 if 8 in degrees else (degrees[-1] if degrees else None)
 
 
 def load_history_plots(runs: pd.DataFrame, order: list[str], tracking_uri: str, out: Path) -> dict[str, Path]:
@@ -52,16 +47,10 @@ def load_history_plots(runs: pd.DataFrame, order: list[str], tracking_uri: str, 
 
 def straggler_plot(runs: pd.DataFrame, order: list[str], n_experts: int, tracking_uri: str, out: Path) -> Path | None:
     """train/straggler_ep<P> against the step per configuration (mean over seeds, min-max band)."""
-    ranks = straggler_degree(n_experts)
+    ranks = reference_degree(n_experts)
     if ranks is None:
         return None
-    drawn = order[: plots.MAX_LEGEND]
-    key = f"train/straggler_ep{ranks}"
-    histories = collect.metric_histories(list(runs.loc[runs["label"].isin(drawn), "run_id"]), key, tracking_uri)
-    curves = {
-        label: [histories[r] for r in runs.loc[runs["label"] == label, "run_id"] if not histories[r].empty]
-        for label in drawn
-    }
+    curves = collect.curves(runs, order[: plots.MAX_LEGEND], f"train/straggler_ep{ranks}", tracking_uri)
     if not any(curves.values()):
         return None
     return plots.over_training(

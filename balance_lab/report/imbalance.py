@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from balance_lab.diagnostics.expert_parallel import ep_degrees
+from balance_lab.diagnostics.expert_parallel import ep_degrees, reference_degree
 
 CAPACITY_FACTORS = (1.0, 1.25)
 
@@ -55,7 +55,7 @@ def layer_notes(counts_LE: np.ndarray) -> list[str]:
     """One short line of statistics per layer, drawn beside the validation-load heatmap."""
     counts_LE = np.asarray(counts_LE, dtype=np.float64)
     stats = layer_statistics(counts_LE)
-    ranks = 8 if 8 in ep_degrees(counts_LE.shape[1]) else (ep_degrees(counts_LE.shape[1]) or [1])[-1]
+    ranks = reference_degree(counts_LE.shape[1]) or 1
     notes = []
     for layer, counts_E in enumerate(counts_LE):
         straggler = straggler_factor(counts_E[None], ranks)

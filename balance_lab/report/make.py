@@ -146,13 +146,7 @@ def _draw(report: Report, out: Path) -> dict[str, str]:
     runs, order = report.runs.finished, list(report.summary["label"])
     paths = {"ppl_vs_maxvio": plots.ppl_vs_maxvio(report.summary, out / "plots" / "ppl_vs_maxvio.png")}
     drawn = order[: plots.MAX_LEGEND]  # only the curves that are drawn are fetched (one query per run)
-    histories = collect.metric_histories(
-        list(runs.loc[runs["label"].isin(drawn), "run_id"]), "train/maxvio_batch", report.tracking_uri
-    )
-    curves = {
-        label: [histories[r] for r in runs.loc[runs["label"] == label, "run_id"] if not histories[r].empty]
-        for label in drawn
-    }
+    curves = collect.curves(runs, drawn, "train/maxvio_batch", report.tracking_uri)
     if any(curves.values()):
         paths["maxvio_batch_steps"] = plots.maxvio_over_training(
             curves, out / "plots" / "maxvio_batch_steps.png", len(order)
