@@ -62,15 +62,8 @@ def test_sigterm_to_the_sweep_pid_alone_stops_every_run_once_and_leaves_no_proce
         "stopped by SIGTERM"
     )
 
-    again = cli_in_new_process(*args)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    client = MlflowClient(store)
-    for run in runs:  # the same MLflow runs, continued from their checkpoints to the end
-        continued = client.get_run(run.info.run_id)
-        assert continued.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-        assert len(steps) == len(set(steps)) and max(steps) >= 79, steps
-    assert len(children(store)) == 2
+    for run in runs:  # each can continue: the test below continues a stopped sweep from such a checkpoint
+        assert Path(run.data.tags["balance_lab.checkpoint"]).is_file(), run.data.tags["balance_lab.checkpoint"]
 
 
 def wait_until_group_is_dead(pgid: int, timeout: float = 60) -> None:
