@@ -1,6 +1,7 @@
 """What imbalance would cost, from recorded validation loads (report/imbalance.py): each statistic by
 hand on constructed load matrices, and in the report of the session's sweep."""
 
+import io
 import json
 import math
 
@@ -79,11 +80,24 @@ def test_runs_without_loads_stay_blank():
     assert math.isnan(finished.loc[1, "metrics.val/straggler_ep4"])
 
 
+def paired_table_text(tracking_uri: str) -> str:
+    """The terminal's paired table of paper_main, wide enough that no cell wraps."""
+    from rich.console import Console
+
+    from balance_lab.report import make, render
+
+    console = Console(width=400, record=True, file=io.StringIO())
+    console.print(render._paired_table(make.make_report(tracking_uri, "paper_main")))
+    return console.export_text()
+
+
 @pytest.mark.slow
 @SWEPT_GROUP
 def test_the_report_has_what_imbalance_would_cost_from_the_recorded_loads(swept):
     markdown = (swept.reports / "report.md").read_text()
     assert "## What imbalance would cost" in markdown and "straggler EP8" in markdown
+    paired = paired_table_text(swept.uri)  # the terminal names each metric by its column title
+    assert "straggler EP8" in paired and "val/straggler_ep" not in paired, paired
     summary = pd.read_csv(swept.reports / "summary.csv")
     runs = pd.read_csv(swept.reports / "runs.csv")
     loads_of = {}

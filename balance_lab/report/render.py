@@ -76,7 +76,7 @@ def _rich_summary(report: Report, columns: list[stats.Column], title: str):
 def _paired_table(report: Report):
     from rich.table import Table
 
-    titles = {c.key: c.title for c in report.columns}
+    titles = {c.key: c.title for c in [*report.columns, *report.cost_columns]}
     table = Table(
         title=f"paired by seed: configuration - {report.baseline} (95% t-interval)",
         header_style="bold",
