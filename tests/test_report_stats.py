@@ -84,6 +84,24 @@ def test_summary_is_mean_std_and_n_over_seeds_in_sweep_order():
     assert stats.best_labels(summary.reset_index(), ppl) == {"loss_free-u1e-2-sign-add"}
 
 
+def test_forced_balance_is_the_reference_row_never_the_best():
+    forced = RUNS[RUNS["status"] == "FINISHED"].head(3).copy()  # its MaxVio (0.05) is the lowest of all
+    forced["tags.mlflow.runName"] = [f"forced-tiny-s{s}" for s in range(3)]
+    forced["tags.balance_lab.config_hash"] = [f"h-f{s}" for s in range(3)]
+    forced["tags.sweep.balance"] = forced["params.balance.name"] = "forced"
+    forced["params.balance.force_balance"], forced["metrics.val/maxvio_global"] = "True", 0.05
+    runs = collect.split_runs("methods_2026", pd.concat([RUNS, forced], ignore_index=True))
+    summary = stats.summarise(runs.finished, stats.columns_for(runs.finished))
+    assert dict(zip(summary["label"], summary["reference"])) == {
+        "aux_loss-a1e-3-micro": False,
+        "forced": True,
+        "loss_free-u1e-2-sign-add": False,
+    }
+    vio = next(c for c in stats.columns_for(runs.finished) if c.key == "val/maxvio_global")
+    assert stats.best_labels(summary, vio) == {"loss_free-u1e-2-sign-add"}  # the best method, not the floor
+    assert [stats.shown_label(row) for _, row in summary.iterrows()][1] == "forced (reference)"
+
+
 def test_paired_difference_has_the_t_interval_written_out():
     runs = collect.split_runs("paper_main", RUNS)
     ppl = [c for c in stats.columns_for(runs.finished) if c.key == "val/ppl"]

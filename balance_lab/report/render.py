@@ -40,7 +40,7 @@ def terminal(report: Report, console) -> None:
     console.print(_rich_summary(report, main, title))
     if special:
         console.print(_rich_summary(report, special, "specialisation: largest expert selection frequency per domain"))
-    console.print(f"[dim]{MAXVIO_NOTE.replace('*', '')}[/]")
+    console.print(f"[dim]{_notes(report, MAXVIO_NOTE).replace('*', '')}[/]")
     if report.cost_columns:
         console.print(_rich_summary(report, report.cost_columns, "what imbalance would cost"))
         console.print(f"[dim]{imbalance.NOTE.replace('*', '')}[/]")
@@ -69,7 +69,7 @@ def _rich_summary(report: Report, columns: list[stats.Column], title: str):
     for _, row in report.summary.iterrows():
         cells = [cell(row, c) for c in columns]
         cells = [f"[bold green]{text}[/]" if row["label"] in best[c.key] else text for text, c in zip(cells, columns)]
-        table.add_row(row["label"], str(row["n_seeds"]), *cells)
+        table.add_row(stats.shown_label(row), str(row["n_seeds"]), *cells)
     return table
 
 
@@ -174,9 +174,9 @@ def markdown(report: Report) -> str:
         rows = []
         for _, row in report.summary.iterrows():
             cells = [f"**{cell(row, c)}**" if row["label"] in best[c.key] else cell(row, c) for c in report.columns]
-            rows.append([f"`{row['label']}`", str(row["n_seeds"]), *cells])
+            rows.append([_md_label(row), str(row["n_seeds"]), *cells])
         header = ["configuration", "seeds", *[c.title for c in report.columns]]
-        parts += [_md_table(header, rows, right=set(range(1, len(header)))), "", MAXVIO_NOTE, ""]
+        parts += [_md_table(header, rows, right=set(range(1, len(header)))), "", _notes(report, MAXVIO_NOTE), ""]
         parts += _cost_markdown(report)
     if report.paired:
         parts += [
@@ -269,13 +269,23 @@ def markdown(report: Report) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
+def _md_label(row) -> str:
+    return f"`{row['label']}`" + (" (reference)" if row.get("reference", False) else "")
+
+
+def _notes(report: Report, note: str) -> str:
+    """The table's note, and what a reference row is where the table has one."""
+    has_reference = "reference" in report.summary and bool(report.summary["reference"].any())
+    return f"{note} *(reference)*: {stats.REFERENCE_NOTE}." if has_reference else note
+
+
 def _cost_markdown(report: Report) -> list[str]:
     if not report.cost_columns:
         return []
     best = {c.key: stats.best_labels(report.summary, c) for c in report.cost_columns}
     rows = [
         [
-            f"`{row['label']}`",
+            _md_label(row),
             *[f"**{cell(row, c)}**" if row["label"] in best[c.key] else cell(row, c) for c in report.cost_columns],
         ]
         for _, row in report.summary.iterrows()

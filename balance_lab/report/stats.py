@@ -31,6 +31,13 @@ DROPPED = [
     Column("val/dropped_frac", "dropped val", "min", digits=4),
 ]
 SPECIALISATION_PREFIX = "val/top_expert_freq/"
+# Forced balance draws every token's experts at random: the floor of MaxVio (and, on a GPU, the best-case
+# step time), a reference to measure the methods against, never the best method in a column.
+REFERENCE_PARAM = "params.balance.force_balance"
+REFERENCE_NOTE = (
+    "reference: forced balance (each token's experts drawn at random), the floor of MaxVio and the best-case "
+    "step time; a bound to measure the methods against, so never marked best"
+)
 
 
 def columns_for(runs: pd.DataFrame, extra: list[str] = ()) -> list[Column]:
@@ -70,6 +77,8 @@ def summarise(runs: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
     grouped = data.groupby(["order", "label"], sort=True)
     summary = grouped["seed"].nunique().rename("n_seeds").to_frame()
     summary["seeds"] = grouped["seed"].agg(lambda s: ",".join(str(int(x)) for x in sorted(s.dropna())))
+    forced = runs.get(REFERENCE_PARAM, pd.Series(index=runs.index, dtype=object)).astype(str).str.lower() == "true"
+    summary["reference"] = forced.groupby([runs["order"], runs["label"]], sort=True).any()
     for column in columns:
         stats = grouped[column.key].agg(["mean", "std", "count"])
         summary[f"{column.key} mean"], summary[f"{column.key} std"] = stats["mean"], stats["std"]
@@ -77,10 +86,16 @@ def summarise(runs: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
     return summary.reset_index().drop(columns="order")
 
 
+def shown_label(row) -> str:
+    """A configuration's name in a table: its label, marked where it is the forced-balance reference."""
+    return f"{row['label']} (reference)" if row.get("reference", False) else row["label"]
+
+
 def best_labels(summary: pd.DataFrame, column: Column) -> set[str]:
-    """The configurations with the best mean in this column (ties included)."""
+    """The configurations with the best mean in this column (ties included), reference rows left out."""
     if column.better is None or summary.empty:
         return set()
+    summary = summary[~summary["reference"]] if "reference" in summary else summary
     means = summary[f"{column.key} mean"]
     if means.notna().sum() < 2:
         return set()
