@@ -39,7 +39,7 @@ SMALL = [
     "model.top_k=2",
 ]
 
-# The metric contract (README, "What a run records"): every finished run has these.
+# The metric contract (docs/metrics.md): every finished run has these.
 CONTRACT_METRICS = [
     "train/loss",
     "train/lm_loss",
