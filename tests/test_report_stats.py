@@ -190,3 +190,11 @@ def test_the_config_hash_of_a_run_leaving_the_new_knobs_off_is_the_hash_it_had_b
     assert config_hash(after) == config_hash(before)
     assert config_hash({**after, "balance": {**after["balance"], "capacity_factor": 1.25}}) != config_hash(before)
     assert config_hash({**after, "balance": {**after["balance"], "center": True}}) != config_hash(before)
+
+
+def test_a_half_width_beyond_1000_percent_of_a_near_zero_baseline_is_not_printed_as_a_number():
+    from balance_lab.report.render_evidence import power_cells
+
+    near_zero = stats.Paired("aux", "loss_free", "val/dropped_at_1.25", 3, 0.06, 0.04, 0.08, 0.01, 0.0001)
+    ordinary = stats.Paired("aux", "loss_free", "val/ppl", 3, -0.6, -1.4, 0.2, 0.3, 80.0)
+    assert power_cells(near_zero)[0] == "> 1,000" and power_cells(ordinary)[0] == "1.00"  # 0.8 / 80

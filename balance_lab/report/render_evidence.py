@@ -28,8 +28,14 @@ def power_cells(p: stats.Paired) -> list[str]:
             return "-"
         return f"{n:,}" if n is not None else "> 100,000"
 
-    resolvable = "-" if math.isnan(p.resolvable_pct) else f"{p.resolvable_pct:.2f}"
-    return [resolvable, seeds(p.seeds_to_resolve, p.mean), seeds(p.seeds_for_paper, p.paper)]
+    return [percent(p.resolvable_pct), seeds(p.seeds_to_resolve, p.mean), seeds(p.seeds_for_paper, p.paper)]
+
+
+def percent(value: float) -> str:
+    """A % of the baseline's mean; beyond 1,000% the baseline is near zero (a floor) and % says nothing."""
+    if math.isnan(value):
+        return "-"
+    return f"{value:.2f}" if value <= 1000 else "> 1,000"
 
 
 def sequential_title(report: Report) -> str:
@@ -42,7 +48,7 @@ def sequential_title(report: Report) -> str:
 
 def sequential_cells(row) -> list[str]:
     final = row.outcome.final
-    ruled = "-" if math.isnan(row.ruled_out_pct) else f"{row.ruled_out_pct:.2f}"
+    ruled = percent(row.ruled_out_pct)
     return [
         str(final.seeds),
         f"{final.mean:+.4f}",
