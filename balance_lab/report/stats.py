@@ -35,7 +35,7 @@ SPECIALISATION_PREFIX = "val/top_expert_freq/"
 # step time), a reference to measure the methods against, never the best method in a column.
 REFERENCE_PARAM = "params.balance.force_balance"
 REFERENCE_NOTE = (
-    "reference: forced balance (each token's experts drawn at random), the floor of MaxVio and the best-case "
+    "forced balance (each token's experts drawn at random), the floor of MaxVio and the best-case "
     "step time; a bound to measure the methods against, so never marked best"
 )
 
