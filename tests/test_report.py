@@ -119,7 +119,7 @@ def test_perplexity_at_every_validation_is_paired_step_by_step(swept):
 def test_formats_and_bad_input(swept):
     uri, folder = swept.uri, swept.reports
     csv = cli_in_this_process("report", "paper_main", "--format", "csv", "--no-write", "--tracking-uri", uri)
-    assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("label,n_seeds,seeds,val/ppl mean")
+    assert csv.returncode == 0 and csv.stdout.splitlines()[0].startswith("label,n_seeds,seeds,reference,val/ppl mean")
     md = cli_in_this_process(
         "report", "paper_main", "--format", "md", "--no-write", "--tracking-uri", uri, "--metric", "val/loss:min"
     )
