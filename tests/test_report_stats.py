@@ -198,3 +198,24 @@ def test_a_half_width_beyond_1000_percent_of_a_near_zero_baseline_is_not_printed
     near_zero = stats.Paired("aux", "loss_free", "val/dropped_at_1.25", 3, 0.06, 0.04, 0.08, 0.01, 0.0001)
     ordinary = stats.Paired("aux", "loss_free", "val/ppl", 3, -0.6, -1.4, 0.2, 0.3, 80.0)
     assert power_cells(near_zero)[0] == "> 1,000" and power_cells(ordinary)[0] == "1.00"  # 0.8 / 80
+
+
+def test_a_sequential_sweep_stopped_by_a_signal_between_looks_says_so_rather_than_running():
+    from types import SimpleNamespace
+
+    from balance_lab.report import sequential
+
+    finished = pd.DataFrame({"tags.sweep.balance": ["aux_loss", "loss_free"], "label": ["aux", "lf"]})
+    parent = {
+        "start_time": pd.Timestamp(1, unit="s"),
+        "params.sequential.looks": "3,6",
+        "params.sequential.baseline": "balance=aux_loss",
+        "params.sequential.metric": "val/ppl",
+        "params.sequential.seeds": "100,101,102,103,104,105",
+        "tags.balance_lab.sequential": "running",  # the tag after look 1: no reason to stop yet
+        "tags.balance_lab.status_reason": "stopped by SIGTERM",
+    }
+    killed = SimpleNamespace(parents=pd.DataFrame([{**parent, "status": "KILLED"}]), finished=finished)
+    going = SimpleNamespace(parents=pd.DataFrame([{**parent, "status": "RUNNING"}]), finished=finished)
+    assert sequential.read_plan(killed).stopped == "interrupted, stopped by SIGTERM"
+    assert sequential.read_plan(going).stopped == "running" and sequential.read_plan(going).baseline == "aux"

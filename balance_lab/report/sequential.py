@@ -53,12 +53,17 @@ def read_plan(runs) -> Plan | None:
     if baseline is None:
         return None
     stopped = latest.get("tags.balance_lab.sequential")
+    stopped = "" if pd.isna(stopped) else str(stopped)
+    if stopped == "running" and latest.get("status") not in (None, "RUNNING"):  # a signal ended it between looks
+        reason = latest.get("tags.balance_lab.status_reason")
+        known = not pd.isna(reason) and bool(reason)  # the sweep's own reason says how to continue
+        stopped = f"interrupted, {reason}" if known else "interrupted; the same command continues it"
     return Plan(
         str(latest["params.sequential.metric"]),
         baseline,
         tuple(int(s) for s in str(latest["params.sequential.seeds"]).split(",")),
         tuple(int(n) for n in str(latest[column]).split(",")),
-        "" if pd.isna(stopped) else str(stopped),
+        stopped,
     )
 
 
