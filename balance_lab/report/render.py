@@ -174,7 +174,7 @@ def markdown(report: Report) -> str:
         rows = []
         for _, row in report.summary.iterrows():
             cells = [f"**{cell(row, c)}**" if row["label"] in best[c.key] else cell(row, c) for c in report.columns]
-            rows.append([_md_label(row), str(row["n_seeds"]), *cells])
+            rows.append([stats.shown_label(row, "`"), str(row["n_seeds"]), *cells])
         header = ["configuration", "seeds", *[c.title for c in report.columns]]
         parts += [_md_table(header, rows, right=set(range(1, len(header)))), "", _notes(report, MAXVIO_NOTE), ""]
         parts += _cost_markdown(report)
@@ -269,10 +269,6 @@ def markdown(report: Report) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _md_label(row) -> str:
-    return f"`{row['label']}`" + (" (reference)" if row.get("reference", False) else "")
-
-
 def _notes(report: Report, note: str) -> str:
     """The table's note, and what a reference row is where the table has one."""
     has_reference = "reference" in report.summary and bool(report.summary["reference"].any())
@@ -285,7 +281,7 @@ def _cost_markdown(report: Report) -> list[str]:
     best = {c.key: stats.best_labels(report.summary, c) for c in report.cost_columns}
     rows = [
         [
-            _md_label(row),
+            stats.shown_label(row, "`"),
             *[f"**{cell(row, c)}**" if row["label"] in best[c.key] else cell(row, c) for c in report.cost_columns],
         ]
         for _, row in report.summary.iterrows()

@@ -86,9 +86,10 @@ def summarise(runs: pd.DataFrame, columns: list[Column]) -> pd.DataFrame:
     return summary.reset_index().drop(columns="order")
 
 
-def shown_label(row) -> str:
-    """A configuration's name in a table: its label, marked where it is the forced-balance reference."""
-    return f"{row['label']} (reference)" if row.get("reference", False) else row["label"]
+def shown_label(row, quote: str = "") -> str:
+    """A configuration's name in a table: its label (between `quote`s, e.g. Markdown's backticks), marked
+    where it is the forced-balance reference."""
+    return f"{quote}{row['label']}{quote}" + (" (reference)" if row.get("reference", False) else "")
 
 
 def best_labels(summary: pd.DataFrame, column: Column) -> set[str]:
