@@ -219,3 +219,49 @@ def test_a_sequential_sweep_stopped_by_a_signal_between_looks_says_so_rather_tha
     going = SimpleNamespace(parents=pd.DataFrame([{**parent, "status": "RUNNING"}]), finished=finished)
     assert sequential.read_plan(killed).stopped == "interrupted, stopped by SIGTERM"
     assert sequential.read_plan(going).stopped == "running" and sequential.read_plan(going).baseline == "aux"
+
+
+def test_the_same_sweep_at_two_models_in_one_store_is_paired_within_each_model():
+    """`sweep paper_main` then `sweep paper_main model=small` into one store: model.* differs although
+    no sweep varies it, so each configuration is paired with aux_loss at its own model, never across."""
+    tiny = RUNS[RUNS["status"] == "FINISHED"].drop_duplicates("tags.balance_lab.config_hash", keep="first")
+    small = tiny.assign(
+        **{
+            "params.model.name": "small",
+            "tags.mlflow.runName": tiny["tags.mlflow.runName"].str.replace("-tiny-", "-small-"),
+            "tags.balance_lab.config_hash": tiny["tags.balance_lab.config_hash"] + "-small",
+            "run_id": tiny["run_id"] + "-small",
+            "metrics.val/ppl": tiny["metrics.val/ppl"] + 100.0,  # far from tiny's: a cross-model pair would show it
+        }
+    )
+    runs = collect.split_runs("paper_main", pd.concat([tiny, small], ignore_index=True))
+    assert runs.context_keys == ["model.name"]
+    against = stats.baselines(runs.finished, "aux_loss-a1e-3-micro-small")
+    assert against == {  # the baseline method at the other model is not compared with it either
+        "loss_free-u1e-2-sign-add-small": "aux_loss-a1e-3-micro-small",
+        "loss_free-u1e-2-sign-add-tiny": "aux_loss-a1e-3-micro-tiny",
+    }
+    ppl = [c for c in stats.columns_for(runs.finished) if c.key == "val/ppl"]
+    pairs = {p.label: p for p in stats.paired_differences(runs.finished, ppl, against)}
+    for model in ("tiny", "small"):  # -1, -2, -3 per seed at both models, as in the one-model table
+        assert pairs[f"loss_free-u1e-2-sign-add-{model}"].mean == pytest.approx(-2.0)
+    summary = stats.summarise(runs.finished, stats.columns_for(runs.finished))
+    comparison = published.compare("paper_main", runs.finished, summary)
+    assert len(comparison.rows) == 4
+    assert comparison.verdicts[0] == "perplexity: the ordering matches the paper (2 of 2 pairs)"
+    one = collect.split_runs("paper_main", tiny)  # one model: no context, one baseline for all
+    assert one.context_keys == [] and stats.baselines(one.finished, "aux_loss-a1e-3-micro") == {
+        "loss_free-u1e-2-sign-add": "aux_loss-a1e-3-micro"
+    }
+
+
+def test_the_expert_load_plots_draw_the_first_configurations_shape_and_name_the_others():
+    import numpy as np
+
+    from balance_lab.report import make
+
+    relative = {"aux-small": np.ones((5, 32)), "aux-tiny": np.ones((3, 16)), "lf-small": np.ones((5, 32))}
+    frequency = {label: {"code": loads} for label, loads in relative.items()}
+    assert make._one_shape(relative, frequency) == ["aux-tiny"]
+    assert list(relative) == list(frequency) == ["aux-small", "lf-small"]
+    assert make._one_shape({}, {}) == []

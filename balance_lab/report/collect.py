@@ -35,6 +35,7 @@ class SweepRuns:
     unfinished: pd.DataFrame  # run_id, run_name, status, reason
     varying: list[str] = field(default_factory=list)  # params that differ between configurations
     common: str = ""  # name parts every configuration shares (dropped from the labels), e.g. "tiny"
+    context_keys: list[str] = field(default_factory=list)  # settings that differ between contexts (see _contexts)
     parents: pd.DataFrame = field(default_factory=pd.DataFrame)  # the sweep invocations (parent runs)
 
 
@@ -65,7 +66,7 @@ def split_runs(sweep: str, runs: pd.DataFrame) -> SweepRuns:
     hash_col = f"tags.{tracking.TAG_CONFIG_HASH}"
     if hash_col in finished:
         finished = finished.sort_values("start_time").drop_duplicates(hash_col, keep="last")
-    finished, varying, common = _configurations(finished, _grid_order(parents))
+    finished, varying, common, context_keys = _configurations(finished, _grid_order(parents))
     unfinished = runs[runs["status"] != "FINISHED"]
     reason = unfinished.get(f"tags.{tracking.TAG_STATUS_REASON}", pd.Series(index=unfinished.index, dtype=object))
     unfinished = pd.DataFrame(
@@ -82,6 +83,7 @@ def split_runs(sweep: str, runs: pd.DataFrame) -> SweepRuns:
         unfinished.reset_index(drop=True),
         varying=varying,
         common=common,
+        context_keys=context_keys,
         parents=parents,
     )
 
@@ -105,11 +107,14 @@ def _grid_order(parents: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
-def _configurations(finished: pd.DataFrame, grid: dict[str, list[str]]) -> tuple[pd.DataFrame, list[str], str]:
-    """Add `config` (identity), `label` (readable), `seed`, and an `order` that follows the swept values."""
+def _configurations(
+    finished: pd.DataFrame, grid: dict[str, list[str]]
+) -> tuple[pd.DataFrame, list[str], str, list[str]]:
+    """Add `config` (identity), `label` (readable), `seed`, `context` and `treatment` (see _contexts), and
+    an `order` that follows the swept values."""
     finished = finished.copy()
     if finished.empty:
-        return finished.assign(config=[], label=[], seed=[], order=[]), [], ""
+        return finished.assign(config=[], label=[], seed=[], order=[], context=[], treatment=[]), [], "", []
     trained = sorted(c for c in finished.columns if _what_was_trained(c))
     identity = finished[trained].map(lambda v: "" if v is None or v != v else str(v))  # NaN: a param a run lacks
     for column in trained:  # a knob added later, at its off value, is what a run recorded before it had
@@ -118,6 +123,11 @@ def _configurations(finished: pd.DataFrame, grid: dict[str, list[str]]) -> tuple
             identity[column] = identity[column].map(lambda v, k=knob: "" if is_added_off(k, v) else v)
     finished["config"] = identity.agg("|".join, axis=1)
     varying = [c.removeprefix("params.") for c in trained if identity[c].nunique() > 1]
+    swept_keys = {c.removeprefix("tags.sweep.") for c in finished.columns if c.startswith("tags.sweep.")}
+    context_columns = _contexts(identity, swept_keys - {"seed"})
+    finished["context"] = identity[context_columns].agg("|".join, axis=1) if context_columns else ""
+    treatment = [c for c in trained if c not in context_columns]
+    finished["treatment"] = identity[treatment].agg("|".join, axis=1) if treatment else ""
     finished["seed"] = pd.to_numeric(finished.get("params.seed"), errors="coerce")
     finished["label"] = finished["run_name"].map(lambda n: SEED_IN_NAME.sub("", str(n)))
     finished["label"] = _disambiguate(finished, varying)
@@ -136,7 +146,25 @@ def _configurations(finished: pd.DataFrame, grid: dict[str, list[str]]) -> tuple
     )
     rank = {key: i for i, key in enumerate(sorted(set(keys)))}
     finished["order"] = [rank[k] for k in keys]
-    return finished, varying, common
+    return finished, varying, common, [c.removeprefix("params.") for c in context_columns]
+
+
+def _contexts(identity: pd.DataFrame, swept_keys: set[str]) -> list[str]:
+    """The trained params that differ between runs although neither the balancing method nor a swept
+    key sets them: the same sweep run at model=tiny and again at model=small in one store differs in
+    model.*. Those runs are compared within their context (a configuration is paired only with the
+    baseline method at its own model), never across it. [] when every run shares its settings."""
+    compared = ("balance", *swept_keys)
+    return [
+        column
+        for column in identity.columns
+        if identity[column].nunique() > 1 and not _set_by(column.removeprefix("params."), compared)
+    ]
+
+
+def _set_by(key: str, prefixes: tuple[str, ...]) -> bool:
+    """'balance.alpha' is set by the config group 'balance' and by the swept key 'balance.alpha'."""
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def _disambiguate(finished: pd.DataFrame, varying: list[str]) -> pd.Series:

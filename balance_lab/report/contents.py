@@ -51,3 +51,14 @@ class Report:
     cost_columns: list[stats.Column] = field(default_factory=list)  # what imbalance would cost (imbalance.py)
     val_loads: dict[str, dict] = field(default_factory=dict)  # run id -> loads/val_loads.json
     convergence: Any = None  # convergence.Convergence: val ppl at every validation, paired (or None)
+    against: dict[str, str] = field(default_factory=dict)  # configuration -> its baseline (one per context)
+    plots_left_out: list[str] = field(default_factory=list)  # configurations of another model shape (no loads plot)
+
+    @property
+    def baseline_text(self) -> str:
+        """The baseline as a title names it: one label, or where each context has its own, all of them."""
+        several = sorted(set(self.against.values()))
+        if len(several) < 2:
+            return str(self.baseline)
+        groups = " and ".join(sorted({key.split(".")[0] for key in self.runs.context_keys}))
+        return f"the baseline at the same {groups} ({', '.join(several)})"

@@ -4,6 +4,7 @@ whether a method converges faster (lower early) shows here, where the final-step
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -20,7 +21,9 @@ class Convergence:
     paired: dict[int, list[stats.Paired]]  # step -> each configuration minus the baseline
 
 
-def at_validations(finished: pd.DataFrame, baseline: str | None, tracking_uri: str) -> Convergence | None:
+def at_validations(
+    finished: pd.DataFrame, baseline: str | Mapping[str, str] | None, tracking_uri: str
+) -> Convergence | None:
     """None unless the runs validated at two or more common steps."""
     if finished.empty or baseline is None:
         return None
@@ -60,7 +63,7 @@ def markdown(convergence: Convergence | None, baseline: str | None, md_table) ->
     return [
         "## Perplexity during training",
         "",
-        f"Validation perplexity at every validation (mean over seeds), then each configuration minus `{baseline}` "
+        f"Validation perplexity at every validation (mean over seeds), then each configuration minus {baseline} "
         "on the same seed with its 95% t-interval: a method that converges faster is lower early.",
         "",
         md_table(header, rows, right=right),

@@ -55,7 +55,8 @@ def make_report(
     summary = stats.summarise(runs.finished, columns + cost)
     chosen = _baseline(summary, baseline)
     compared = paired_columns(sweep, columns) + [c for c in cost if c.key.startswith(imbalance.PAIRED_PREFIXES)]
-    paired = stats.paired_differences(runs.finished, compared, chosen) if chosen else []
+    against = stats.baselines(runs.finished, chosen) if chosen else {}
+    paired = stats.paired_differences(runs.finished, compared, against) if chosen else []
     paper = published.compare(sweep, runs.finished, summary)
     for p in paired:
         p.paper = published.scaled_difference(paper, p.label, p.baseline, p.metric, p.baseline_mean)
@@ -72,8 +73,8 @@ def make_report(
         sorted(set(runs.finished.get(f"tags.{collect.tracking.TAG_GIT_SHA}", pd.Series(dtype=str)).dropna())),
         _invocations(runs.parents),
     )
-    report.cost_columns, report.val_loads = cost, loads
-    report.convergence = convergence.at_validations(runs.finished, chosen, tracking_uri)
+    report.cost_columns, report.val_loads, report.against = cost, loads, against
+    report.convergence = convergence.at_validations(runs.finished, against if chosen else None, tracking_uri)
     report.sequential_plan = sequential.read_plan(runs)
     if report.sequential_plan is not None:
         chosen_columns = paired_columns(sweep, columns)
@@ -151,10 +152,8 @@ def _draw(report: Report, out: Path) -> dict[str, str]:
         paths["maxvio_batch_steps"] = plots.maxvio_over_training(
             curves, out / "plots" / "maxvio_batch_steps.png", len(order)
         )
-    loads = report.val_loads
-    relative, frequency = _first_seed_loads(runs, loads, order)
-    layer_ids = next((item.get("layer_ids") for item in loads.values() if item.get("layer_ids")), None)
-    layer_ids = layer_ids or list(range(max((len(r) for r in relative.values()), default=0)))
+    relative, frequency, layer_ids = _first_seed_loads(runs, report.val_loads, order)
+    report.plots_left_out = _one_shape(relative, frequency)
     if relative:
         notes = {label: imbalance.layer_notes(counts) for label, counts in relative.items()}
         paths["expert_loads"] = plots.expert_loads(relative, layer_ids, out / "plots" / "expert_loads.png", notes)
@@ -174,7 +173,7 @@ def _first_seed_loads(runs: pd.DataFrame, loads: dict[str, dict], order: list[st
     """Per configuration, from its lowest seed (which experts a router overloads differs from seed to
     seed, so a mean over seeds would paint imbalance as balance): (layer x expert) load / uniform
     load, and per domain the (layer x expert) fraction of the domain's tokens choosing each expert."""
-    relative, frequency = {}, {}
+    relative, frequency, layer_ids = {}, {}, None
     for label in order:
         mine = runs[(runs["label"] == label) & runs["run_id"].isin(list(loads))].sort_values("seed")
         if mine.empty:
@@ -182,12 +181,25 @@ def _first_seed_loads(runs: pd.DataFrame, loads: dict[str, dict], order: list[st
         item = loads[mine["run_id"].iloc[0]]
         counts_LE = np.asarray(item["layers"], dtype=np.float64)
         relative[label] = counts_LE / counts_LE.mean(axis=1, keepdims=True).clip(min=1e-12)
+        if layer_ids is None:  # the first configuration's: the plots draw the configurations of its shape
+            layer_ids = item.get("layer_ids") or list(range(counts_LE.shape[0]))
         if item.get("domains") and item.get("tokens"):
             frequency[label] = {
                 d: np.asarray(counts, dtype=np.float64) / max(item["tokens"][d], 1)
                 for d, counts in item["domains"].items()
             }
-    return relative, frequency
+    return relative, frequency, layer_ids or []
+
+
+def _one_shape(relative: dict[str, np.ndarray], frequency: dict[str, dict]) -> list[str]:
+    """Keep, in place, the configurations whose (layers, experts) equal the first one's: a store can
+    hold the same sweep at two models, whose loads do not share one heatmap. Returns the others."""
+    shape = next(iter(relative.values())).shape if relative else None
+    other = [label for label, loads_LE in relative.items() if loads_LE.shape != shape]
+    for label in other:
+        relative.pop(label)
+        frequency.pop(label, None)
+    return other
 
 
 def _first_config(report: Report) -> str:

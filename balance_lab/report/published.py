@@ -108,10 +108,14 @@ def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison
         return None
     first = runs.drop_duplicates("label").set_index("label")
     ours = summary.set_index("label")
-    matched, errors = [], []
+    matched, errors, contexts = [], [], []
     for row in table.rows:
+        seen = set()  # one configuration per context (collect._contexts: e.g. the sweep at two models)
         for label, params in first.iterrows():
-            if _matches(params, row.match):
+            context = params.get("context", "")
+            if context not in seen and _matches(params, row.match):
+                seen.add(context)
+                contexts.append(context)
                 matched.append(
                     {
                         "label": label,
@@ -127,11 +131,13 @@ def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison
                         "MaxVio global": _standard_error(ours.loc[label], "val/maxvio_global"),
                     }
                 )
-                break
     if len(matched) < 2:
         return None
     rows = pd.DataFrame(matched)
-    verdicts = [_ordering(rows, errors, "ppl", "perplexity"), _ordering(rows, errors, "MaxVio global", "MaxVio_global")]
+    verdicts = [
+        _ordering(rows, errors, contexts, "ppl", "perplexity"),
+        _ordering(rows, errors, contexts, "MaxVio global", "MaxVio_global"),
+    ]
     return Comparison(table.source, rows, [v for v in verdicts if v])
 
 
@@ -161,13 +167,16 @@ def _standard_error(summary_row: pd.Series, key: str) -> float:
     return float(std) / n**0.5 if n and n >= 2 and not pd.isna(std) else float("nan")
 
 
-def _ordering(rows: pd.DataFrame, errors: list[dict[str, float]], metric: str, name: str) -> str:
-    """'perplexity: the ordering matches the paper in 2 of 2 pairs ...' over the pairs the paper separates.
-    A pair whose two means are less than 2 standard errors apart is called within seed noise."""
+def _ordering(rows: pd.DataFrame, errors: list[dict[str, float]], contexts: list[str], metric: str, name: str) -> str:
+    """'perplexity: the ordering matches the paper in 2 of 2 pairs ...' over the pairs the paper separates,
+    each within one context. A pair whose two means are less than 2 standard errors apart is called
+    within seed noise."""
     paper, ours = rows[f"paper {metric}"], rows[f"our {metric}"]
     agree, judged, noisy, disagreements = 0, 0, 0, []
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
+            if contexts[i] != contexts[j]:
+                continue
             if pd.isna(paper[i]) or pd.isna(paper[j]) or paper[i] == paper[j] or pd.isna(ours[i]) or pd.isna(ours[j]):
                 continue
             judged += 1

@@ -78,7 +78,7 @@ def _paired_table(report: Report):
 
     titles = {c.key: c.title for c in [*report.columns, *report.cost_columns]}
     table = Table(
-        title=f"paired by seed: configuration - {report.baseline} (95% t-interval)",
+        title=f"paired by seed: configuration - {report.baseline_text} (95% t-interval)",
         header_style="bold",
         caption=evidence.POWER_NOTE_SHORT,
     )
@@ -180,7 +180,7 @@ def markdown(report: Report) -> str:
         parts += _cost_markdown(report)
     if report.paired:
         parts += [
-            f"## Paired comparison against `{report.baseline}`",
+            f"## Paired comparison against {_md_baseline(report)}",
             "",
             "Same seed, configuration minus baseline; the interval is the 95% t-interval of the mean "
             "difference over seeds. *lower*/*higher*: the interval excludes zero.",
@@ -208,7 +208,7 @@ def markdown(report: Report) -> str:
             evidence.POWER_NOTE,
             "",
         ]
-    parts += convergence.markdown(report.convergence, report.baseline, _md_table)
+    parts += convergence.markdown(report.convergence, _md_baseline(report), _md_table)
     if report.sequential_rows:
         plan = report.sequential_plan
         rows = [
@@ -249,6 +249,12 @@ def markdown(report: Report) -> str:
         ]
     if report.plots:
         parts += ["## Plots", ""]
+        if report.plots_left_out:
+            names = ", ".join(f"`{label}`" for label in report.plots_left_out)
+            parts += [
+                f"The expert-load plots leave out {names}: another model shape than the first configuration's.",
+                "",
+            ]
         for name, path in report.plots.items():
             title = plot_title(name)
             parts += [f"### {title}", "", f"![{title}]({path})", ""]
@@ -267,6 +273,10 @@ def markdown(report: Report) -> str:
         ]
     parts += _provenance(report)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _md_baseline(report: Report) -> str:
+    return f"`{report.baseline}`" if report.baseline_text == str(report.baseline) else report.baseline_text
 
 
 def _notes(report: Report, note: str) -> str:

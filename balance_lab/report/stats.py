@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -149,18 +150,36 @@ class Paired:
         return "no clear difference"
 
 
-def paired_differences(runs: pd.DataFrame, columns: list[Column], baseline: str) -> list[Paired]:
-    """For every configuration against the baseline, per metric: A - B on the seeds both ran."""
+def baselines(runs: pd.DataFrame, chosen: str) -> dict[str, str]:
+    """Each configuration's baseline: `chosen`; where the runs hold several contexts (collect._contexts,
+    e.g. one sweep at two models), the configuration of `chosen`'s method in the configuration's own
+    context. A configuration whose context lacks that method gets none."""
+    labels = _labels_in_order(runs)
+    if "context" not in runs or runs["context"].nunique() < 2:
+        return {label: chosen for label in labels if label != chosen}
+    first = runs.drop_duplicates("label").set_index("label")
+    method = first.loc[chosen, "treatment"]
+    partner = {row.context: label for label, row in first.iterrows() if row.treatment == method}
+    return {
+        label: partner[first.loc[label, "context"]]
+        for label in labels
+        if first.loc[label, "context"] in partner and partner[first.loc[label, "context"]] != label
+    }
+
+
+def paired_differences(runs: pd.DataFrame, columns: list[Column], baseline: str | Mapping[str, str]) -> list[Paired]:
+    """For every configuration against its baseline (one for all, or label -> baseline from `baselines`),
+    per metric: A - B on the seeds both ran."""
     from scipy.special import stdtrit  # Student t quantile; scipy.stats costs 0.3 s more to import
 
+    against = baseline if isinstance(baseline, Mapping) else {label: baseline for label in _labels_in_order(runs)}
     results = []
     for column in columns:
         values = pd.DataFrame({"label": runs["label"], "seed": runs["seed"], "v": metric_values(runs, column)})
         table = values.dropna().pivot_table(index="seed", columns="label", values="v", aggfunc="mean")
-        if baseline not in table:
-            continue
         for label in _labels_in_order(runs):
-            if label == baseline or label not in table:
+            baseline = against.get(label)
+            if baseline is None or label == baseline or label not in table or baseline not in table:
                 continue
             diff = (table[label] - table[baseline]).dropna()
             n = len(diff)
