@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from balance_lab.report import collect, published, stats
+from balance_lab.report import across, collect, published, stats
 
 
 def run_table(rows):
@@ -265,3 +265,45 @@ def test_the_expert_load_plots_draw_the_first_configurations_shape_and_name_the_
     assert make._one_shape(relative, frequency) == ["aux-tiny"]
     assert list(relative) == list(frequency) == ["aux-small", "lf-small"]
     assert make._one_shape({}, {}) == []
+
+
+def test_the_change_of_a_gap_between_two_settings_is_a_welch_interval():
+    """Seeds at two models are independent runs: the two sets of paired differences are compared unpaired
+    (Welch). Hand-checked against scipy.stats.ttest_ind(equal_var=False).confidence_interval()."""
+    import numpy as np
+    from scipy import stats as scipy_stats
+
+    from balance_lab.report import across
+
+    a, b = np.array([-1.0, -2.0, -3.0]), np.array([-0.5, -0.9, -1.0, -1.6])
+    change, low, high = across.welch((a.mean(), a.std(ddof=1), 3), (b.mean(), b.std(ddof=1), 4))
+    reference = scipy_stats.ttest_ind(b, a, equal_var=False).confidence_interval()
+    assert change == pytest.approx(1.0) and (low, high) == pytest.approx((reference.low, reference.high))
+    assert math.isnan(across.welch((1.0, 0.5, 1), (2.0, 0.5, 3))[1])  # one seed: no interval
+
+
+def test_a_report_of_one_sweep_at_two_models_says_whether_the_gap_moved():
+    tiny = RUNS[RUNS["status"] == "FINISHED"].drop_duplicates("tags.balance_lab.config_hash", keep="first")
+    small = tiny.assign(
+        **{
+            "params.model.name": "small",
+            "tags.mlflow.runName": tiny["tags.mlflow.runName"].str.replace("-tiny-", "-small-"),
+            "tags.balance_lab.config_hash": tiny["tags.balance_lab.config_hash"] + "-small",
+            "run_id": tiny["run_id"] + "-small",
+            "start_time": tiny["start_time"] + pd.Timedelta(hours=1),  # run after tiny: tiny is the first setting
+        }
+    )
+    aux_small = small["params.balance.name"] == "aux_loss"
+    small.loc[aux_small, "metrics.val/ppl"] = small.loc[aux_small, "metrics.val/ppl"] + 10.0  # gap -2 -> -12
+    runs = collect.split_runs("paper_main", pd.concat([tiny, small], ignore_index=True))
+    ppl = [c for c in stats.columns_for(runs.finished) if c.key == "val/ppl"]
+    paired = stats.paired_differences(runs.finished, ppl, stats.baselines(runs.finished, "aux_loss-a1e-3-micro-tiny"))
+    (shift,) = across.shifts(runs.finished, paired)
+    assert (shift.first.context, shift.other.context) == ("tiny", "small")
+    assert shift.comparison == "loss_free-u1e-2-sign-add - aux_loss-a1e-3-micro"
+    assert (shift.first.mean, shift.other.mean) == pytest.approx((-2.0, -12.0))
+    # tiny's aux mean 8.1 -> -24.69%; small's 18.1 -> -66.30%: sd 1 each (12.35 and 5.52 % points)
+    assert shift.first.pct == pytest.approx(-200 / 8.1) and shift.other.pct == pytest.approx(-1200 / 18.1)
+    assert shift.change[0] == pytest.approx(-10.0) and shift.change[2] < 0  # sd 1 at both, n 3: resolved
+    assert shift.verdict == "larger at small"
+    assert across.shifts(collect.split_runs("paper_main", tiny).finished, paired) == []  # one setting: nothing

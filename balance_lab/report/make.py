@@ -9,6 +9,7 @@ import pandas as pd
 
 from balance_lab.errors import ConfigError
 from balance_lab.report import (
+    across,
     collect,
     convergence,
     history,
@@ -75,6 +76,8 @@ def make_report(
     )
     report.cost_columns, report.val_loads, report.against = cost, loads, against
     report.convergence = convergence.at_validations(runs.finished, against if chosen else None, tracking_uri)
+    main_keys = {c.key for c in paired_columns(sweep, columns)}
+    report.shifts = across.shifts(runs.finished, [p for p in paired if p.metric in main_keys])
     report.sequential_plan = sequential.read_plan(runs)
     if report.sequential_plan is not None:
         chosen_columns = paired_columns(sweep, columns)

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
-from balance_lab.report import convergence, imbalance, stats
+from balance_lab.report import convergence, imbalance, render_across, stats
 from balance_lab.report import render_evidence as evidence
 from balance_lab.report.contents import Report, plot_title
 
@@ -48,6 +48,8 @@ def terminal(report: Report, console) -> None:
         console.print(_paired_table(report))
     elif report.paired:
         console.print("[dim]paired comparison: needs at least 2 seeds shared by two configurations[/]")
+    if report.shifts:
+        console.print(render_across.terminal_table(report.shifts, _titles(report)))
     if report.sequential_rows:
         console.print(f"[yellow]{evidence.SEQUENTIAL_FIRST}[/]")
         console.print(evidence.sequential_table(report))
@@ -76,7 +78,7 @@ def _rich_summary(report: Report, columns: list[stats.Column], title: str):
 def _paired_table(report: Report):
     from rich.table import Table
 
-    titles = {c.key: c.title for c in [*report.columns, *report.cost_columns]}
+    titles = _titles(report)
     table = Table(
         title=f"paired by seed: configuration - {report.baseline_text} (95% t-interval)",
         header_style="bold",
@@ -100,6 +102,10 @@ def _paired_table(report: Report):
             *evidence.power_cells(p),
         )
     return table
+
+
+def _titles(report: Report) -> dict[str, str]:
+    return {c.key: c.title for c in [*report.columns, *report.cost_columns]}
 
 
 def _order(report: Report, label: str) -> int:
@@ -161,6 +167,7 @@ def markdown(report: Report) -> str:
         _md_header,
         _md_results,
         _md_paired,
+        lambda r: render_across.markdown(r.shifts, _titles(r), _md_table),
         lambda r: convergence.markdown(r.convergence, _md_baseline(r), _md_table),
         _md_sequential,
         _md_paper,
