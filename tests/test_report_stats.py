@@ -221,9 +221,8 @@ def test_a_sequential_sweep_stopped_by_a_signal_between_looks_says_so_rather_tha
     assert sequential.read_plan(going).stopped == "running" and sequential.read_plan(going).baseline == "aux"
 
 
-def test_the_same_sweep_at_two_models_in_one_store_is_paired_within_each_model():
-    """`sweep paper_main` then `sweep paper_main model=small` into one store: model.* differs although
-    no sweep varies it, so each configuration is paired with aux_loss at its own model, never across."""
+def at_two_models() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """RUNS's finished runs (tiny), and the same sweep at model=small an hour later with the same numbers."""
     tiny = RUNS[RUNS["status"] == "FINISHED"].drop_duplicates("tags.balance_lab.config_hash", keep="first")
     small = tiny.assign(
         **{
@@ -231,9 +230,17 @@ def test_the_same_sweep_at_two_models_in_one_store_is_paired_within_each_model()
             "tags.mlflow.runName": tiny["tags.mlflow.runName"].str.replace("-tiny-", "-small-"),
             "tags.balance_lab.config_hash": tiny["tags.balance_lab.config_hash"] + "-small",
             "run_id": tiny["run_id"] + "-small",
-            "metrics.val/ppl": tiny["metrics.val/ppl"] + 100.0,  # far from tiny's: a cross-model pair would show it
+            "start_time": tiny["start_time"] + pd.Timedelta(hours=1),
         }
     )
+    return tiny, small
+
+
+def test_the_same_sweep_at_two_models_in_one_store_is_paired_within_each_model():
+    """`sweep paper_main` then `sweep paper_main model=small` into one store: model.* differs although
+    no sweep varies it, so each configuration is paired with aux_loss at its own model, never across."""
+    tiny, small = at_two_models()
+    small["metrics.val/ppl"] += 100.0  # far from tiny's: a cross-model pair would show it
     runs = collect.split_runs("paper_main", pd.concat([tiny, small], ignore_index=True))
     assert runs.context_keys == ["model.name"]
     against = stats.baselines(runs.finished, "aux_loss-a1e-3-micro-small")
@@ -283,16 +290,7 @@ def test_the_change_of_a_gap_between_two_settings_is_a_welch_interval():
 
 
 def test_a_report_of_one_sweep_at_two_models_says_whether_the_gap_moved():
-    tiny = RUNS[RUNS["status"] == "FINISHED"].drop_duplicates("tags.balance_lab.config_hash", keep="first")
-    small = tiny.assign(
-        **{
-            "params.model.name": "small",
-            "tags.mlflow.runName": tiny["tags.mlflow.runName"].str.replace("-tiny-", "-small-"),
-            "tags.balance_lab.config_hash": tiny["tags.balance_lab.config_hash"] + "-small",
-            "run_id": tiny["run_id"] + "-small",
-            "start_time": tiny["start_time"] + pd.Timedelta(hours=1),  # run after tiny: tiny is the first setting
-        }
-    )
+    tiny, small = at_two_models()
     aux_small = small["params.balance.name"] == "aux_loss"
     small.loc[aux_small, "metrics.val/ppl"] = small.loc[aux_small, "metrics.val/ppl"] + 10.0  # gap -2 -> -12
     runs = collect.split_runs("paper_main", pd.concat([tiny, small], ignore_index=True))
