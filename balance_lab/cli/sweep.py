@@ -79,82 +79,30 @@ def sweep(
 
     Exit status: 0 when every run finished, 1 when any failed, 2 on bad input.
     """
-    import shlex
     from datetime import datetime
     from pathlib import Path
 
-    from balance_lab.console import console as make_console
-    from balance_lab.errors import ConfigError
-    from balance_lab.store import tracking
-    from balance_lab.sweeping.grid import expand
-
     overrides = list(overrides or [])
     plain = [o for o in overrides if not o.startswith(("hydra/", "hydra."))]
-    try:
-        grid = expand(name, plain)
-        if until_resolved is not None:
-            from balance_lab.sweeping import sequential
-
-            sequential.check_metric(until_resolved)
-            plan = sequential.plan_seeds(grid, max_seeds, step)
-            chosen = sequential.choose_baseline(grid, baseline)
-        elif step is not None or baseline is not None:
-            raise ConfigError("--step and --baseline go with --until-resolved METRIC")
-    except ConfigError as exc:
-        fail(str(exc))
-    uri = tracking.resolve_tracking_uri(tracking_uri)
-    from balance_lab.store.reachable import check_reachable
-    from balance_lab.sweeping.display import grid_table, print_outcome
-
-    try:
-        check_reachable(uri)
-    except ConfigError as exc:
-        fail(str(exc))
-
-    if dry_run:
-        _mark_finished(grid, uri, create_store=False)
-        make_console().print(grid_table(grid, rerun))
-        if until_resolved is not None:
-            make_console().print(
-                f"until {until_resolved} is resolved against {chosen}: looks at "
-                f"{', '.join(map(str, plan.looks))} seeds, seeds {', '.join(map(str, plan.seeds))}"
-            )
-        return
-    from balance_lab.sweeping.launch import check_launcher, launcher_overrides, run_sweep
-
     extra = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
-    try:
-        check_launcher([*launcher_overrides(jobs, extra), *extra])
-    except ConfigError as exc:
-        fail(str(exc))
+    grid, sequential_plan = _checked_grid(name, plain, until_resolved, max_seeds, step, baseline)
+    uri = _reachable(tracking_uri)
+    if dry_run:
+        _print_dry_run(grid, uri, rerun, until_resolved, sequential_plan)
+        return
+    _check_launcher(jobs, extra)
     prepare_data([point.source for point in grid.points])
     client = _mark_finished(grid, uri, create_store=True)
-
-    options = ["--jobs", str(jobs)] if jobs > 1 else []
-    if until_resolved is not None:
-        options += ["--until-resolved", until_resolved, "--max-seeds", str(max_seeds)]
-        options += (["--step", str(step)] if step else []) + (["--baseline", baseline] if baseline else [])
-    command = "balance-lab sweep " + shlex.join([name, *overrides, *options])
-    sweep_dir = Path("multirun") / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    command = _command_line(name, overrides, jobs, until_resolved, max_seeds, step, baseline)
+    sweep_dir = (Path("multirun") / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     try:
         if until_resolved is not None:
-
-            def grid_for(seeds):
-                kept = [o for o in plain if o.partition("=")[0].lstrip("+~") not in ("seed", "seeds")]
-                later = expand(name, [*kept, f"seed={','.join(map(str, seeds))}"])
-                _mark_finished(later, uri, create_store=True)
-                return later
-
             launch = {"jobs": jobs, "rerun": rerun, "extra": extra, "tracking_uri": uri}
-            parent_id, results, incomplete = sequential.run_until_resolved(
-                client, grid, grid_for, until_resolved, plan, chosen, command, launch, sweep_dir.resolve()
-            )
-            failed = sum(o.status not in ("FINISHED", "SKIPPED") for o in results)
-            if failed or incomplete:
-                typer.echo(f"{failed} runs did not finish (parent run {parent_id})", err=True)
-                raise typer.Exit(1)
+            _run_sequential(client, grid, name, plain, until_resolved, sequential_plan, command, launch, sweep_dir)
             return
-        parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir.resolve(), uri)
+        from balance_lab.sweeping.launch import run_sweep
+
+        parent_id, results, log_path = run_sweep(client, grid, command, jobs, rerun, extra, sweep_dir, uri)
     except KeyboardInterrupt as exc:
         typer.echo(
             "sweep stopped: the running runs saved checkpoints and are marked KILLED; "
@@ -162,7 +110,97 @@ def sweep(
             err=True,
         )
         raise typer.Exit(128 + getattr(exc, "signum", 2)) from None
+    from balance_lab.sweeping.display import print_outcome
+
     if print_outcome(grid, results, parent_id, log_path):
+        raise typer.Exit(1)
+
+
+def _checked_grid(name, plain, until_resolved, max_seeds, step, baseline):
+    """The expanded grid and, with --until-resolved, (plan, baseline); a bad value fails in one line."""
+    from balance_lab.errors import ConfigError
+    from balance_lab.sweeping.grid import expand
+
+    try:
+        grid = expand(name, plain)
+        if until_resolved is None:
+            if step is not None or baseline is not None:
+                raise ConfigError("--step and --baseline go with --until-resolved METRIC")
+            return grid, None
+        from balance_lab.sweeping import sequential
+
+        sequential.check_metric(until_resolved)
+        return grid, (sequential.plan_seeds(grid, max_seeds, step), sequential.choose_baseline(grid, baseline))
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _reachable(tracking_uri: str | None) -> str:
+    from balance_lab.errors import ConfigError
+    from balance_lab.store import tracking
+    from balance_lab.store.reachable import check_reachable
+
+    uri = tracking.resolve_tracking_uri(tracking_uri)
+    try:
+        check_reachable(uri)
+    except ConfigError as exc:
+        fail(str(exc))
+    return uri
+
+
+def _print_dry_run(grid, uri: str, rerun: bool, until_resolved: str | None, sequential_plan) -> None:
+    from balance_lab.console import console as make_console
+    from balance_lab.sweeping.display import grid_table
+
+    _mark_finished(grid, uri, create_store=False)
+    make_console().print(grid_table(grid, rerun))
+    if until_resolved is not None:
+        plan, chosen = sequential_plan
+        make_console().print(
+            f"until {until_resolved} is resolved against {chosen}: looks at "
+            f"{', '.join(map(str, plan.looks))} seeds, seeds {', '.join(map(str, plan.seeds))}"
+        )
+
+
+def _check_launcher(jobs: int, extra: list[str]) -> None:
+    from balance_lab.errors import ConfigError
+    from balance_lab.sweeping.launch import check_launcher, launcher_overrides
+
+    try:
+        check_launcher([*launcher_overrides(jobs, extra), *extra])
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _command_line(name, overrides, jobs, until_resolved, max_seeds, step, baseline) -> str:
+    """The command as the parent run records it (what continues the sweep)."""
+    import shlex
+
+    options = ["--jobs", str(jobs)] if jobs > 1 else []
+    if until_resolved is not None:
+        options += ["--until-resolved", until_resolved, "--max-seeds", str(max_seeds)]
+        options += (["--step", str(step)] if step else []) + (["--baseline", baseline] if baseline else [])
+    return "balance-lab sweep " + shlex.join([name, *overrides, *options])
+
+
+def _run_sequential(client, grid, name, plain, metric, sequential_plan, command, launch, sweep_dir) -> None:
+    """Looks of seeds until `metric` is resolved (sweeping/sequential.py); exit 1 if a run did not finish."""
+    from balance_lab.sweeping import sequential
+    from balance_lab.sweeping.grid import expand
+
+    def grid_for(seeds):
+        kept = [o for o in plain if o.partition("=")[0].lstrip("+~") not in ("seed", "seeds")]
+        later = expand(name, [*kept, f"seed={','.join(map(str, seeds))}"])
+        _mark_finished(later, launch["tracking_uri"], create_store=True)
+        return later
+
+    plan, chosen = sequential_plan
+    parent_id, results, incomplete = sequential.run_until_resolved(
+        client, grid, grid_for, metric, plan, chosen, command, launch, sweep_dir
+    )
+    failed = sum(o.status not in ("FINISHED", "SKIPPED") for o in results)
+    if failed or incomplete:
+        typer.echo(f"{failed} runs did not finish (parent run {parent_id})", err=True)
         raise typer.Exit(1)
 
 
