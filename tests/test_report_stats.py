@@ -256,6 +256,12 @@ def test_the_same_sweep_at_two_models_in_one_store_is_paired_within_each_model()
     comparison = published.compare("paper_main", runs.finished, summary)
     assert len(comparison.rows) == 4
     assert comparison.verdicts[0] == "perplexity: the ordering matches the paper (2 of 2 pairs)"
+    from balance_lab.errors import ConfigError
+    from balance_lab.report import make
+
+    assert make._baseline(summary, "aux_loss", runs.finished).startswith("aux_loss")  # one method, two models
+    with pytest.raises(ConfigError, match="matches 4 configurations"):
+        make._baseline(summary, "-", runs.finished)
     one = collect.split_runs("paper_main", tiny)  # one model: no context, one baseline for all
     assert one.context_keys == [] and stats.baselines(one.finished, "aux_loss-a1e-3-micro") == {
         "loss_free-u1e-2-sign-add": "aux_loss-a1e-3-micro"

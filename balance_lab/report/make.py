@@ -54,7 +54,7 @@ def make_report(
     columns = stats.columns_for(runs.finished, list(extra_metrics))
     cost = imbalance.columns(runs.finished)
     summary = stats.summarise(runs.finished, columns + cost)
-    chosen = _baseline(summary, baseline)
+    chosen = _baseline(summary, baseline, runs.finished)
     compared = paired_columns(sweep, columns) + [c for c in cost if c.key.startswith(imbalance.PAIRED_PREFIXES)]
     against = stats.baselines(runs.finished, chosen) if chosen else {}
     paired = stats.paired_differences(runs.finished, compared, against) if chosen else []
@@ -111,7 +111,9 @@ def write_report(report: Report, out_root: Path, log_to_parent: bool = True) -> 
     return report
 
 
-def _baseline(summary: pd.DataFrame, wanted: str | None) -> str | None:
+def _baseline(summary: pd.DataFrame, wanted: str | None, finished: pd.DataFrame) -> str | None:
+    """The configuration named (exactly, or by a unique part) or the first. A part that names the same
+    method at several settings (`aux_loss` at tiny and small) picks the first: each setting pairs with its own."""
     labels = list(summary["label"]) if not summary.empty else []
     if not labels:
         return None
@@ -120,7 +122,8 @@ def _baseline(summary: pd.DataFrame, wanted: str | None) -> str | None:
     if wanted in labels:
         return wanted
     matches = [label for label in labels if wanted in label]
-    if len(matches) == 1:
+    treatments = set(finished.loc[finished["label"].isin(matches), "treatment"]) if "treatment" in finished else set()
+    if len(matches) == 1 or (matches and len(treatments) == 1):
         return matches[0]
     raise ConfigError(f"--baseline {wanted!r} matches {len(matches)} configurations; choose one of {', '.join(labels)}")
 
