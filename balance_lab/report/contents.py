@@ -53,9 +53,7 @@ class Report:
     convergence: Any = None  # convergence.Convergence: val ppl at every validation, paired (or None)
     against: dict[str, str] = field(default_factory=dict)  # configuration -> its baseline (one per context)
     plots_left_out: list[str] = field(default_factory=list)  # configurations of another model shape (no loads plot)
-    shifts: list = field(
-        default_factory=list
-    )  # across.Shift: a comparison's gap at each context (one sweep, two models)
+    shifts: list = field(default_factory=list)  # across.Shift: each gap at two settings (one sweep, two models)
 
     @property
     def baseline_text(self) -> str:
