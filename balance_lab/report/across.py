@@ -55,7 +55,6 @@ def shifts(runs: pd.DataFrame, paired: list[stats.Paired]) -> list[Shift]:
     if "context" not in runs or runs["context"].nunique() < 2:
         return []
     first = runs.drop_duplicates("label").set_index("label")
-    names = context_names(runs)
     by = "start_time" if "start_time" in runs else "order"  # the setting run first is the reference
     order = list(dict.fromkeys(runs.sort_values(by)["context"]))
     by_comparison: dict[tuple, dict[str, stats.Paired]] = {}
@@ -65,34 +64,21 @@ def shifts(runs: pd.DataFrame, paired: list[stats.Paired]) -> list[Shift]:
     found = []
     for (_, _, metric), per_context in by_comparison.items():
         present = [c for c in order if c in per_context]
+        reference = per_context[present[0]]
+        name = first.at[reference.label, "context_name"]
         for context in present[1:]:
-            a, b = per_context[present[0]], per_context[context]
-            found.append(
-                _shift(_plain(a, names[present[0]]), metric, _gap(a, names[present[0]]), _gap(b, names[context]))
-            )
+            other = per_context[context]
+            found.append(_shift(_plain(reference, name), metric, _gap(reference, first), _gap(other, first)))
     return found
 
 
-def context_names(runs: pd.DataFrame) -> dict[str, str]:
-    """context -> a readable name: the model preset where the model differs, else key=value pairs."""
-    rows = runs.drop_duplicates("context")
-    keys = [c for c in runs.columns if c.startswith("params.") and rows[c].astype(str).nunique() > 1]
-    keys = ["params.model.name"] if "params.model.name" in keys else keys[:2]
-    return {
-        row["context"]: ", ".join(
-            str(row[k]) if k == "params.model.name" else f"{k.removeprefix('params.')}={row[k]}" for k in keys
-        )
-        for _, row in rows.iterrows()
-    }
-
-
-def _plain(p: stats.Paired, context: str) -> str:
+def _plain(p: stats.Paired, context_name: str) -> str:
     """'loss_free-u1e-2-sign-add-small - aux_loss-a1e-3-micro-small' without the context's part."""
-    return " - ".join(label.replace(f"-{context}", "") for label in (p.label, p.baseline))
+    return " - ".join(label.replace(f"-{context_name}", "") for label in (p.label, p.baseline))
 
 
-def _gap(p: stats.Paired, context: str) -> Gap:
-    return Gap(context, p.n, p.mean, p.sd, p.baseline_mean)
+def _gap(p: stats.Paired, first: pd.DataFrame) -> Gap:
+    return Gap(str(first.at[p.label, "context_name"]), p.n, p.mean, p.sd, p.baseline_mean)
 
 
 def _shift(comparison: str, metric: str, first: Gap, other: Gap) -> Shift:

@@ -114,7 +114,8 @@ def _configurations(
     an `order` that follows the swept values."""
     finished = finished.copy()
     if finished.empty:
-        return finished.assign(config=[], label=[], seed=[], order=[], context=[], treatment=[]), [], "", []
+        empty = {k: [] for k in ("config", "label", "seed", "order", "context", "context_name", "treatment")}
+        return finished.assign(**empty), [], "", []
     trained = sorted(c for c in finished.columns if _what_was_trained(c))
     identity = finished[trained].map(lambda v: "" if v is None or v != v else str(v))  # NaN: a param a run lacks
     for column in trained:  # a knob added later, at its off value, is what a run recorded before it had
@@ -126,6 +127,7 @@ def _configurations(
     swept_keys = {c.removeprefix("tags.sweep.") for c in finished.columns if c.startswith("tags.sweep.")}
     context_columns = _contexts(identity, swept_keys - {"seed"})
     finished["context"] = identity[context_columns].agg("|".join, axis=1) if context_columns else ""
+    finished["context_name"] = _context_names(identity, context_columns)
     treatment = [c for c in trained if c not in context_columns]
     finished["treatment"] = identity[treatment].agg("|".join, axis=1) if treatment else ""
     finished["seed"] = pd.to_numeric(finished.get("params.seed"), errors="coerce")
@@ -160,6 +162,16 @@ def _contexts(identity: pd.DataFrame, swept_keys: set[str]) -> list[str]:
         for column in identity.columns
         if identity[column].nunique() > 1 and not _set_by(column.removeprefix("params."), compared)
     ]
+
+
+def _context_names(identity: pd.DataFrame, context_columns: list[str]) -> pd.Series | str:
+    """Each run's context, readable: the model preset where the model differs, else key=value pairs."""
+    if not context_columns:
+        return ""
+    if "params.model.name" in context_columns:
+        return identity["params.model.name"]
+    shown = context_columns[:2]
+    return identity[shown].apply(lambda row: ", ".join(f"{k.removeprefix('params.')}={row[k]}" for k in shown), axis=1)
 
 
 def _set_by(key: str, prefixes: tuple[str, ...]) -> bool:

@@ -55,7 +55,8 @@ def make_report(
     cost = imbalance.columns(runs.finished)
     summary = stats.summarise(runs.finished, columns + cost)
     chosen = _baseline(summary, baseline, runs.finished)
-    compared = paired_columns(sweep, columns) + [c for c in cost if c.key.startswith(imbalance.PAIRED_PREFIXES)]
+    main = paired_columns(sweep, columns)
+    compared = main + [c for c in cost if c.key.startswith(imbalance.PAIRED_PREFIXES)]
     against = stats.baselines(runs.finished, chosen) if chosen else {}
     paired = stats.paired_differences(runs.finished, compared, against) if chosen else []
     paper = published.compare(sweep, runs.finished, summary)
@@ -76,11 +77,10 @@ def make_report(
     )
     report.cost_columns, report.val_loads, report.against = cost, loads, against
     report.convergence = convergence.at_validations(runs.finished, against if chosen else None, tracking_uri)
-    main_keys = {c.key for c in paired_columns(sweep, columns)}
-    report.shifts = across.shifts(runs.finished, [p for p in paired if p.metric in main_keys])
+    report.shifts = across.shifts(runs.finished, [p for p in paired if p.metric in {c.key for c in main}])
     report.sequential_plan = sequential.read_plan(runs)
     if report.sequential_plan is not None:
-        chosen_columns = paired_columns(sweep, columns)
+        chosen_columns = list(main)
         if report.sequential_plan.metric not in {c.key for c in chosen_columns}:
             chosen_columns.insert(0, stats.Column(report.sequential_plan.metric, report.sequential_plan.metric, None))
         report.sequential_rows = sequential.rows(runs, report.sequential_plan, chosen_columns)
@@ -122,8 +122,7 @@ def _baseline(summary: pd.DataFrame, wanted: str | None, finished: pd.DataFrame)
     if wanted in labels:
         return wanted
     matches = [label for label in labels if wanted in label]
-    treatments = set(finished.loc[finished["label"].isin(matches), "treatment"]) if "treatment" in finished else set()
-    if len(matches) == 1 or (matches and len(treatments) == 1):
+    if len(matches) == 1 or (matches and finished.loc[finished["label"].isin(matches), "treatment"].nunique() == 1):
         return matches[0]
     raise ConfigError(f"--baseline {wanted!r} matches {len(matches)} configurations; choose one of {', '.join(labels)}")
 
