@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
     assert 3 <= first_stop < 40
 
     saved_ns = checkpoint.stat().st_mtime_ns
+    temp_folders = set(Path(tempfile.gettempdir()).glob("balance-lab-resume-*"))
     process = subprocess.Popen(
         [BALANCE_LAB, "run", "--resume", run_id], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -89,6 +91,9 @@ def test_signals_save_mark_killed_and_twice_resumed_the_run_equals_an_uninterrup
     again_id, second_stop, stderr = stop_with(process, signal.SIGINT, store, checkpoint)
     assert again_id == run_id and first_stop < second_stop < 40
     assert f"at step {first_stop} from {checkpoint}" in stderr  # `resuming <name> (<id>) at step N from <ckpt>`
+    # the exec'd process cannot clean up a temp folder: the config it trains with lies beside the checkpoint
+    assert (checkpoint.parent / "resume_config.yaml").is_file()
+    assert set(Path(tempfile.gettempdir()).glob("balance-lab-resume-*")) == temp_folders
 
     resumed = run_in_this_process("--resume", run_id)  # the last leg: what a resume records, not its process
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -104,6 +106,8 @@ def test_ui_serves_the_sweep_through_the_rest_api_and_stops_cleanly(swept):
             raise AssertionError("balance-lab ui did not stop on Ctrl-C within 60 s") from None
     assert process.returncode == 0, err
     assert "stopped" in out
+    log_path = Path(re.search(r"server log\s+(\S+?)\)", summary).group(1))
+    assert not log_path.parent.exists()  # a clean stop leaves no temp folder behind
     wait_for(lambda: not port_is_open(port), 10, "the port to be released")
 
 

@@ -57,9 +57,10 @@ def run(
     os.execv(sys.executable, argv)  # the training process takes over: signals and exit status are its own
 
 
-def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
-    import tempfile
+RESUME_CONFIG = "resume_config"  # <checkpoint folder>/resume_config.yaml: the config a resume trains with
 
+
+def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
     from balance_lab.errors import ConfigError
     from balance_lab.store import tracking
     from balance_lab.training.resume import resume_target
@@ -73,8 +74,13 @@ def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
         target = resume_target(ref, uri)
     except ConfigError as exc:
         fail(str(exc))
-    config_dir = Path(tempfile.mkdtemp(prefix="balance-lab-resume-"))
-    (config_dir / "config.yaml").write_text(target.config_yaml)
+    # Beside the checkpoint, not in a temp folder: the exec'd process cannot clean up after this one,
+    # and the checkpoint's folder is written to anyway (the resumed run saves its checkpoints there).
+    config_dir = target.checkpoint.parent
+    try:
+        (config_dir / f"{RESUME_CONFIG}.yaml").write_text(target.config_yaml)
+    except OSError as exc:
+        fail(f"--resume {ref}: cannot write the run's config beside its checkpoint in {config_dir} ({exc.strerror})")
     typer.echo(f"resuming {target.run_name} ({target.run_id}) at step {target.step} from {target.checkpoint}", err=True)
     return [
         sys.executable,
@@ -83,7 +89,7 @@ def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
         "--config-path",
         str(config_dir),
         "--config-name",
-        "config",
+        RESUME_CONFIG,
         f"++resume_run_id={target.run_id}",
         f"++resume_ckpt='{target.checkpoint}'",
         f"++checkpoint.dir='{target.checkpoint.parent}'",

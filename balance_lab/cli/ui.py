@@ -31,6 +31,7 @@ def ui(
         balance-lab ui
         balance-lab ui --port 0 --tracking-uri sqlite:///runs/mlflow.db
     """
+    import shutil
     import tempfile
 
     from balance_lab.console import console as make_console
@@ -64,6 +65,7 @@ def ui(
         fail(str(exc), code=1)
     finally:
         server.stop(process)
+    shutil.rmtree(log_path.parent, ignore_errors=True)  # a clean stop: the log is kept only when it names a failure
     console.print("stopped")
 
 
