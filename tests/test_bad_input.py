@@ -6,6 +6,7 @@ import functools
 import os
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tests.helpers.runners import cli_in_new_process, cli_in_this_process, run_in_this_process
 from tests.helpers.stores import all_runs
@@ -93,6 +94,16 @@ BAD_RUNS = [
     ),
     (["--resume", "{empty}/last.ckpt", "seed=1"], ["leave out the overrides"]),
     (["--frobnicate"], ["unknown option '--frobnicate'", "--resume"]),
+    (["--resume", ""], ["--resume needs a run id or a checkpoint file"]),  # an unset $RUN_ID: not a fresh run
+    # a key Hydra adds with + that nothing would read (the run would train without it)
+    (["+model.n_layer=4"], ["model.n_layer: nothing reads this key", "did you mean model.n_layers"]),
+    (["+optim.lrr=1e-3"], ["optim.lrr", "did you mean optim.lr?"]),
+    (["+data.batchsize=4"], ["data.batchsize", "did you mean data.batch_size"]),
+    (["+checkpoint.every_n_stpes=5"], ["checkpoint.every_n_stpes", "dir, every_n_steps, keep_when_finished"]),
+    (["+trainer.max_stpes=5"], ["trainer.max_stpes: not an argument of lightning.Trainer", "trainer.max_steps"]),
+    (["logger.tracking_uri=runs.db"], ["'runs.db'", "folder store", "sqlite:///runs.db"]),
+    (["notanoverride"], ["'notanoverride'", "an override is key=value"]),
+    (["balance.alpha=1e-2,1e-3"], ["balance.alpha=1e-2,1e-3", "a sweep (balance-lab sweep NAME key=a,b)"]),
 ]
 
 
@@ -195,3 +206,60 @@ def test_a_sweep_into_an_unreachable_store_fails_before_training(store):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: tracking URI 'http://127.0.0.1:9': no MLflow server answers")
     assert not os.path.exists("multirun")
+
+
+def test_a_lightning_argument_added_with_plus_is_accepted(store, monkeypatch):
+    """`+trainer.X` for a real lightning.Trainer argument is how its other arguments are reached."""
+    from balance_lab.config.compose import compose_config
+    from balance_lab.config.validation import check_config
+
+    spec = check_config(compose_config(["+trainer.profiler=simple", "+trainer.detect_anomaly=false"]))
+    assert spec.trainer["profiler"] == "simple" and spec.trainer["detect_anomaly"] is False
+
+
+# (arguments of another command, fragments of its one-line error); each checked before anything is done
+BAD_COMMANDS = [
+    (["sweep", "paper_main", "seeds=[0,0,1]", "--dry-run"], ["runs 0 and 1 are one configuration", "seed=0"]),
+    (["sweep", "paper_main", "seeds=abc", "--dry-run"], ["seeds='abc'", "a list of integers >= 0"]),
+    (["sweep", "paper_main", "seeds=[]", "--dry-run"], ["seeds=[]", "a list of integers"]),
+    (["sweep", "paper_main", "--bogus"], ["unknown option '--bogus' for sweep"]),
+    (["sweep", "paper_main", "--max-seeds", "6", "--dry-run"], ["--max-seeds", "go with --until-resolved"]),
+    (["sweep", "paper_main", "hydra/launcher=slurmm", "--dry-run"], ["slurmm", "joblib, submitit_local"]),
+    (
+        ["sweep", "paper_main", "--until-resolved", "val/maxvio_global/layer_9", "--dry-run"],
+        ["val/maxvio_global/layer_9", "val/maxvio_global/layer_1, val/maxvio_global/layer_2"],
+    ),
+    (["sweep", "paper_main", "--tracking-uri", "runs.db", "--dry-run"], ["folder store", "sqlite:///runs.db"]),
+    (["runs", "--dry-run"], ["--dry-run goes with --stale"]),
+    (["runs", "--older-than", "5"], ["--older-than goes with --stale"]),
+    (["runs", "--stale", "--sync", "x.jsonl"], ["--sync and --stale"]),
+    (["runs", "--tracking-uri", "http://127.0.0.1:9"], ["no MLflow server answers"]),  # MLflow would retry silently
+    (["report", "--tracking-uri", "http://127.0.0.1:9"], ["no MLflow server answers"]),
+    (["data", "tokenize", "{tmp}/out", "--eot", "<nope>"], ["--eot goes with --tokenizer"]),
+    (["data", "tokenize", "{tmp}/out", "--tokenizer", "{tmp}/not.json"], ["not a Hugging Face tokenizer.json"]),
+    (["configs", "show", "model.n_layers=abc"], ["model.n_layers='abc'", "integer >= 1"]),
+]
+
+
+@pytest.mark.parametrize("args, fragments", BAD_COMMANDS, ids=[" ".join(a) for a, _ in BAD_COMMANDS])
+def test_bad_input_to_the_other_commands_is_one_line_exit_2(store, tmp_path, args, fragments):
+    (tmp_path / "not.json").write_text("hello")
+    result = cli_in_this_process(*(a.format(tmp=tmp_path) for a in args))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert result.stdout == "" and not (tmp_path / "out").exists() and no_run_recorded(store)
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_a_file_that_is_not_an_outbox_is_refused_before_anything_is_sent(store, tmp_path):
+    client = MlflowClient(store)
+    run_id = client.create_run(client.create_experiment("spilled")).info.run_id
+    spilled = tmp_path / "unsent.jsonl"
+    spilled.write_text(
+        f'{{"run_id": "{run_id}", "key": "train/loss", "value": 1.0, "timestamp": 0, "step": 1}}\n{{"a": 1}}\n'
+    )
+    result = cli_in_this_process("runs", "--sync", str(spilled))
+    assert result.returncode == 2 and "unsent.jsonl line 2: not a record" in result.stderr, result.stderr
+    assert client.get_metric_history(run_id, "train/loss") == []  # line 1 was not sent either

@@ -134,3 +134,18 @@ def test_formats_and_bad_input(swept):
     missing = cli_in_this_process("report", "--tracking-uri", f"sqlite:///{folder / 'absent.db'}")
     assert missing.returncode == 2 and "no MLflow store" in missing.stderr
     assert not (folder / "absent.db").exists()
+    # every argument is checked before the first report is written: one line, exit 2, nothing written
+    out = swept.root / "not-written"
+    for args, fragment in [
+        (["paper_main", "paper_mian"], "no experiment named 'paper_mian'"),
+        (["paper_main", "--metric", "val/lsos"], "--metric val/lsos: no finished run of paper_main recorded it"),
+        (["paper_main", "--metric", "val/loss:best"], "after ':' comes min or max"),
+        (["paper_main", "--run-filter", "params.model.name = tiny"], "bad --run-filter"),
+    ]:
+        bad = cli_in_this_process("report", *args, "--out", str(out), "--tracking-uri", uri)
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and fragment in bad.stderr, (args, bad.stderr)
+        assert not out.exists(), args
+    a_file = swept.root / "a-file"
+    a_file.write_text("")
+    bad = cli_in_this_process("report", "paper_main", "--out", str(a_file), "--tracking-uri", uri)
+    assert bad.returncode == 2 and "a file; reports go to OUT/SWEEP/" in bad.stderr

@@ -63,12 +63,18 @@ def fail(message: str, code: int = 2) -> None:
 def existing_store(tracking_uri: str | None) -> str:
     """The store URI (option, MLFLOW_TRACKING_URI, default); a SQLite file that does not exist is an error
     (reading commands must not create an empty store)."""
+    from balance_lab.errors import ConfigError
     from balance_lab.store import tracking
+    from balance_lab.store.reachable import check_reachable
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     db = tracking.sqlite_file(uri)
     if db is not None and not db.exists():
         fail(f"no MLflow store at {uri} (train or sweep first, or pass --tracking-uri / set MLFLOW_TRACKING_URI)")
+    try:
+        check_reachable(uri)  # a server that does not answer: MLflow's client would retry for minutes, silently
+    except ConfigError as exc:
+        fail(str(exc))
     return uri
 
 

@@ -19,18 +19,20 @@ def configs_show(overrides: Optional[List[str]] = OverridesArg) -> None:
     from rich.syntax import Syntax
     from rich.table import Table
 
+    from balance_lab.config.validation import check_without_data
     from balance_lab.console import console as make_console
+    from balance_lab.errors import ConfigError
 
     cfg = compose(list(overrides or []))
+    try:
+        _, (args, _, _) = check_without_data(cfg)  # the data is checked where a run reads it
+    except ConfigError as exc:
+        fail(str(exc))
     console = make_console()
     console.print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml", background_color="default"))
 
-    from balance_lab.model import ModelArgs, count_params, train_flops_per_token
+    from balance_lab.model import count_params, train_flops_per_token
 
-    try:
-        args = ModelArgs.from_config(cfg.model)
-    except (ValueError, TypeError) as exc:
-        fail(str(exc))
     counts = count_params(args)  # on the meta device: paper_3b costs no memory
     table = Table(title=f"model={cfg.model.name}", header_style="bold")
     for column in ("parameters", "count"):

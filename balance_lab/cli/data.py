@@ -15,7 +15,7 @@ SOURCES = ("builtin", "text_dir", "hf")
 
 @data_app.command("tokenize", context_settings=PASSTHROUGH)
 def data_tokenize(
-    out: Path = typer.Argument(..., help="Folder to write tokenizer.json, meta.json and <domain>.<split>.bin to."),
+    out: Path = typer.Argument(..., help="Folder to write tokenizer.json, meta.json and `<domain>.<split>.bin` to."),
     overrides: Optional[List[str]] = typer.Argument(
         None,
         show_default=False,
@@ -54,7 +54,7 @@ def data_tokenize(
         None,
         "--eot",
         help="With --tokenizer: the token between documents (default: "
-        "its <|endoftext|>, <|end_of_text|>, </s> or <eos>).",
+        "its `<|endoftext|>`, `<|end_of_text|>`, `</s>` or `<eos>`).",
     ),
     retrain: bool = typer.Option(
         False,
@@ -112,8 +112,17 @@ def data_tokenize(
         fail(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if overrides and source != "hf":
         fail(f"unexpected argument {overrides[0]!r}: data.* overrides go with --source hf")
+    if eot is not None and tokenizer is None:
+        fail("--eot goes with --tokenizer (a BPE trained here has its own end-of-text token)")
     if tokenizer is not None and not tokenizer.is_file():
         fail(f"--tokenizer {tokenizer}: no such file")
+    if tokenizer is not None:
+        from balance_lab.data.tokens import load_tokenizer
+
+        try:
+            load_tokenizer(tokenizer)  # before the progress display starts: a one-line error
+        except ConfigError as exc:
+            fail(str(exc))
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / "meta.json").is_file())):
         fail(f"{out}: exists and is not a folder of token files; give a new or empty folder")
     reusable = _reusable_tokenizer(out, vocab_size, retrain) if tokenizer is None else None

@@ -66,6 +66,12 @@ def report(
     names = list(sweeps or []) or _experiments_with_runs(uri)
     if not names:
         fail(f"the store {uri} holds no run yet")
+    if write and out.exists() and not out.is_dir():
+        fail(f"--out {out}: a file; reports go to OUT/SWEEP/, give a folder")
+    try:
+        make.check_arguments(uri, names, list(metric or []), run_filter)  # every name before the first report
+    except ConfigError as exc:
+        fail(str(exc))
     console = make_console()
     for name in names:
         try:

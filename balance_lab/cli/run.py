@@ -46,7 +46,9 @@ def run(
     bad_options = [o for o in overrides if o.startswith("-")]
     if bad_options:
         fail(f"unknown option {bad_options[0]!r} for run; options: --resume, --verbose (overrides are key=value)")
-    if resume:
+    if resume is not None:  # `--resume ""` (an unset $RUN_ID) must not start a fresh run
+        if not resume.strip():
+            fail("--resume needs a run id or a checkpoint file; got an empty value (an unset variable?)")
         argv = _resume_argv(resume, overrides)
     else:
         cfg = compose(overrides)  # a typo fails here, in one line, before torch is imported
@@ -62,6 +64,7 @@ RESUME_CONFIG = "resume_config"  # <checkpoint folder>/resume_config.yaml: the c
 def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
     from balance_lab.errors import ConfigError
     from balance_lab.store import tracking
+    from balance_lab.store.reachable import check_reachable
     from balance_lab.training.resume import resume_target
 
     if overrides:
@@ -70,6 +73,7 @@ def _resume_argv(ref: str, overrides: list[str]) -> list[str]:
         )
     uri = tracking.resolve_tracking_uri()
     try:
+        check_reachable(uri)
         target = resume_target(ref, uri)
     except ConfigError as exc:
         fail(str(exc))

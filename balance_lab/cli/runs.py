@@ -9,6 +9,8 @@ import typer
 
 from balance_lab.cli.app import app, existing_store, fail
 
+DEFAULT_OLDER_THAN = 10.0  # --stale: minutes without a heartbeat that count as gone (runs of other hosts)
+
 
 @app.command()
 def runs(
@@ -18,11 +20,12 @@ def runs(
         help="Find RUNNING runs whose process is gone (kill -9, OOM, lost node) "
         "and mark them KILLED, so they can be resumed.",
     ),
-    older_than: float = typer.Option(
-        10.0,
+    older_than: Optional[float] = typer.Option(
+        None,
         "--older-than",
         min=0,
-        help="With --stale, for runs owned by another host: minutes without a heartbeat that count as gone.",
+        help="With --stale, for runs owned by another host: minutes without a heartbeat that count as gone "
+        "[default: 10].",
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="With --stale, list what would be marked; change nothing."),
     sync: Optional[Path] = typer.Option(
@@ -55,6 +58,10 @@ def runs(
     from balance_lab.console import console as make_console
     from balance_lab.store import tracking
 
+    if sync is not None and stale:
+        fail("--sync and --stale are two jobs; run them one at a time")
+    if not stale and (dry_run or older_than is not None):
+        fail(f"{'--dry-run' if dry_run else '--older-than'} goes with --stale")
     uri = existing_store(tracking_uri)
     from balance_lab.store import runs as listing
 
@@ -64,11 +71,14 @@ def runs(
 
         if not sync.is_file():
             fail(f"--sync {sync}: no such file")
-        sent, run_ids = replay(client, sync)
+        try:
+            sent, run_ids = replay(client, sync)
+        except ValueError as exc:
+            fail(str(exc))
         console.print(f"sent {sent} records to {len(run_ids)} run(s) in {uri}")
         return
     if stale:
-        found = listing.stale_runs(client, older_than)
+        found = listing.stale_runs(client, DEFAULT_OLDER_THAN if older_than is None else older_than)
         for row in found:
             if not dry_run:
                 listing.mark_killed(client, row)

@@ -9,6 +9,8 @@ import typer
 from balance_lab.cli.app import PASSTHROUGH, OverridesArg, app, fail, prepare_data
 from balance_lab.config.paths import available_sweeps
 
+DEFAULT_MAX_SEEDS = 12  # --until-resolved's seed budget per configuration (docs/evidence.md)
+
 
 @app.command(context_settings=PASSTHROUGH)
 def sweep(
@@ -36,8 +38,8 @@ def sweep(
         "METRIC's paired interval against --baseline excludes zero for every configuration, or --max-seeds are spent "
         "(a group-sequential rule: the overall false-positive rate stays at 5%). E.g. val/ppl, val/maxvio_global.",
     ),
-    max_seeds: int = typer.Option(
-        12, "--max-seeds", min=2, help="With --until-resolved: the seed budget per configuration."
+    max_seeds: Optional[int] = typer.Option(
+        None, "--max-seeds", min=2, help="With --until-resolved: the seed budget per configuration [default: 12]."
     ),
     step: Optional[int] = typer.Option(
         None,
@@ -83,14 +85,19 @@ def sweep(
     from pathlib import Path
 
     overrides = list(overrides or [])
+    bad_options = [o for o in overrides if o.startswith("-")]
+    if bad_options:
+        fail(f"unknown option {bad_options[0]!r} for sweep; see balance-lab sweep --help (overrides are key=value)")
     plain = [o for o in overrides if not o.startswith(("hydra/", "hydra."))]
     extra = [o for o in overrides if o.startswith(("hydra/", "hydra."))]
+    if until_resolved is not None and max_seeds is None:
+        max_seeds = DEFAULT_MAX_SEEDS
     grid, sequential_plan = _checked_grid(name, plain, until_resolved, max_seeds, step, baseline)
     uri = _reachable(tracking_uri)
+    _check_launcher(jobs, extra)
     if dry_run:
         _print_dry_run(grid, uri, rerun, until_resolved, sequential_plan)
         return
-    _check_launcher(jobs, extra)
     prepare_data([point.source for point in grid.points])
     client = _mark_finished(grid, uri, create_store=True)
     command = _command_line(name, overrides, jobs, until_resolved, max_seeds, step, baseline)
@@ -124,12 +131,12 @@ def _checked_grid(name, plain, until_resolved, max_seeds, step, baseline):
     try:
         grid = expand(name, plain)
         if until_resolved is None:
-            if step is not None or baseline is not None:
-                raise ConfigError("--step and --baseline go with --until-resolved METRIC")
+            if step is not None or baseline is not None or max_seeds is not None:
+                raise ConfigError("--max-seeds, --step and --baseline go with --until-resolved METRIC")
             return grid, None
         from balance_lab.sweeping import sequential
 
-        sequential.check_metric(until_resolved)
+        sequential.check_metric(until_resolved, grid)
         return grid, (sequential.plan_seeds(grid, max_seeds, step), sequential.choose_baseline(grid, baseline))
     except ConfigError as exc:
         fail(str(exc))
@@ -199,8 +206,11 @@ def _run_sequential(client, grid, name, plain, metric, sequential_plan, command,
         client, grid, grid_for, metric, plan, chosen, command, launch, sweep_dir
     )
     failed = sum(o.status not in ("FINISHED", "SKIPPED") for o in results)
-    if failed or incomplete:
+    if failed:
         typer.echo(f"{failed} runs did not finish (parent run {parent_id})", err=True)
+    elif incomplete:
+        typer.echo(f"the sweep stopped on an incomplete look: the reason above (parent run {parent_id})", err=True)
+    if failed or incomplete:
         raise typer.Exit(1)
 
 

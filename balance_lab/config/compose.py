@@ -25,7 +25,16 @@ def compose_config(overrides: list[str], with_hydra: bool = False):
         unknown = re.match(r"Could not override '([^']+)'", str(exc))
         if unknown:
             raise ConfigError(_unknown_key(unknown.group(1), overrides)) from exc
-        raise ConfigError(one_line(exc)) from exc
+        raise ConfigError(_with_hint(one_line(exc))) from exc
+
+
+def _with_hint(message: str) -> str:
+    """Hydra's parse errors, with what to write instead."""
+    if message.startswith("Error parsing override"):
+        return f"{message}: an override is key=value (e.g. seed=1, model=small, +trainer.profiler=simple)"
+    if message.startswith("Ambiguous value for argument"):
+        return f"{message}: a list of values is a sweep (balance-lab sweep NAME key=a,b); one run takes one value"
+    return message
 
 
 def _unknown_key(key: str, overrides: list[str]) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from balance_lab.config.known_keys import check_known_keys
 from balance_lab.errors import ConfigError
 
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
@@ -232,12 +233,20 @@ def check_config(cfg: DictConfig):
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required: set it on the command line ({missing[0]}=...)")
-    check_run(cfg)
-    trainer = check_trainer(cfg)
-    model, routing, balance = check_model_and_balance(cfg)
-    check_optim(cfg)
+    trainer, (model, routing, balance) = check_without_data(cfg)
     source = check_data(cfg)
     return RunSpec(cfg, model, routing, balance, source, trainer, check_diagnostics(cfg))
+
+
+def check_without_data(cfg: DictConfig):
+    """Every check that needs no data source (`configs show` of a preset whose data is elsewhere);
+    returns (the Trainer arguments, check_model_and_balance's triple)."""
+    check_known_keys(cfg)
+    check_run(cfg)
+    trainer = check_trainer(cfg)
+    model_and_balance = check_model_and_balance(cfg)
+    check_optim(cfg)
+    return trainer, model_and_balance
 
 
 _DIAGNOSTICS_LOWEST = {"load_history_rows": 2, "trace_every": 0, "trace_tokens": 1, "trace_max_rows": 1}

@@ -41,14 +41,9 @@ def make_report(
     tracking_uri: str, sweep: str, extra_metrics: list[str] = (), run_filter: str = "", baseline: str | None = None
 ) -> Report:
     """The numbers of one sweep's report (nothing written yet). Raises ConfigError on a bad argument."""
-    try:
-        runs = collect.load_sweep(tracking_uri, sweep, run_filter)
-    except LookupError:
-        raise ConfigError(f"no experiment named '{sweep}' in {tracking_uri}; {_known(tracking_uri)}") from None
-    except Exception as exc:  # noqa: BLE001 - MLflow raises its own types for a malformed filter
-        if run_filter and "filter" in str(exc).lower():
-            raise ConfigError(f"bad --run-filter {run_filter!r}: {str(exc).splitlines()[0]}") from None
-        raise
+    check_arguments(tracking_uri, [sweep], extra_metrics, run_filter)
+    runs = collect.load_sweep(tracking_uri, sweep, run_filter)
+    _check_recorded(runs.finished, sweep, extra_metrics)
     loads = collect.read_val_loads(runs.finished, tracking_uri) if not runs.finished.empty else {}
     imbalance.add_metrics(runs.finished, loads)
     columns = stats.columns_for(runs.finished, list(extra_metrics))
@@ -127,11 +122,39 @@ def _baseline(summary: pd.DataFrame, wanted: str | None, finished: pd.DataFrame)
     raise ConfigError(f"--baseline {wanted!r} matches {len(matches)} configurations; choose one of {', '.join(labels)}")
 
 
-def _known(tracking_uri: str) -> str:
+def check_arguments(tracking_uri: str, sweeps: list[str], extra_metrics: list[str], run_filter: str) -> None:
+    """The sweep names, --metric specs and --run-filter, before any report is made (ConfigError)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+    from mlflow.utils.search_utils import SearchUtils
 
     names = sorted(e.name for e in MlflowClient(tracking_uri).search_experiments() if e.name != "Default")
-    return f"choose one of {', '.join(names)}" if names else "the store holds no experiment yet"
+    for sweep in sweeps:
+        if sweep not in names:
+            known = f"choose one of {', '.join(names)}" if names else "the store holds no experiment yet"
+            raise ConfigError(f"no experiment named '{sweep}' in {tracking_uri}; {known}")
+    for spec in extra_metrics:
+        better = spec.partition(":")[2]
+        if better not in ("", "min", "max"):
+            raise ConfigError(f"--metric {spec!r}: after ':' comes min or max (which way is better), not {better!r}")
+    if run_filter:
+        try:
+            SearchUtils.parse_search_filter(run_filter)
+        except MlflowException as exc:
+            raise ConfigError(f"bad --run-filter {run_filter!r}: {exc.message.splitlines()[0]}") from None
+
+
+def _check_recorded(finished: pd.DataFrame, sweep: str, extra_metrics: list[str]) -> None:
+    """An extra metric no finished run recorded would be a column of dashes: a typo, named."""
+    import difflib
+
+    recorded = sorted(c.removeprefix("metrics.") for c in finished.columns if c.startswith("metrics."))
+    for spec in extra_metrics:
+        key = spec.partition(":")[0]
+        if not finished.empty and key not in recorded:
+            close = difflib.get_close_matches(key, recorded, n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else f"they record {', '.join(recorded[:12])}, ..."
+            raise ConfigError(f"--metric {key}: no finished run of {sweep} recorded it ({hint})")
 
 
 def _commands(parents: pd.DataFrame) -> list[str]:

@@ -136,15 +136,13 @@ def replay(client, path: Path) -> tuple[int, set[str]]:
 
     metrics: dict[str, list] = {}
     others: list[dict] = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            if "key" in row:
-                metrics.setdefault(row["run_id"], []).append(
-                    Metric(row["key"], row["value"], row["timestamp"], row["step"])
-                )
-            else:
-                others.append(row)
+    for row in _records(Path(path)):  # every line checked before the first is sent
+        if "key" in row:
+            metrics.setdefault(row["run_id"], []).append(
+                Metric(row["key"], row["value"], row["timestamp"], row["step"])
+            )
+        else:
+            others.append(row)
     for run_id, run_metrics in metrics.items():
         for i in range(0, len(run_metrics), BATCH):
             client.log_batch(run_id, metrics=run_metrics[i : i + BATCH])
@@ -154,6 +152,30 @@ def replay(client, path: Path) -> tuple[int, set[str]]:
         else:
             client.log_text(row["run_id"], row["text"], row["artifact"])
     return sum(len(m) for m in metrics.values()) + len(others), set(metrics) | {row["run_id"] for row in others}
+
+
+# The fields of each kind of line _spill writes.
+_RECORD_FIELDS = (
+    {"run_id", "key", "value", "timestamp", "step"},
+    {"run_id", "tag", "value"},
+    {"run_id", "artifact", "text"},
+)
+
+
+def _records(path: Path) -> list[dict]:
+    """The file's records; ValueError naming the first line that is not one (not a spilled outbox file)."""
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict) or not any(fields <= row.keys() for fields in _RECORD_FIELDS):
+            raise ValueError(f"{path} line {number}: not a record of a run's unsent-RUN.jsonl file; nothing was sent")
+        rows.append(row)
+    return rows
 
 
 class OutboxClient:

@@ -3,6 +3,7 @@ training process) asks once, explicitly, before anything is recorded."""
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 
@@ -19,6 +20,13 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         raise ConfigError(
             f"tracking URI {uri!r}: unknown scheme {scheme!r}; use one of "
             "sqlite:///PATH, http(s)://HOST:PORT, file:///PATH, postgresql://, mysql://, databricks"
+        )
+    if scheme == "file" and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        path = uri.removeprefix("file://")
+        database = path if path.endswith(".db") else path.rstrip("/") + ".db"
+        raise ConfigError(
+            f"tracking URI {uri!r}: MLflow reads this as a folder store, which MLflow 3 refuses; use a SQLite "
+            f"file, sqlite:///{database} (or set MLFLOW_ALLOW_FILE_STORE=true)"
         )
     if scheme == "sqlite":
         from balance_lab.store.tracking import sqlite_file

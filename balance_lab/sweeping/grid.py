@@ -53,6 +53,7 @@ class GridPoint:
     run_name: str
     config_hash: str
     finished_run_id: str | None = None  # a FINISHED run with the same config, if any
+    moe_layers: tuple[int, ...] = ()  # block indices of its MoE layers (the <i> of val/maxvio_global/layer_<i>)
     source: object = field(default=None, repr=False)  # its data source (prepared in the CLI before launch)
 
     @property
@@ -110,6 +111,7 @@ def expand(name: str, overrides: list[str]) -> Grid:
     _check_sweep_file(name)
     fixed, user_dims = _split(overrides)
     cfg = compose_config([*sweep_overrides(name), *fixed], with_hydra=True)
+    _check_seeds(cfg.get("seeds"))
     params = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True) or {}
     _, file_dims = _split([f"{k}={v}" for k, v in params.items()])
     file_dims |= {k: [str(v).strip()] for k, v in params.items() if k not in file_dims}  # one-value "dimensions"
@@ -129,7 +131,33 @@ def expand(name: str, overrides: list[str]) -> Grid:
         except ConfigError as exc:
             raise ConfigError(f"run {index} ({', '.join(f'{k}={v}' for k, v in values.items())}): {exc}") from exc
         resolved = OmegaConf.to_container(point_cfg, resolve=True)
-        grid.points.append(
-            GridPoint(index, values, run_name(resolved, values), config_hash(resolved), source=spec.source)
-        )
+        point = GridPoint(index, values, run_name(resolved, values), config_hash(resolved), source=spec.source)
+        point.moe_layers = tuple(spec.model.moe_layer_ids)
+        grid.points.append(point)
+    _check_distinct(grid)
     return grid
+
+
+def _check_seeds(seeds) -> None:
+    """A sweep file's `seeds:` list (what its seed dimension interpolates), as the user may have replaced it."""
+    from omegaconf import ListConfig
+
+    if seeds is None:
+        return
+    items = list(seeds) if isinstance(seeds, ListConfig) else None
+    if not items or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in items):
+        shown = OmegaConf.to_container(seeds) if isinstance(seeds, ListConfig) else seeds
+        raise ConfigError(f"seeds={shown!r}: must be a list of integers >= 0, e.g. seeds=[0,1,2]")
+
+
+def _check_distinct(grid: Grid) -> None:
+    """Two points with one config (seeds=[0,0,1], or 1e-2 and 0.01) would train the same run twice."""
+    first_of: dict[str, GridPoint] = {}
+    for point in grid.points:
+        same = first_of.setdefault(point.config_hash, point)
+        if same is not point:
+            shown = ", ".join(f"{k}={v}" for k, v in point.values.items())
+            raise ConfigError(
+                f"runs {same.index} and {point.index} are one configuration ({shown}): a value is listed twice; "
+                "list each once"
+            )

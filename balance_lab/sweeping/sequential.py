@@ -50,12 +50,21 @@ class SeedPlan:
         return self.seeds[start : self.looks[look]]
 
 
-def check_metric(metric: str) -> None:
+def check_metric(metric: str, grid: Grid | None = None) -> None:
+    """A metric every run of the grid ends with (a layer the grid's models have)."""
     if metric not in METRICS and not metric.startswith(METRIC_PREFIXES):
         raise ConfigError(
             f"--until-resolved {metric!r}: not a metric a run ends with; choose one of "
             f"{', '.join(METRICS)}, or {'<domain>, '.join(METRIC_PREFIXES)}<i>"
         )
+    layer_prefix = METRIC_PREFIXES[1]
+    if grid is not None and metric.startswith(layer_prefix):
+        layers = sorted(set.intersection(*(set(p.moe_layers) for p in grid.points)))
+        if metric.removeprefix(layer_prefix) not in map(str, layers):
+            raise ConfigError(
+                f"--until-resolved {metric!r}: not a MoE layer of every run; choose one of "
+                f"{', '.join(f'{layer_prefix}{i}' for i in layers)}"
+            )
 
 
 def plan_seeds(grid: Grid, max_seeds: int, step: int | None) -> SeedPlan:
@@ -170,11 +179,14 @@ def run_until_resolved(
                 client, grid, parent_id, sweep_dir=sweep_dir / f"look-{look + 1}", title=title, **launch
             )
             every += results
+            lacking = []  # runs that finished without the metric (a domain the data does not have)
             for point, outcome in zip(grid.points, results):
                 if outcome.status in ("FINISHED", "SKIPPED") and metric in outcome.metrics:
                     values[(label(point), int(point.values[SEED_KEY]))] = outcome.metrics[metric]
+                elif outcome.status in ("FINISHED", "SKIPPED"):
+                    lacking.append(point.run_name)
             pairs, missing = pair_outcomes(values, labels, plan, look, baseline, bounds)
-            reason = _stop_reason(pairs, missing, look, plan)
+            reason = _lacking_reason(metric, lacking) or _stop_reason(pairs, missing, look, plan)
             wait_for_store(
                 lambda pairs=pairs, reason=reason: _record(
                     record, client, parent_id, metric, baseline, plan, bounds, pairs, reason
@@ -187,6 +199,15 @@ def run_until_resolved(
                 break
         outcome_of_sweep["status"] = settle(client, parent_id, every)
     return parent_id, every, bool(missing)
+
+
+def _lacking_reason(metric: str, lacking: list[str]) -> str:
+    if not lacking:
+        return ""
+    return (
+        f"{len(lacking)} runs finished without recording {metric} ({', '.join(lacking[:3])}): not a metric these "
+        "runs log (a domain their data does not have?); no further look can resolve it"
+    )
 
 
 def _stop_reason(pairs: dict[str, sequential.Outcome], missing: list[str], look: int, plan: SeedPlan) -> str:

@@ -7,6 +7,7 @@ that group (guard.py) and stops it when balance-lab dies without a word (kill -9
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -34,8 +35,8 @@ def choose_port(host: str, port: int) -> int:
                 f"--port {port}: binding needs privileges on {host}; use a port above 1023 or --port 0"
             ) from None
         except OSError as exc:
-            if port == 0:
-                raise ConfigError(f"--host {host}: cannot bind ({exc.strerror})") from None
+            if port == 0 or exc.errno != errno.EADDRINUSE:  # a host that is not this machine's, or no host at all
+                raise ConfigError(f"--host {host}: cannot bind ({exc.strerror or exc})") from None
             raise ConfigError(
                 f"--port {port} is in use on {host}{_held_by(port)}; choose another port, or --port 0 for a free one"
             ) from None
@@ -50,7 +51,7 @@ def _held_by(port: int) -> str:
         group = process_group(pid)
         leader = command_line(group) if group else ""
         if "mlflow" not in command_line(pid) + leader:
-            return f", held by pid {pid} ({command_line(pid)[:80] or '?'})"
+            return f", held by pid {pid} ({' '.join(command_line(pid).split())[:80] or '?'})"  # one line
         store = _option(leader, "--backend-store-uri") or "?"
         owner = _option(leader, "balance_lab.ui.guard")
         if owner and owner.isdigit() and os.path.exists(f"/proc/{owner}"):
