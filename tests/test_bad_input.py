@@ -238,6 +238,10 @@ BAD_COMMANDS = [
     (["data", "tokenize", "{tmp}/out", "--eot", "<nope>"], ["--eot goes with --tokenizer"]),
     (["data", "tokenize", "{tmp}/out", "--tokenizer", "{tmp}/not.json"], ["not a Hugging Face tokenizer.json"]),
     (["configs", "show", "model.n_layers=abc"], ["model.n_layers='abc'", "integer >= 1"]),
+    # Click's own usage errors, one line too (Typer draws a box of 5 lines)
+    (["sweep", "paper_main", "--jobs", "0"], ["sweep: Invalid value for '--jobs'", "(given: 0)", "sweep --help"]),
+    (["report", "--bogus"], ["report: No such option: --bogus"]),
+    (["sweep"], ["Missing argument 'name'"]),
 ]
 
 

@@ -9,9 +9,49 @@ import os
 import sys
 
 import typer
+from typer.core import TyperGroup
+
+try:  # Typer 0.2x carries its own copy of Click; its errors are that copy's
+    from typer._click import exceptions as click_errors
+except ImportError:  # older Typer: Click itself
+    from click import exceptions as click_errors
+
+
+class OneLineErrors(TyperGroup):
+    """Click's usage errors (`--jobs 0`, `--nope`, a missing argument) as one line naming the command,
+    the option and the value given, like every other error of the CLI, instead of Typer's boxed panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        given = list(sys.argv[1:] if args is None else args)
+        try:
+            code = super().main(given, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as exc:  # the help, already printed
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            typer.echo(f"error: {_usage_message(exc, given)}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(exc, given: list[str]) -> str:
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message()
+    param = getattr(exc, "param", None)
+    opts = getattr(param, "opts", []) if param is not None else []
+    value = next((given[i + 1] for i, a in enumerate(given[:-1]) if a in opts), None)
+    if value is not None and repr(value) not in message and f" {value} " not in f" {message} ":
+        message += f" (given: {value})"
+    return f"{ctx.command_path}: {message} (see {ctx.command_path} --help)" if ctx else message
+
 
 app = typer.Typer(
     help="Load-balancing ablations of Mixture-of-Experts language models: train, sweep, report, browse.",
+    cls=OneLineErrors,
     no_args_is_help=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
