@@ -84,7 +84,13 @@ def test_a_sequential_sweep_reuses_finished_seeds_adds_the_next_and_records_ever
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         report = cli_in_this_process("report", "paper_main", "--format", "md", "--no-write")
+        # a metric the runs never record (no such domain): the first look (all finished) says so and stops
+        lacking = cli_in_this_process(
+            "sweep", "paper_main", "seeds=[0,1]", *SHORT_RUN, "--until-resolved", "val/top_expert_freq/poetry"
+        )
     assert report.returncode == 0, report.stderr[-3000:]
+    assert lacking.returncode == 1, lacking.stdout[-2000:] + lacking.stderr[-2000:]
+    assert "4 runs finished without recording val/top_expert_freq/poetry" in " ".join(lacking.stdout.split())
     out = " ".join(result.stdout.split())
     assert "looks at 2, 3 seeds (seeds 0..2, declared now)" in out and "after look 2: val/ppl" in out
     client = MlflowClient(uri)
