@@ -208,7 +208,7 @@ def test_a_sweep_into_an_unreachable_store_fails_before_training(store):
     assert not os.path.exists("multirun")
 
 
-def test_a_lightning_argument_added_with_plus_is_accepted(store, monkeypatch):
+def test_a_lightning_argument_added_with_plus_is_accepted(store):
     """`+trainer.X` for a real lightning.Trainer argument is how its other arguments are reached."""
     from balance_lab.config.compose import compose_config
     from balance_lab.config.validation import check_config

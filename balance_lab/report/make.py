@@ -40,8 +40,8 @@ def paired_columns(sweep: str, columns: list) -> list:
 def make_report(
     tracking_uri: str, sweep: str, extra_metrics: list[str] = (), run_filter: str = "", baseline: str | None = None
 ) -> Report:
-    """The numbers of one sweep's report (nothing written yet). Raises ConfigError on a bad argument."""
-    check_arguments(tracking_uri, [sweep], extra_metrics, run_filter)
+    """The numbers of one sweep's report (nothing written yet); its arguments passed check_arguments
+    (the CLI checks every sweep's before the first report). ConfigError for a metric no run recorded."""
     runs = collect.load_sweep(tracking_uri, sweep, run_filter)
     _check_recorded(runs.finished, sweep, extra_metrics)
     loads = collect.read_val_loads(runs.finished, tracking_uri) if not runs.finished.empty else {}

@@ -131,9 +131,16 @@ def expand(name: str, overrides: list[str]) -> Grid:
         except ConfigError as exc:
             raise ConfigError(f"run {index} ({', '.join(f'{k}={v}' for k, v in values.items())}): {exc}") from exc
         resolved = OmegaConf.to_container(point_cfg, resolve=True)
-        point = GridPoint(index, values, run_name(resolved, values), config_hash(resolved), source=spec.source)
-        point.moe_layers = tuple(spec.model.moe_layer_ids)
-        grid.points.append(point)
+        grid.points.append(
+            GridPoint(
+                index,
+                values,
+                run_name(resolved, values),
+                config_hash(resolved),
+                moe_layers=tuple(spec.model.moe_layer_ids),
+                source=spec.source,
+            )
+        )
     _check_distinct(grid)
     return grid
 

@@ -50,7 +50,7 @@ class SeedPlan:
         return self.seeds[start : self.looks[look]]
 
 
-def check_metric(metric: str, grid: Grid | None = None) -> None:
+def check_metric(metric: str, grid: Grid) -> None:
     """A metric every run of the grid ends with (a layer the grid's models have)."""
     if metric not in METRICS and not metric.startswith(METRIC_PREFIXES):
         raise ConfigError(
@@ -58,7 +58,7 @@ def check_metric(metric: str, grid: Grid | None = None) -> None:
             f"{', '.join(METRICS)}, or {'<domain>, '.join(METRIC_PREFIXES)}<i>"
         )
     layer_prefix = METRIC_PREFIXES[1]
-    if grid is not None and metric.startswith(layer_prefix):
+    if metric.startswith(layer_prefix):
         layers = sorted(set.intersection(*(set(p.moe_layers) for p in grid.points)))
         if metric.removeprefix(layer_prefix) not in map(str, layers):
             raise ConfigError(
