@@ -102,7 +102,7 @@ def test_routing_collapse_is_tagged_and_summarised(pair):
 
 @pytest.mark.slow
 @ACCEPTANCE_GROUP
-def test_run_records_every_contracted_metric_and_artifact(pair):
+def test_run_records_every_contracted_metric_and_artifact(pair, tmp_path):
     store, results = pair
     result = results["loss_free"]
     runs = runs_by_method(store)
@@ -135,7 +135,7 @@ def test_run_records_every_contracted_metric_and_artifact(pair):
     assert run.data.tags["balance_lab.git_sha"]
 
     client = MlflowClient(store)
-    local = client.download_artifacts(run.info.run_id, "")
+    local = client.download_artifacts(run.info.run_id, "", str(tmp_path))
     loads = json.load(open(f"{local}/loads/val_loads.json"))
     assert "seed: 0" in open(f"{local}/config.yaml").read()
     assert set(loads["domains"]) == {"code", "prose", "math"}

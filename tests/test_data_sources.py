@@ -33,13 +33,13 @@ def corpus_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_a_run_on_a_text_dir_knows_its_domains(store, corpus_dir):
+def test_a_run_on_a_text_dir_knows_its_domains(store, corpus_dir, tmp_path):
     result = run_in_this_process("data=text_dir", f"data.path={corpus_dir}", "model.vocab_size=256", *SHORT)
     assert result.returncode == 0, result.stderr[-3000:]
     run = all_runs(store)[0]
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "text_dir"
     assert {"val/top_expert_freq/code", "val/top_expert_freq/comments"} <= set(run.data.metrics)
-    local = MlflowClient(store).download_artifacts(run.info.run_id, "loads/val_loads.json")
+    local = MlflowClient(store).download_artifacts(run.info.run_id, "loads/val_loads.json", str(tmp_path))
     assert set(json.load(open(local))["domains"]) == {"code", "comments"}
 
 

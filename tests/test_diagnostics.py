@@ -123,7 +123,8 @@ def test_every_run_records_its_step_loads_and_the_report_draws_them(swept):
     client = MlflowClient(swept.uri)
     for row in runs.itertuples():
         params = client.get_run(row.run_id).data.params
-        first, steps, layer_ids, counts = read(collect.artifact_file(row.artifact_uri, row.run_id, HISTORY, swept.uri))
+        with collect.local_artifact(row.artifact_uri, row.run_id, HISTORY, swept.uri) as parquet:
+            first, steps, layer_ids, counts = read(parquet)
         n_moe = int(params["model.n_layers"]) - int(params["model.n_dense_layers"])
         slots = int(params["data.batch_size"]) * int(params["model.seq_len"]) * int(params["model.top_k"])
         assert list(first) == list(range(1, int(params["trainer.max_steps"]) + 1)) and set(steps) == {1}

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def runs_of(uri: str, experiment: str):
 
 @pytest.mark.slow
 @SERVER_GROUP
-def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, server_port, monkeypatch):
+def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, server_port, monkeypatch, tmp_path):
     """The run talks to a real `mlflow server` through a gate (tests/helpers/network.py) that drops every
     connection and refuses new ones mid-run, then lets them through again: what the client sees of a
     server that goes away and comes back, without paying for a second server start."""
@@ -108,7 +109,8 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, server_
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "train/loss")
         steps = sorted({m.step for m in history})
         assert steps == list(range(1, 61)) or steps == list(range(0, 60)), steps
-        loads = MlflowClient(uri).download_artifacts(run.info.run_id, "loads/val_loads.json")  # logged at the end
+        # logged at the end
+        loads = MlflowClient(uri).download_artifacts(run.info.run_id, "loads/val_loads.json", str(tmp_path))
         assert "domains" in Path(loads).read_text()
     finally:
         if process.poll() is None:
@@ -118,7 +120,7 @@ def test_a_tracking_server_that_goes_away_mid_run_loses_no_metric(store, server_
 
 @pytest.mark.slow
 @SERVER_GROUP
-def test_a_store_outage_during_a_sweep_loses_no_run_state_or_metric(store, server_port, monkeypatch):
+def test_a_store_outage_during_a_sweep_loses_no_run_state_or_metric(store, server_port, monkeypatch, tmp_path):
     """The sweep's command watches its runs through the outage, its jobs train on, and when the store
     is back every state and metric arrives: the report counts each run once."""
     gate = Gate(server_port)
@@ -157,8 +159,12 @@ def test_a_store_outage_during_a_sweep_loses_no_run_state_or_metric(store, serve
         for child in children:
             steps = sorted({m.step for m in MlflowClient(uri).get_metric_history(child.info.run_id, "train/loss")})
             assert steps == list(range(1, 41)) or steps == list(range(0, 40)), steps
+        downloads = tmp_path / "downloads"  # where the report's artifact reads from the server go ...
+        downloads.mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(downloads))
         report = cli_in_this_process("report", "paper_main", "--format", "csv", "--no-write")
         assert report.returncode == 0, report.stderr[-2000:]
+        assert not list(downloads.iterdir())  # ... and are removed once read
         assert [line.split(",")[1] for line in report.stdout.splitlines()[1:]] == ["1", "1"]  # n_seeds: once each
     finally:
         if sweep.poll() is None:
@@ -187,4 +193,5 @@ def test_what_a_store_never_took_is_written_down_and_replayed(store, tmp_path, m
     history = target.get_metric_history(run_id, "train/loss")
     assert sorted((m.step, m.value) for m in history) == [(0, 5.0), (1, 4.0), (2, 3.0)]
     assert target.get_run(run_id).data.tags["balance_lab.warning"] == "routing collapse"
-    assert Path(target.download_artifacts(run_id, "loads/val_loads.json")).read_text() == '{"layers": []}'
+    replayed = Path(target.download_artifacts(run_id, "loads/val_loads.json", str(tmp_path)))
+    assert replayed.read_text() == '{"layers": []}'

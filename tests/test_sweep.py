@@ -117,7 +117,7 @@ def test_four_runs_two_at_a_time_nest_under_one_parent_and_rerun_skips_them(swep
         assert child.data.tags["sweep.balance"] == child.data.params["balance.name"]
         assert child.data.tags["sweep.seed"] == child.data.params["seed"]
         assert set(CONTRACT_METRICS) <= set(child.data.metrics), child.info.run_name
-    with open(client.download_artifacts(parents[0].info.run_id, "grid.json")) as f:
+    with open(client.download_artifacts(parents[0].info.run_id, "grid.json", str(tmp_path))) as f:
         grid = json.load(f)
     assert grid["dimensions"] == {"balance": ["aux_loss", "loss_free"], "seed": ["0", "1"]}
     assert "4 finished, 0 failed, 0 skipped" in " ".join(swept.sweep.stdout.split())

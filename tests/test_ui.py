@@ -140,7 +140,7 @@ def wait_for_server(port: int, process: subprocess.Popen | None = None) -> int:
     return os.getpgid(listening_pids(port)[0])
 
 
-def test_kill_9_of_the_ui_takes_its_server_and_workers_with_it(swept):
+def test_kill_9_of_the_ui_takes_its_server_and_workers_with_it(swept, tmp_path):
     uri = swept.uri
     port = free_port()
     ui = subprocess.Popen(
@@ -149,6 +149,7 @@ def test_kill_9_of_the_ui_takes_its_server_and_workers_with_it(swept):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # the server log a killed ui cannot remove lands here
     )
     group = wait_for_server(port, ui)
     try:

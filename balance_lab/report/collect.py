@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -234,20 +237,30 @@ def read_val_loads(runs: pd.DataFrame, tracking_uri: str) -> dict[str, dict]:
 
 
 def artifact_text(artifact_uri: str, run_id: str, path: str, tracking_uri: str) -> str:
-    return artifact_file(artifact_uri, run_id, path, tracking_uri).read_text()
+    with local_artifact(artifact_uri, run_id, path, tracking_uri) as local:
+        return local.read_text()
 
 
-def artifact_file(artifact_uri: str, run_id: str, path: str, tracking_uri: str) -> Path:
-    """A run's artifact as a local file: in place for a local store, downloaded otherwise."""
+@contextmanager
+def local_artifact(artifact_uri: str, run_id: str, path: str, tracking_uri: str) -> Iterator[Path]:
+    """A run's artifact as a local file while the block runs: in place for a local store; otherwise
+    downloaded into a temporary folder removed afterwards (MLflow's own default folder is never
+    removed, one per artifact read: a report over a server would leave hundreds)."""
     parsed = urlparse(artifact_uri)
     if parsed.scheme in ("", "file"):
         local = Path(unquote(parsed.path)) / path
         if not local.exists():
             raise FileNotFoundError(local)
-        return local
+        yield local
+        return
     import mlflow
 
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, tracking_uri=tracking_uri))
+    with tempfile.TemporaryDirectory(prefix="balance-lab-artifact-") as folder:
+        yield Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, tracking_uri=tracking_uri, dst_path=folder
+            )
+        )
 
 
 def curves(runs: pd.DataFrame, labels: list[str], key: str, tracking_uri: str) -> dict[str, list[pd.Series]]:

@@ -32,8 +32,8 @@ def load_history_plots(runs: pd.DataFrame, order: list[str], tracking_uri: str, 
     def one(item):
         label, row = item
         try:
-            parquet = collect.artifact_file(row["artifact_uri"], row["run_id"], HISTORY_ARTIFACT, tracking_uri)
-            first_R, steps_R, layer_ids, counts_RLE = read(parquet)
+            with collect.local_artifact(row["artifact_uri"], row["run_id"], HISTORY_ARTIFACT, tracking_uri) as parquet:
+                first_R, steps_R, layer_ids, counts_RLE = read(parquet)
         except Exception:  # noqa: BLE001 - a run from before the load history (or unreadable): no figure
             return label, None
         path = out / "plots" / "load_history" / f"{_file_name(label)}.png"

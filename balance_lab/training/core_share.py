@@ -2,12 +2,14 @@
 
 torch's default is one intra-op thread per core, so two `balance-lab run` started separately on
 one machine run 2 x cores spinning threads on the cores and each step is several times slower
-than alone. Each training process whose `threads` is not set registers itself in a folder of this
-machine (pid, start time, its run); at start and then every SHARE_CHECK_SECONDS it counts the live
-registered trainings and takes (torch's default threads) // count, saying so in one line when that
-changes. `threads=N` or OMP_NUM_THREADS opts out (a sweep's jobs get threads from `--jobs`). A
-changed thread count changes the order of float additions, so a run that shared its cores is not
-bit-identical to one that did not.
+than alone (a 6-step run beside a sweep's two 1-thread jobs on 2 cores: 3.5 s alone, ~30 s beside
+them). Every CPU training registers itself in a folder of this machine (pid, start time, its run,
+and its thread count where it is pinned: `threads=N`, a sweep's `--jobs`, OMP_NUM_THREADS). One
+whose `threads` is not set then counts the live registered trainings at start and every
+SHARE_CHECK_SECONDS, leaves the pinned ones their threads and takes an equal share of the rest,
+(cores - pinned threads) // (trainings sharing), at least 1, saying so in one line when that
+changes. A changed thread count changes the order of float additions, so a run that shared its
+cores is not bit-identical to one that did not.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ def _start_ticks(pid: int) -> str | None:
 
 
 class CoreShare(L.Callback):
-    def __init__(self, run_name: str, cores: int | None = None, say=None):
+    """Registers the training; with `pinned` None it also takes its share of the cores."""
+
+    def __init__(self, run_name: str, cores: int | None = None, say=None, pinned: int | None = None):
         self.run_name, self.cores = run_name, cores or torch.get_num_threads()  # torch's default: one per core
+        self.pinned = pinned  # threads this training was given (None: it shares)
         self.say = say or (lambda text: print(f"balance-lab: {text}", file=sys.stderr, flush=True))
         self.entry = registry() / str(os.getpid())
         self.threads: int | None = None
@@ -62,13 +67,15 @@ class CoreShare(L.Callback):
         return found
 
     def share(self) -> None:
-        """Take cores // (trainings on this machine) threads; one line when the share changes."""
+        """Leave the pinned trainings their threads, take an equal share of the rest; one line when it changes."""
         self._checked = time.monotonic()
         others = self.others()
-        threads = max(1, self.cores // (len(others) + 1))
+        pinned_threads = sum(int(o.get("threads") or 0) for o in others)
+        sharing = 1 + sum(1 for o in others if not o.get("threads"))
+        threads = max(1, (self.cores - pinned_threads) // sharing)
         if threads != self.threads:
             if others or self.threads is not None:
-                names = ", ".join(f"{o['run']} (pid {o['pid']})" for o in others[:3]) or "none"
+                names = ", ".join(_described(o) for o in others[:3]) or "none"
                 self.say(
                     f"{len(others)} other training(s) on this machine [{names}]: using {threads} of "
                     f"{self.cores} cores (threads={threads}; set threads= to choose)"
@@ -80,10 +87,10 @@ class CoreShare(L.Callback):
         if stage != "fit":
             return
         self.entry.parent.mkdir(parents=True, exist_ok=True)
-        self.entry.write_text(
-            json.dumps({"pid": os.getpid(), "start": _start_ticks(os.getpid()), "run": self.run_name})
-        )
-        self.share()
+        entry = {"pid": os.getpid(), "start": _start_ticks(os.getpid()), "run": self.run_name, "threads": self.pinned}
+        self.entry.write_text(json.dumps(entry))
+        if self.pinned is None:
+            self.share()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self.threads is not None and time.monotonic() - self._checked > SHARE_CHECK_SECONDS:
@@ -92,3 +99,8 @@ class CoreShare(L.Callback):
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if stage == "fit":
             self.entry.unlink(missing_ok=True)
+
+
+def _described(other: dict) -> str:
+    pinned = f", {other['threads']} thread(s)" if other.get("threads") else ""
+    return f"{other['run']} (pid {other['pid']}{pinned})"

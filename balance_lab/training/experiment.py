@@ -115,6 +115,8 @@ def run_experiment(cfg: DictConfig, output_dir: str, swept: Mapping[str, str] | 
 
 def _fit(spec, datamodule, module, run, name: str, output_dir: str, resume_ckpt: str | None):
     """Lightning's fit (continued from `resume_ckpt` when given), then the final validation."""
+    import torch
+
     from balance_lab.training.build import build_trainer
     from balance_lab.training.callbacks import FailAfterSteps, Heartbeat, Progress, Throughput
     from balance_lab.training.checkpointing import StepCheckpoints
@@ -133,8 +135,9 @@ def _fit(spec, datamodule, module, run, name: str, output_dir: str, resume_ckpt:
     )
     throughput = Throughput()
     callbacks = [throughput, checkpoints] + ([Heartbeat(run.client, run.run_id)] if run.client else [])
-    if not cfg.get("threads") and "OMP_NUM_THREADS" not in os.environ and spec.trainer.get("accelerator") == "cpu":
-        callbacks.append(CoreShare(name))  # threads set (by the user, by --jobs, by OpenMP's variable): theirs
+    if spec.trainer.get("accelerator") == "cpu":  # threads set (by the user, --jobs, OpenMP's variable): pinned
+        pinned = cfg.get("threads") or (torch.get_num_threads() if "OMP_NUM_THREADS" in os.environ else None)
+        callbacks.append(CoreShare(name, pinned=pinned))
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(Progress(leave=True))
     if cfg.get("fail_after_steps") is not None:
