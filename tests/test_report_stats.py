@@ -268,6 +268,35 @@ def test_the_same_sweep_at_two_models_in_one_store_is_paired_within_each_model()
     }
 
 
+def test_a_sequential_sweep_at_a_second_model_in_the_store_is_paired_within_that_model_only():
+    """`sweep paper_main` (tiny), then `sweep paper_main model=small --until-resolved val/ppl` into one
+    store: the plan's section pairs small with small, never tiny's runs and never across models."""
+    from balance_lab.report import sequential
+    from balance_lab.store.tracking import ROLE_SWEEP_PARENT, TAG_ROLE
+
+    tiny, small = at_two_models()
+    small = small.assign(**{"metrics.val/ppl": small["metrics.val/ppl"] + 100.0, "tags.mlflow.parentRunId": "seq"})
+    parent = {
+        "run_id": "seq",
+        "status": "FINISHED",
+        "start_time": small["start_time"].min(),
+        f"tags.{TAG_ROLE}": ROLE_SWEEP_PARENT,
+        "params.sequential.looks": "2,3",
+        "params.sequential.baseline": "balance=aux_loss",
+        "params.sequential.metric": "val/ppl",
+        "params.sequential.seeds": "0,1,2",
+        "tags.balance_lab.sequential": "not resolved within 3 seeds",
+    }
+    runs = collect.split_runs("paper_main", pd.concat([tiny, small, pd.DataFrame([parent])], ignore_index=True))
+    plan = sequential.read_plan(runs)
+    assert plan.baseline == "aux_loss-a1e-3-micro-small"
+    assert plan.pairs == {"loss_free-u1e-2-sign-add-small": "aux_loss-a1e-3-micro-small"}
+    ppl = [c for c in stats.columns_for(runs.finished) if c.key == "val/ppl"]
+    (row,) = sequential.rows(runs, plan, ppl)
+    assert row.label == "loss_free-u1e-2-sign-add-small" and row.outcome.final.mean == pytest.approx(-2.0)
+    assert row.baseline_mean == pytest.approx(108.1)  # small's aux loss: (7.0 + 8.2 + 9.1) / 3 + 100
+
+
 def test_the_expert_load_plots_draw_the_first_configurations_shape_and_name_the_others():
     import numpy as np
 

@@ -4,11 +4,13 @@ The plan (seeds in order, looks, baseline, metric) is read from the sweep's late
 has one; the intervals are recomputed from the finished runs with evidence/sequential.py, over the
 looks whose planned seeds every configuration completed. The metric the sweep stopped on is marked;
 the others are read at the same looks (repeated confidence intervals hold at every look together).
+Only the contexts the plan's sweep trained (collect._contexts: e.g. its model, where one store holds
+the sweep at two) are paired, each configuration against the baseline's method in its own context.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -23,6 +25,7 @@ class Plan:
     seeds: tuple[int, ...]
     looks: tuple[int, ...]
     stopped: str  # the sweep's own reason for stopping (tag on the parent run)
+    pairs: dict[str, str] = field(default_factory=dict)  # label -> its baseline's label (its own context)
 
 
 @dataclass
@@ -49,7 +52,8 @@ def read_plan(runs) -> Plan | None:
     if parents.empty or column not in parents or parents[column].isna().all():
         return None
     latest = parents[parents[column].notna()].sort_values("start_time").iloc[-1]
-    baseline = _label_of(runs.finished, str(latest["params.sequential.baseline"]))
+    scope = _plan_scope(runs.finished, parents, latest)
+    baseline = _label_of(scope, str(latest["params.sequential.baseline"]))
     if baseline is None:
         return None
     stopped = latest.get("tags.balance_lab.sequential")
@@ -64,11 +68,33 @@ def read_plan(runs) -> Plan | None:
         tuple(int(s) for s in str(latest["params.sequential.seeds"]).split(",")),
         tuple(int(n) for n in str(latest[column]).split(",")),
         stopped,
+        stats.baselines(scope, baseline),
     )
 
 
+PLAN_KEYS = ("params.sequential.metric", "params.sequential.baseline", "params.sequential.seeds")
+
+
+def _plan_scope(finished: pd.DataFrame, parents: pd.DataFrame, latest) -> pd.DataFrame:
+    """The finished runs in the contexts that the plan's invocations trained (all of them where the
+    runs know no parent, e.g. a store filled before parent runs were recorded)."""
+    same = parents[[all(str(p.get(k)) == str(latest.get(k)) for k in PLAN_KEYS) for _, p in parents.iterrows()]]
+    if "context" not in finished or "run_id" not in same:
+        return finished
+    ids = set(same["run_id"])
+    of_plan = pd.Series(False, index=finished.index)
+    for column in ("tags.mlflow.parentRunId", "params.logger.parent_run_id"):  # MLflow's nesting; the run's config
+        if column in finished:
+            of_plan |= finished[column].isin(ids)
+    children = finished[of_plan]
+    if children.empty:
+        return finished
+    return finished[finished["context"].isin(set(children["context"]))]
+
+
 def _label_of(finished: pd.DataFrame, values: str) -> str | None:
-    """The report label of the runs whose swept values are `key=value, key=value` (the sweep's label)."""
+    """The report label of the runs whose swept values are `key=value, key=value` (the sweep's label);
+    where the values match several contexts, the first's."""
     chosen = finished
     for item in values.split(", "):
         key, _, value = item.partition("=")
@@ -93,18 +119,16 @@ def rows(runs, plan: Plan, columns: list[stats.Column]) -> list[Row]:
             }
         ).dropna()
         table = values.pivot_table(index="seed", columns="label", values="v", aggfunc="mean")
-        if plan.baseline not in table:
-            continue
-        for label in table.columns:
-            if label == plan.baseline:
+        for label, baseline in (plan.pairs or {lbl: plan.baseline for lbl in table.columns}).items():
+            if label == baseline or label not in table or baseline not in table:
                 continue
             diffs = []
             for seed in plan.seeds:  # the planned order, up to the first seed either configuration lacks
-                if seed not in table.index or pd.isna(table.at[seed, label]) or pd.isna(table.at[seed, plan.baseline]):
+                if seed not in table.index or pd.isna(table.at[seed, label]) or pd.isna(table.at[seed, baseline]):
                     break
-                diffs.append(table.at[seed, label] - table.at[seed, plan.baseline])
+                diffs.append(table.at[seed, label] - table.at[seed, baseline])
             outcome = sequential.analyse(diffs, plan.looks, bounds)
             if outcome.looks:
-                base = float(table.loc[list(plan.seeds[: outcome.looks[-1].seeds]), plan.baseline].mean())
+                base = float(table.loc[list(plan.seeds[: outcome.looks[-1].seeds]), baseline].mean())
                 result.append(Row(label, column.key, outcome, base))
     return result

@@ -198,4 +198,4 @@ def paired_differences(runs: pd.DataFrame, columns: list[Column], baseline: str 
 
 
 def _labels_in_order(runs: pd.DataFrame) -> list[str]:
-    return list(runs.sort_values("order")["label"].drop_duplicates())
+    return list((runs.sort_values("order") if "order" in runs else runs)["label"].drop_duplicates())
