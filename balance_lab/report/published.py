@@ -1,7 +1,10 @@
 """The papers' published numbers (docs/papers.md) beside ours.
 
 Absolute values at tiny scale cannot match a 1B model trained on 100B tokens; what can match is
-the ordering of the methods, pair by pair. A pair the paper reports as a tie is not judged.
+the ordering of the methods, pair by pair. A pair the paper reports as a tie is not judged; a pair
+it orders is judged by our paired 95% t interval over the seeds both ran: it matches where the
+interval excludes zero in the paper's direction, goes the other way where it excludes zero in the
+other, and is not resolved otherwise (one seed, no spread, or an interval spanning zero).
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison
         return None
     first = runs.drop_duplicates("label").set_index("label")
     ours = summary.set_index("label")
-    matched, errors, contexts = [], [], []
+    matched, contexts = [], []
     for row in table.rows:
         seen = set()  # one configuration per context (collect._contexts: e.g. the sweep at two models)
         for label, params in first.iterrows():
@@ -125,18 +128,12 @@ def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison
                         "our MaxVio global": ours.at[label, "val/maxvio_global mean"],
                     }
                 )
-                errors.append(
-                    {
-                        "ppl": _standard_error(ours.loc[label], "val/ppl"),
-                        "MaxVio global": _standard_error(ours.loc[label], "val/maxvio_global"),
-                    }
-                )
     if len(matched) < 2:
         return None
     rows = pd.DataFrame(matched)
     verdicts = [
-        _ordering(rows, errors, contexts, "ppl", "perplexity"),
-        _ordering(rows, errors, contexts, "MaxVio global", "MaxVio_global"),
+        _ordering(rows, _per_seed(runs, "val/ppl"), contexts, "ppl", "perplexity"),
+        _ordering(rows, _per_seed(runs, "val/maxvio_global"), contexts, "MaxVio global", "MaxVio_global"),
     ]
     return Comparison(table.source, rows, [v for v in verdicts if v])
 
@@ -161,40 +158,48 @@ def scaled_difference(
     return float((paper[label] / paper[baseline] - 1) * baseline_mean)
 
 
-def _standard_error(summary_row: pd.Series, key: str) -> float:
-    """Standard error of the mean over seeds; nan with fewer than 2 seeds."""
-    n, std = summary_row.get(f"{key} n", 0), summary_row.get(f"{key} std", float("nan"))
-    return float(std) / n**0.5 if n and n >= 2 and not pd.isna(std) else float("nan")
+def _per_seed(runs: pd.DataFrame, key: str) -> pd.DataFrame:
+    """seed x label table of a metric (nan where a configuration lacks the seed)."""
+    values = pd.DataFrame(
+        {"label": runs["label"], "seed": runs["seed"], "v": pd.to_numeric(runs.get(f"metrics.{key}"), errors="coerce")}
+    )
+    return values.dropna().pivot_table(index="seed", columns="label", values="v", aggfunc="mean")
 
 
-def _ordering(rows: pd.DataFrame, errors: list[dict[str, float]], contexts: list[str], metric: str, name: str) -> str:
-    """'perplexity: the ordering matches the paper in 2 of 2 pairs ...' over the pairs the paper separates,
-    each within one context. A pair whose two means are less than 2 standard errors apart is called
-    within seed noise."""
-    paper, ours = rows[f"paper {metric}"], rows[f"our {metric}"]
-    agree, judged, noisy, disagreements = 0, 0, 0, []
+def paired_sign(table: pd.DataFrame, a: str, b: str) -> int:
+    """+1 / -1 where the paired 95% t interval of a - b lies above / below zero, 0 where it is not
+    resolved (fewer than 2 common seeds, no spread, or an interval spanning zero)."""
+    from scipy.special import stdtrit
+
+    if a not in table or b not in table:
+        return 0
+    diff = (table[a] - table[b]).dropna()
+    if len(diff) < 2 or not diff.std(ddof=1) > 0:
+        return 0
+    half = stdtrit(len(diff) - 1, 0.975) * diff.std(ddof=1) / len(diff) ** 0.5
+    return 1 if diff.mean() - half > 0 else -1 if diff.mean() + half < 0 else 0
+
+
+def _ordering(rows: pd.DataFrame, per_seed: pd.DataFrame, contexts: list[str], metric: str, name: str) -> str:
+    """'perplexity: the ordering matches the paper (2 of 2 pairs ...)' over the pairs the paper orders,
+    each within one context, each judged by our paired interval (module docstring)."""
+    paper, labels = rows[f"paper {metric}"], rows["label"]
+    agree, against, unresolved = [], [], []
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
-            if contexts[i] != contexts[j]:
+            if contexts[i] != contexts[j] or pd.isna(paper[i]) or pd.isna(paper[j]) or paper[i] == paper[j]:
                 continue
-            if pd.isna(paper[i]) or pd.isna(paper[j]) or paper[i] == paper[j] or pd.isna(ours[i]) or pd.isna(ours[j]):
-                continue
-            judged += 1
-            if (paper[i] < paper[j]) == (ours[i] < ours[j]):
-                agree += 1
-            else:
-                disagreements.append(f"{rows['label'][i]} vs {rows['label'][j]}")
-            error = (errors[i][metric] ** 2 + errors[j][metric] ** 2) ** 0.5
-            noisy += bool(error != error or abs(ours[i] - ours[j]) < 2 * error)  # nan error: one seed only
+            ours = paired_sign(per_seed, labels[i], labels[j])
+            pair = f"{labels[i]} vs {labels[j]}"
+            (unresolved if ours == 0 else agree if ours == (1 if paper[i] > paper[j] else -1) else against).append(pair)
+    judged = len(agree) + len(against) + len(unresolved)
     if judged == 0:
         return f"{name}: the paper reports no ordering to check (ties or no values)"
-    if agree == judged:
-        text = f"{name}: the ordering matches the paper ({agree} of {judged} pairs)"
-    else:
-        text = (
-            f"{name}: the ordering differs from the paper in {judged - agree} of {judged} pairs "
-            f"({'; '.join(disagreements)})"
-        )
-    if noisy:
-        text += f"; {noisy} of {judged} pairs within seed noise (means less than 2 standard errors apart, or one seed)"
-    return text
+    if len(agree) == judged:
+        return f"{name}: the ordering matches the paper ({judged} of {judged} pairs, each resolved by the seeds)"
+    parts = [f"{len(agree)} of {judged} pairs the paper orders match it"]
+    if against:
+        parts.append(f"{len(against)} go the other way ({'; '.join(against)})")
+    if unresolved:
+        parts.append(f"{len(unresolved)} are not resolved by the seeds ({'; '.join(unresolved)})")
+    return f"{name}: " + ", ".join(parts)
