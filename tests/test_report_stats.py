@@ -357,3 +357,19 @@ def test_a_report_of_one_sweep_at_two_models_says_whether_the_gap_moved():
     assert shift.change[0] == pytest.approx(-10.0) and shift.change[2] < 0  # sd 1 at both, n 3: resolved
     assert shift.verdict == "larger at small"
     assert across.shifts(collect.split_runs("paper_main", tiny).finished, paired) == []  # one setting: nothing
+
+
+def test_a_gap_that_flips_or_appears_between_two_settings_is_not_called_smaller():
+    from balance_lab.report import across
+
+    def verdict(first: tuple[float, float], other: tuple[float, float]) -> str:
+        """(mean, baseline) per context, 4 seeds, sd 0.1: every change here is resolved."""
+        gaps = [across.Gap(name, 4, mean, 0.1, base) for name, (mean, base) in zip(("tiny", "small"), (first, other))]
+        return across._shift("lf - aux", "val/ppl", *gaps).verdict
+
+    assert verdict((0.4, 100.0), (-3.0, 100.0)) == "changes sign at small (+0.4% to -3.0%)"  # not "smaller"
+    assert verdict((0.0, 100.0), (-3.0, 100.0)) == "lower at small"  # no gap at tiny: one appears
+    assert verdict((-3.0, 100.0), (-1.0, 100.0)) == "smaller at small"
+    assert verdict((-1.0, 100.0), (-3.0, 100.0)) == "larger at small"
+    assert verdict((-1.0, 100.0), (-1.02, 100.0)) == "no clear change"
+    assert verdict((-1.0, 0.0), (-3.0, 100.0)) == "no interval: a baseline mean of zero"

@@ -42,12 +42,24 @@ class Shift:
 
     @property
     def verdict(self) -> str:
+        """'no clear change', or how the gap moved at the other context: larger / smaller where both gaps
+        have the same sign, 'changes sign' where they differ, higher / lower where the first is zero."""
         estimate, low, high = self.change_pct
         if math.isnan(low):
-            return "n < 2: no interval"
+            if min(self.first.n, self.other.n) < 2:
+                return "n < 2: no interval"
+            if not (self.first.base and self.other.base):
+                return "no interval: a baseline mean of zero"
+            return "no interval: non-finite values"
         if low <= 0 <= high:
             return "no clear change"
-        return f"{'larger' if estimate * self.first.mean > 0 else 'smaller'} at {self.other.context}"
+        at = self.other.context
+        first, other = self.first.pct, self.other.pct
+        if first == 0 or math.isnan(first):
+            return f"{'higher' if estimate > 0 else 'lower'} at {at}"
+        if first * other < 0:
+            return f"changes sign at {at} ({first:+.1f}% to {other:+.1f}%)"
+        return f"{'larger' if abs(other) > abs(first) else 'smaller'} at {at}"
 
 
 def shifts(runs: pd.DataFrame, paired: list[stats.Paired]) -> list[Shift]:
