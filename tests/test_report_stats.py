@@ -217,6 +217,33 @@ def test_a_half_width_beyond_1000_percent_of_a_near_zero_baseline_is_not_printed
     assert power_cells(near_zero)[0] == "> 1,000" and power_cells(ordinary)[0] == "1.00"  # 0.8 / 80
 
 
+def test_identical_differences_give_no_interval_rather_than_a_zero_width_one():
+    """A discrete metric (dead experts) can differ by the same amount at every seed: the t model does
+    not apply, so no interval, no power and no sequential stop; a paper tie is said as one."""
+    from balance_lab.evidence import sequential
+    from balance_lab.report.render_evidence import power_cells
+
+    same = stats.Paired("a", "b", "val/dead_experts", 3, 1.0, float("nan"), float("nan"), 0.0, 4.0, paper=0.0)
+    assert same.verdict == "no interval: every seed differs by the same amount"
+    assert power_cells(same) == ["-", "-", "-"]
+    tie = stats.Paired("a", "b", "val/ppl", 3, -0.6, -1.4, 0.2, 0.3, 80.0, paper=0.0)
+    assert power_cells(tie)[2] == "a tie"  # not "> 100,000"
+    outcome = sequential.analyse([0.5] * 6, (2, 4, 6))
+    assert outcome.resolved_at is None and all(math.isnan(look.low) for look in outcome.looks)
+    assert outcome.statement() == "no interval: every one of the 6 seeds differs by the same +0.5"
+    runs = run_table(
+        [
+            (f"{m}-s{seed}", seed, "FINISHED", f"h-{m}{seed}", seed, 5.0 + (m == "b"), 0.1, m, "0.0", "0.0")
+            for m in ("a", "b")
+            for seed in range(3)
+        ]
+    )
+    split = collect.split_runs("x", runs)
+    ppl = [c for c in stats.columns_for(split.finished) if c.key == "val/ppl"]
+    (pair,) = stats.paired_differences(split.finished, ppl, "a")
+    assert pair.mean == 1.0 and pair.sd == 0 and math.isnan(pair.low) and math.isnan(pair.resolvable_pct)
+
+
 def test_a_sequential_sweep_stopped_by_a_signal_between_looks_says_so_rather_than_running():
     from types import SimpleNamespace
 

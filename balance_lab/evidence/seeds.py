@@ -41,11 +41,10 @@ def power(delta: float, sd: float, n: int, alpha: float = 0.05) -> float:
 
 def seeds_needed(delta: float, sd: float, target: float = 0.8, alpha: float = 0.05) -> int | None:
     """The smallest number of seeds (>= 2) at which the paired t-test detects delta with probability
-    `target`; None when delta is 0 or it would take more than MAX_SEEDS."""
-    if not (math.isfinite(delta) and math.isfinite(sd)) or delta == 0:
+    `target`; None when delta is 0, the spread is 0 (no t-test to power) or it would take more than
+    MAX_SEEDS."""
+    if not (math.isfinite(delta) and math.isfinite(sd)) or delta == 0 or sd <= 0:
         return None
-    if sd <= 0:
-        return 2
     low, high = 2, 2
     while power(delta, sd, high, alpha) < target:  # power grows with n: bracket, then bisect
         low, high = high, high * 2

@@ -121,6 +121,8 @@ class Outcome:
             return "no look yet"
         if self.resolved_at is not None:
             return f"resolved at look {final.number} ({final.seeds} seeds)"
+        if final.sd == 0:
+            return f"no interval: every one of the {final.seeds} seeds differs by the same {final.mean:+.4g}"
         if self.finished:
             return f"not resolved within {self.looks_planned[-1]} seeds"
         return f"open after look {final.number} of {len(self.looks_planned)} ({final.seeds} seeds)"
@@ -137,7 +139,8 @@ def analyse(diffs: list[float] | np.ndarray, looks: tuple[int, ...], bounds: lis
             break
         window = diffs[:n]
         mean, sd = float(window.mean()), float(window.std(ddof=1))
-        half = bounds[k] * sd / math.sqrt(n)
+        # identical differences (a discrete metric): the t model does not apply, no interval (not [m, m])
+        half = bounds[k] * sd / math.sqrt(n) if sd > 0 else float("nan")
         outcome.looks.append(Look(k + 1, n, mean, sd, bounds[k], mean - half, mean + half))
     return outcome
 

@@ -23,12 +23,15 @@ POWER_NOTE = (
 
 
 def power_cells(p: stats.Paired) -> list[str]:
-    def seeds(n: int | None, delta: float | None) -> str:
-        if delta is None or p.n < 2:
+    def seeds(n: int | None, delta: float | None, tie: str) -> str:
+        if delta is None or p.n < 2 or not p.sd > 0:  # no spread: no t-test whose power to compute
             return "-"
+        if delta == 0:
+            return tie
         return f"{n:,}" if n is not None else "> 100,000"
 
-    return [percent(p.resolvable_pct), seeds(p.seeds_to_resolve, p.mean), seeds(p.seeds_for_paper, p.paper)]
+    observed, paper = seeds(p.seeds_to_resolve, p.mean, "-"), seeds(p.seeds_for_paper, p.paper, "a tie")
+    return [percent(p.resolvable_pct), observed, paper]
 
 
 def percent(value: float) -> str:

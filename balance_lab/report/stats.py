@@ -141,8 +141,12 @@ class Paired:
 
     @property
     def verdict(self) -> str:
-        if self.n < 2 or math.isnan(self.low):
+        if self.n < 2:
             return "n < 2: no interval"
+        if self.sd == 0:
+            return "no interval: every seed differs by the same amount"
+        if math.isnan(self.low):
+            return "no interval: non-finite values"
         if self.high < 0:
             return "lower"
         if self.low > 0:
@@ -187,7 +191,7 @@ def paired_differences(runs: pd.DataFrame, columns: list[Column], baseline: str 
                 continue
             mean = float(diff.mean())
             sd = float(diff.std(ddof=1)) if n >= 2 else float("nan")
-            if n >= 2:
+            if n >= 2 and sd > 0:  # no spread (a discrete metric): the t model does not apply
                 half = float(stdtrit(n - 1, 0.975) * sd / math.sqrt(n))
                 low, high = mean - half, mean + half
             else:
