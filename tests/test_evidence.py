@@ -51,6 +51,18 @@ def test_no_difference_needs_no_finite_number_of_seeds():
     assert seeds.seeds_needed(1e-4, 1.0) is None  # more than MAX_SEEDS
 
 
+def test_the_first_looks_boundary_is_the_exact_t_quantile_of_the_alpha_it_spends():
+    """At look 1 every sweep is still running: t has n_1 - 1 degrees of freedom, so the boundary needs
+    no simulation (which would rest on a few dozen exceedances of a 1e-4 tail)."""
+    from scipy.stats import t
+
+    for looks in [(3, 6, 9, 12), (2, 3, 4), (5, 10)]:
+        first = sequential.boundaries(looks)[0]
+        spent = sequential.spent(looks[0] / looks[-1])
+        assert 2 * t.sf(first, looks[0] - 1) == pytest.approx(spent, rel=1e-6)
+    assert sequential.boundaries((12,)) == [pytest.approx(t.ppf(0.975, 11))]  # one look: the plain 95% test
+
+
 @pytest.mark.parametrize("looks", [(3, 6, 9, 12), (2, 3, 4, 5, 6, 7, 8)])
 def test_the_sequential_rule_keeps_false_positives_at_five_percent_where_naive_retesting_does_not(looks):
     """Paired differences with zero mean (and a spread the rule does not know): the sequential rule says

@@ -315,6 +315,9 @@ def test_the_same_sweep_at_two_models_in_one_store_is_paired_within_each_model()
 def test_a_sequential_sweep_at_a_second_model_in_the_store_is_paired_within_that_model_only():
     """`sweep paper_main` (tiny), then `sweep paper_main model=small --until-resolved val/ppl` into one
     store: the plan's section pairs small with small, never tiny's runs and never across models."""
+    import dataclasses
+
+    from balance_lab.evidence import sequential as evidence
     from balance_lab.report import sequential
     from balance_lab.store.tracking import ROLE_SWEEP_PARENT, TAG_ROLE
 
@@ -339,6 +342,12 @@ def test_a_sequential_sweep_at_a_second_model_in_the_store_is_paired_within_that
     (row,) = sequential.rows(runs, plan, ppl)
     assert row.label == "loss_free-u1e-2-sign-add-small" and row.outcome.final.mean == pytest.approx(-2.0)
     assert row.baseline_mean == pytest.approx(108.1)  # small's aux loss: (7.0 + 8.2 + 9.1) / 3 + 100
+    # the report judges by the boundaries the sweep recorded (a sweep before look 1 was exact: 90.95)
+    assert row.outcome.looks[0].boundary == evidence.boundaries((2, 3))[0]  # none recorded: recomputed
+    recorded = runs.parents.assign(**{"params.sequential.boundaries": "90.95,4.5"})
+    plan = sequential.read_plan(dataclasses.replace(runs, parents=recorded))
+    assert plan.bounds == (90.95, 4.5)
+    assert [look.boundary for look in sequential.rows(runs, plan, ppl)[0].outcome.looks] == [90.95, 4.5]
 
 
 def test_the_expert_load_plots_draw_the_first_configurations_shape_and_name_the_others():

@@ -26,6 +26,7 @@ class Plan:
     looks: tuple[int, ...]
     stopped: str  # the sweep's own reason for stopping (tag on the parent run)
     pairs: dict[str, str] = field(default_factory=dict)  # label -> its baseline's label (its own context)
+    bounds: tuple[float, ...] = ()  # the |t| boundaries the sweep recorded (empty: recompute them)
 
 
 @dataclass
@@ -69,7 +70,16 @@ def read_plan(runs) -> Plan | None:
         tuple(int(n) for n in str(latest[column]).split(",")),
         stopped,
         stats.baselines(scope, baseline),
+        _recorded_bounds(latest.get("params.sequential.boundaries")),
     )
+
+
+def _recorded_bounds(text) -> tuple[float, ...]:
+    """The boundaries a sweep recorded, so that its report judges by the rule the sweep stopped by."""
+    try:
+        return tuple(float(b) for b in str(text).split(",")) if isinstance(text, str) and text else ()
+    except ValueError:
+        return ()
 
 
 PLAN_KEYS = ("params.sequential.metric", "params.sequential.baseline", "params.sequential.seeds")
@@ -107,7 +117,8 @@ def _label_of(finished: pd.DataFrame, values: str) -> str | None:
 
 def rows(runs, plan: Plan, columns: list[stats.Column]) -> list[Row]:
     """Every configuration against the plan's baseline, per column, over the planned seeds."""
-    bounds = sequential.boundaries(plan.looks)
+    recorded = len(plan.bounds) == len(plan.looks)
+    bounds = list(plan.bounds) if recorded else sequential.boundaries(plan.looks)
     finished = runs.finished
     result = []
     for column in columns:
