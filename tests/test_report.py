@@ -83,7 +83,7 @@ def test_report_md_links_only_files_that_exist_and_shows_the_paper_and_the_comma
         assert (folder / link).is_file(), link
     assert "balance-lab sweep paper_main 'seeds=[0,1]'" in markdown  # shell-quoted, as it can be pasted
     assert "Beside the published numbers" in markdown and "9.56" in markdown
-    assert re.search(r"ordering (matches|differs)", markdown)
+    assert re.search(r"perplexity: (the ordering matches the paper|\d of \d pairs the paper orders match it)", markdown)
     html = (folder / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 7 and "<table>" in html
 

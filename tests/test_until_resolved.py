@@ -117,4 +117,7 @@ def test_a_sequential_sweep_reuses_finished_seeds_adds_the_next_and_records_ever
     low, high = looks[-1]["low"], looks[-1]["high"]
     assert "## Sequential comparison (until resolved: val/ppl against aux_loss-a1e-3-micro" in report.stdout
     assert f"[{low:+.4f}, {high:+.4f}]" in report.stdout
+    # its verdicts come before the fixed-n table, whose verdict for the same pair defers to them
+    assert report.stdout.index("## Sequential comparison") < report.stdout.index("## Paired comparison")
+    assert "(fixed n: see the sequential interval)" in report.stdout
     assert not [r for r in all_runs(uri) if r.info.status == "RUNNING"]

@@ -44,15 +44,15 @@ def terminal(report: Report, console) -> None:
     if report.cost_columns:
         console.print(_rich_summary(report, report.cost_columns, "what imbalance would cost"))
         console.print(f"[dim]{imbalance.NOTE.replace('*', '')}[/]")
+    if report.sequential_rows:  # a sweep run until resolved: its verdicts come first
+        console.print(f"[yellow]{evidence.SEQUENTIAL_FIRST}[/]")
+        console.print(evidence.sequential_table(report))
     if any(p.n >= 2 for p in report.paired):
         console.print(_paired_table(report))
     elif report.paired:
         console.print("[dim]paired comparison: needs at least 2 seeds shared by two configurations[/]")
     if report.shifts:
         console.print(render_across.terminal_table(report.shifts, _titles(report)))
-    if report.sequential_rows:
-        console.print(f"[yellow]{evidence.SEQUENTIAL_FIRST}[/]")
-        console.print(evidence.sequential_table(report))
     if report.paper:
         console.print(_paper_table(report))
     if not runs.unfinished.empty:
@@ -91,14 +91,14 @@ def _paired_table(report: Report):
             no_wrap=name == "configuration",
         )
     for p in sorted(report.paired, key=lambda p: _order(report, p.label)):
-        colour = {"lower": "green", "higher": "red"}.get(p.verdict, "dim")
+        colour = "dim" if _sequential(report, p) else {"lower": "green", "higher": "red"}.get(p.verdict, "dim")
         table.add_row(
             p.label,
             titles.get(p.metric, p.metric),
             str(p.n),
             f"{p.mean:+.4f}",
             _interval(p),
-            f"[{colour}]{p.verdict}[/]",
+            f"[{colour}]{_verdict(report, p)}[/]",
             *evidence.power_cells(p),
         )
     return table
@@ -166,10 +166,10 @@ def markdown(report: Report) -> str:
     sections = (
         _md_header,
         _md_results,
+        _md_sequential,  # a sweep run until resolved: its verdicts before the fixed-n ones
         _md_paired,
         lambda r: render_across.markdown(r.shifts, _titles(r), _md_table),
         lambda r: convergence.markdown(r.convergence, _md_baseline(r), _md_table),
-        _md_sequential,
         _md_paper,
         _md_plots,
         _md_unfinished,
@@ -207,7 +207,15 @@ def _md_paired(report: Report) -> list[str]:
     if not report.paired:
         return []
     rows = [
-        [f"`{p.label}`", p.metric, str(p.n), f"{p.mean:+.4f}", _interval(p), p.verdict, *evidence.power_cells(p)]
+        [
+            f"`{p.label}`",
+            p.metric,
+            str(p.n),
+            f"{p.mean:+.4f}",
+            _interval(p),
+            _verdict(report, p),
+            *evidence.power_cells(p),
+        ]
         for p in report.paired
     ]
     header = ["configuration", "metric", "seeds", "mean difference", "95% interval", "verdict", *evidence.POWER_HEADERS]
@@ -222,6 +230,15 @@ def _md_paired(report: Report) -> list[str]:
         evidence.POWER_NOTE,
         "",
     ]
+
+
+def _sequential(report: Report, p: stats.Paired) -> bool:
+    """Whether the sequential section judges this pair (its fixed-n verdict is then not the verdict)."""
+    return any(r.label == p.label and r.metric == p.metric for r in report.sequential_rows)
+
+
+def _verdict(report: Report, p: stats.Paired) -> str:
+    return f"{p.verdict} (fixed n: see the sequential interval)" if _sequential(report, p) else p.verdict
 
 
 def _md_sequential(report: Report) -> list[str]:

@@ -62,8 +62,8 @@ def sequential_cells(row) -> list[str]:
 
 
 SEQUENTIAL_FIRST = (
-    "this sweep adds seeds until resolved: its verdicts are the sequential intervals below; the "
-    "fixed-n intervals above ignore the looks already taken and would call differences too often"
+    "this sweep adds seeds until resolved: its verdicts are the sequential intervals here; the "
+    "fixed-n paired table after them ignores the looks already taken and would call differences too often"
 )
 SEQUENTIAL_HEADERS = (
     "configuration",

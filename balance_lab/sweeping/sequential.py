@@ -160,7 +160,7 @@ def run_until_resolved(
             "sequential.rule": sequential.RULE,
             "sequential.seeds": ",".join(map(str, plan.seeds)),
             "sequential.looks": ",".join(map(str, plan.looks)),
-            "sequential.boundaries": ",".join(f"{b:.4g}" for b in bounds),
+            "sequential.boundaries": ",".join(repr(b) for b in bounds),  # full precision: the report reuses them
         }
     )
     console.print(
