@@ -348,6 +348,18 @@ def test_a_sequential_sweep_at_a_second_model_in_the_store_is_paired_within_that
     plan = sequential.read_plan(dataclasses.replace(runs, parents=recorded))
     assert plan.bounds == (90.95, 4.5)
     assert [look.boundary for look in sequential.rows(runs, plan, ppl)[0].outcome.looks] == [90.95, 4.5]
+    assert plan.changed == ""
+    # the budget raised after a look: an earlier invocation of the same question planned fewer seeds
+    earlier = {**parent, "run_id": "seq-0", "start_time": parent["start_time"] - pd.Timedelta(minutes=5)}
+    earlier |= {"params.sequential.looks": "2", "params.sequential.seeds": "0,1"}
+    first_look = small[small["params.seed"].isin(["0", "1"])].assign(**{"tags.mlflow.parentRunId": "seq-0"})
+    later = small[small["params.seed"] == "2"]
+    table = pd.concat([tiny, first_look, later, pd.DataFrame([earlier, parent])], ignore_index=True)
+    changed = sequential.read_plan(collect.split_runs("paper_main", table)).changed
+    assert changed.startswith("an earlier invocation planned looks at 2 seeds (seeds 0,1), this one at 2,3")
+    fresh = {**earlier, "params.sequential.seeds": "200,201"}  # a replication on other seeds is no change
+    table = pd.concat([tiny, first_look, later, pd.DataFrame([fresh, parent])], ignore_index=True)
+    assert sequential.read_plan(collect.split_runs("paper_main", table)).changed == ""
 
 
 def test_the_expert_load_plots_draw_the_first_configurations_shape_and_name_the_others():

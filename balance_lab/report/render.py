@@ -46,6 +46,8 @@ def terminal(report: Report, console) -> None:
         console.print(f"[dim]{imbalance.NOTE.replace('*', '')}[/]")
     if report.sequential_rows:  # a sweep run until resolved: its verdicts come first
         console.print(f"[yellow]{evidence.SEQUENTIAL_FIRST}[/]")
+        if report.sequential_plan.changed:
+            console.print(f"[bold red]warning: {report.sequential_plan.changed}[/]")
         console.print(evidence.sequential_table(report))
     if any(p.n >= 2 for p in report.paired):
         console.print(_paired_table(report))
@@ -250,9 +252,11 @@ def _md_sequential(report: Report) -> list[str]:
         + evidence.sequential_cells(r)
         for r in report.sequential_rows
     ]
+    changed = [f"**Warning: {plan.changed}.**", ""] if plan.changed else []
     return [
         f"**{evidence.SEQUENTIAL_FIRST[0].upper() + evidence.SEQUENTIAL_FIRST[1:]}.**",
         "",
+        *changed,
         f"## Sequential comparison ({evidence.sequential_title(report)})",
         "",
         f"Stopped: {plan.stopped or 'unknown'}. Each interval is a repeated confidence interval of a "

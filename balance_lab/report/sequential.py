@@ -27,6 +27,7 @@ class Plan:
     stopped: str  # the sweep's own reason for stopping (tag on the parent run)
     pairs: dict[str, str] = field(default_factory=dict)  # label -> its baseline's label (its own context)
     bounds: tuple[float, ...] = ()  # the |t| boundaries the sweep recorded (empty: recompute them)
+    changed: str = ""  # how an earlier invocation's plan for the same runs differed (empty: it did not)
 
 
 @dataclass
@@ -54,6 +55,7 @@ def read_plan(runs) -> Plan | None:
         return None
     latest = parents[parents[column].notna()].sort_values("start_time").iloc[-1]
     scope = _plan_scope(runs.finished, parents, latest)
+    changed = _changed_plans(runs.finished, parents, latest, scope)
     baseline = _label_of(scope, str(latest["params.sequential.baseline"]))
     if baseline is None:
         return None
@@ -71,6 +73,7 @@ def read_plan(runs) -> Plan | None:
         stopped,
         stats.baselines(scope, baseline),
         _recorded_bounds(latest.get("params.sequential.boundaries")),
+        changed,
     )
 
 
@@ -83,23 +86,54 @@ def _recorded_bounds(text) -> tuple[float, ...]:
 
 
 PLAN_KEYS = ("params.sequential.metric", "params.sequential.baseline", "params.sequential.seeds")
+LOOKS_KEY = "params.sequential.looks"
+
+
+def _same_plan(parent, latest, keys=PLAN_KEYS) -> bool:
+    return all(str(parent.get(k)) == str(latest.get(k)) for k in keys)
+
+
+def _children(finished: pd.DataFrame, parent_ids: set) -> pd.DataFrame:
+    of_parent = pd.Series(False, index=finished.index)
+    for column in ("tags.mlflow.parentRunId", "params.logger.parent_run_id"):  # MLflow's nesting; the run's config
+        if column in finished:
+            of_parent |= finished[column].isin(parent_ids)
+    return finished[of_parent]
 
 
 def _plan_scope(finished: pd.DataFrame, parents: pd.DataFrame, latest) -> pd.DataFrame:
     """The finished runs in the contexts that the plan's invocations trained (all of them where the
     runs know no parent, e.g. a store filled before parent runs were recorded)."""
-    same = parents[[all(str(p.get(k)) == str(latest.get(k)) for k in PLAN_KEYS) for _, p in parents.iterrows()]]
+    same = parents[[_same_plan(p, latest) for _, p in parents.iterrows()]]
     if "context" not in finished or "run_id" not in same:
         return finished
-    ids = set(same["run_id"])
-    of_plan = pd.Series(False, index=finished.index)
-    for column in ("tags.mlflow.parentRunId", "params.logger.parent_run_id"):  # MLflow's nesting; the run's config
-        if column in finished:
-            of_plan |= finished[column].isin(ids)
-    children = finished[of_plan]
+    children = _children(finished, set(same["run_id"]))
     if children.empty:
         return finished
     return finished[finished["context"].isin(set(children["context"]))]
+
+
+def _changed_plans(finished: pd.DataFrame, parents: pd.DataFrame, latest, scope: pd.DataFrame) -> str:
+    """An earlier sequential invocation for the same metric and baseline, whose runs lie in this plan's
+    contexts, sharing seeds with it but with other seeds or looks: a budget or step changed after a
+    look, which voids the 5%. (A replication on fresh seeds shares none: a new plan, not a change.)"""
+    if "run_id" not in parents or "context" not in scope:
+        return ""
+    contexts = set(scope["context"])
+    seeds = set(str(latest["params.sequential.seeds"]).split(","))
+    for _, parent in parents[parents[LOOKS_KEY].notna()].iterrows():
+        same_question = _same_plan(parent, latest, ("params.sequential.metric", "params.sequential.baseline"))
+        if not same_question or _same_plan(parent, latest, (*PLAN_KEYS, LOOKS_KEY)):
+            continue
+        if not seeds & set(str(parent["params.sequential.seeds"]).split(",")):
+            continue
+        if contexts & set(_children(finished, {parent["run_id"]}).get("context", ())):
+            return (
+                f"an earlier invocation planned looks at {parent[LOOKS_KEY]} seeds (seeds "
+                f"{parent['params.sequential.seeds']}), this one at {latest[LOOKS_KEY]}: a plan changed after a "
+                "look does not keep the 5% error rate"
+            )
+    return ""
 
 
 def _label_of(finished: pd.DataFrame, values: str) -> str | None:
