@@ -23,6 +23,31 @@ def test_the_plan_continues_above_the_largest_seed_and_skips_used_ones():
     assert seq.plan_seeds(grid, 3, None).looks == (3,)
 
 
+def test_a_plan_changed_after_a_look_is_refused_in_one_line(store):
+    """An earlier invocation planned looks at 3, 6 seeds for this comparison; the same grid with
+    --max-seeds 12 shares its seeds, so it is refused; the same plan, fresh seeds or another grid are not."""
+    from balance_lab.sweeping.launch import open_parent
+
+    client = MlflowClient(store)
+    grid = expand("paper_main", ["seeds=[0,1,2]"])
+    plan = seq.plan_seeds(grid, 6, 3)
+    parent = open_parent(client, grid, "balance-lab sweep paper_main seeds=[0,1,2] --until-resolved val/ppl")
+    recorded = {"metric": "val/ppl", "baseline": "balance=aux_loss", "seeds": plan.seeds, "looks": plan.looks}
+    for key, value in recorded.items():
+        client.log_param(parent, f"sequential.{key}", value if isinstance(value, str) else ",".join(map(str, value)))
+    seq.check_plan_unchanged(client, grid, "val/ppl", "balance=aux_loss", plan)  # the same plan, continued
+    fresh = expand("paper_main", ["seeds=[200,201,202]"])
+    seq.check_plan_unchanged(client, fresh, "val/ppl", "balance=aux_loss", seq.plan_seeds(fresh, 12, 3))
+    small = expand("paper_main", ["seeds=[0,1,2]", "model=small"])
+    seq.check_plan_unchanged(client, small, "val/ppl", "balance=aux_loss", seq.plan_seeds(small, 12, 3))
+    with pytest.raises(ConfigError, match="planned this comparison with looks at 3,6 seeds"):
+        seq.check_plan_unchanged(client, grid, "val/ppl", "balance=aux_loss", seq.plan_seeds(grid, 12, 3))
+    result = cli_in_this_process("sweep", "paper_main", "seeds=[0,1,2]", "--until-resolved", "val/ppl")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "looks at 3,6 seeds (seeds 0,1,2,3,4,5), this command at 3,6,9,12" in result.stderr
+    assert len(all_runs(store)) == 1  # nothing recorded but the earlier parent
+
+
 def test_a_failed_run_leaves_its_look_incomplete_and_later_looks_unanalysed():
     plan = seq.SeedPlan((0, 1, 2, 3), (2, 3, 4))
     labels = ["a", "b"]

@@ -74,7 +74,8 @@ def sweep(
     differences of METRIC (same seed, configuration minus baseline) get a group-sequential 95%
     interval; the sweep stops once every interval excludes zero or the budget is spent. The plan is
     declared before the first run and recorded in the parent run with every look
-    (sequential.json); `balance-lab report` prints the sequential intervals. Example:
+    (sequential.json); `balance-lab report` prints the sequential intervals. Changing --max-seeds
+    or --step for a comparison already begun on the same seeds is refused. Example:
 
         balance-lab sweep paper_main "seeds=[100,101,102]" --until-resolved val/ppl \
             --max-seeds 12 --jobs 2
@@ -192,6 +193,7 @@ def _command_line(name, overrides, jobs, until_resolved, max_seeds, step, baseli
 
 def _run_sequential(client, grid, name, plain, metric, sequential_plan, command, launch, sweep_dir) -> None:
     """Looks of seeds until `metric` is resolved (sweeping/sequential.py); exit 1 if a run did not finish."""
+    from balance_lab.errors import ConfigError
     from balance_lab.sweeping import sequential
     from balance_lab.sweeping.grid import expand
 
@@ -202,6 +204,10 @@ def _run_sequential(client, grid, name, plain, metric, sequential_plan, command,
         return later
 
     plan, chosen = sequential_plan
+    try:
+        sequential.check_plan_unchanged(client, grid, metric, chosen, plan)
+    except ConfigError as exc:
+        fail(str(exc))
     parent_id, results, incomplete = sequential.run_until_resolved(
         client, grid, grid_for, metric, plan, chosen, command, launch, sweep_dir
     )

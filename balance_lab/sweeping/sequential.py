@@ -112,6 +112,39 @@ def choose_baseline(grid: Grid, wanted: str | None) -> str:
     return matches[0]
 
 
+def check_plan_unchanged(client, grid: Grid, metric: str, baseline: str, plan: SeedPlan) -> None:
+    """Refuse a plan that differs from one this comparison already ran with on some of the same seeds
+    (--max-seeds raised or --step changed after a look): the 5% error rate holds for a plan fixed
+    before the first look. The same grid means the same swept values and other overrides."""
+    experiment = client.get_experiment_by_name(grid.name)
+    if experiment is None:
+        return
+    earlier = client.search_runs(
+        [experiment.experiment_id], filter_string=f"params.`sequential.metric` = '{metric}'", max_results=10_000
+    )
+    mine = {f"sweep.values.{k}": ",".join(v) for k, v in grid.dimensions.items() if k != SEED_KEY}
+    seeds, looks = ",".join(map(str, plan.seeds)), ",".join(map(str, plan.looks))
+    for parent in earlier:
+        params = parent.data.params
+        same_grid = all(params.get(k) == v for k, v in mine.items()) and _plain_fixed(
+            params.get("sweep.fixed_overrides", "-").split(" ")
+        ) == _plain_fixed(grid.fixed)
+        if params.get("sequential.baseline") != baseline or not same_grid:
+            continue
+        theirs = (params.get("sequential.seeds", ""), params.get("sequential.looks", ""))
+        if theirs == (seeds, looks) or not set(theirs[0].split(",")) & set(seeds.split(",")):
+            continue  # the same plan continued, or a replication on fresh seeds
+        raise ConfigError(
+            f"--until-resolved {metric}: parent run {parent.info.run_id} planned this comparison with looks at "
+            f"{theirs[1]} seeds (seeds {theirs[0]}), this command at {looks} (seeds {seeds}); a plan changed after a "
+            "look does not keep the 5% error rate: use its --max-seeds and --step, or fresh seeds for a new question"
+        )
+
+
+def _plain_fixed(overrides: list[str]) -> set[str]:
+    return {o for o in overrides if o and o != "-" and o.partition("=")[0].lstrip("+~") not in (SEED_KEY, "seeds")}
+
+
 def pair_outcomes(
     values: dict[tuple[str, int], float],
     labels: list[str],
