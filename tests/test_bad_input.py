@@ -101,6 +101,7 @@ BAD_RUNS = [
     (["+data.batchsize=4"], ["data.batchsize", "did you mean data.batch_size"]),
     (["+checkpoint.every_n_stpes=5"], ["checkpoint.every_n_stpes", "dir, every_n_steps, keep_when_finished"]),
     (["+trainer.max_stpes=5"], ["trainer.max_stpes: not an argument of lightning.Trainer", "trainer.max_steps"]),
+    (["+seeed=3"], ["seeed: nothing reads this top-level key", "did you mean seed?"]),
     (["logger.tracking_uri=runs.db"], ["'runs.db'", "folder store", "sqlite:///runs.db"]),
     (["notanoverride"], ["'notanoverride'", "an override is key=value"]),
     (["balance.alpha=1e-2,1e-3"], ["balance.alpha=1e-2,1e-3", "a sweep (balance-lab sweep NAME key=a,b)"]),

@@ -4,8 +4,9 @@ nearest key that exists.
 
 A group's keys are those of its files (conf/<group>/*.yaml: any preset's key is a key of the group,
 its dataclass's fields too); the trainer's are Lightning Trainer's arguments, read from Lightning
-only when a key is in no trainer file (an import of seconds, paid only then). Top-level keys stay
-open: a sweep file may define its own (`seeds:`) for its grid to interpolate.
+only when a key is in no trainer file (an import of seconds, paid only then). The top level's keys
+are conf/config.yaml's, its groups' and those that sweep and experiment files define at their top
+(`seeds:` for a grid to interpolate), so `+seeed=3` is an error, not a run with seed 0.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ BLOCKS = ("checkpoint", "alerts")  # a block of conf/config.yaml each
 
 def check_known_keys(cfg: DictConfig) -> None:
     """ConfigError for the first key of a closed group that no file of the group has."""
+    unknown = sorted(set(map(str, cfg.keys())) - _top_level_keys())
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(_top_level_keys() - {"hydra"}), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(
+            f"{unknown[0]}: nothing reads this top-level key{hint}; a sweep or experiment file that defines it "
+            "makes it one (see balance-lab configs list)"
+        )
     for group in (*GROUPS, *BLOCKS):
         node = cfg.get(group)
         if not isinstance(node, DictConfig):
@@ -60,6 +69,21 @@ def _keys(group: str) -> frozenset[str]:
         from balance_lab.model.args import ModelArgs
 
         keys |= {f.name for f in fields(ModelArgs)}
+    return frozenset(keys)
+
+
+@lru_cache(maxsize=None)
+def _top_level_keys() -> frozenset[str]:
+    """conf/config.yaml's keys, the config groups (conf/'s folders), and the top-level keys of every
+    sweep file (yours in $BALANCE_LAB_SWEEPS_DIR too) and experiment file."""
+    from balance_lab.config.paths import conf_dir, sweeps_dirs
+
+    root = conf_dir()
+    keys = {str(k) for k in OmegaConf.load(root / "config.yaml").keys()} | {"hydra"}
+    keys |= {path.name for path in root.iterdir() if path.is_dir()}
+    files = [path for folder in (*sweeps_dirs(), root / "experiment") for path in sorted(folder.glob("*.yaml"))]
+    keys |= {str(k) for path in files for k in (OmegaConf.load(path) or {}).keys()}
+    keys.discard("defaults")
     return frozenset(keys)
 
 

@@ -93,14 +93,18 @@ def _paired_table(report: Report):
             no_wrap=name == "configuration",
         )
     for p in sorted(report.paired, key=lambda p: _order(report, p.label)):
-        colour = "dim" if _sequential(report, p) else {"lower": "green", "higher": "red"}.get(p.verdict, "dim")
+        colour = (
+            "dim"
+            if evidence.judged_sequentially(report, p)
+            else {"lower": "green", "higher": "red"}.get(p.verdict, "dim")
+        )
         table.add_row(
             p.label,
             titles.get(p.metric, p.metric),
             str(p.n),
             f"{p.mean:+.4f}",
             _interval(p),
-            f"[{colour}]{_verdict(report, p)}[/]",
+            f"[{colour}]{evidence.fixed_verdict(report, p)}[/]",
             *evidence.power_cells(p),
         )
     return table
@@ -168,7 +172,7 @@ def markdown(report: Report) -> str:
     sections = (
         _md_header,
         _md_results,
-        _md_sequential,  # a sweep run until resolved: its verdicts before the fixed-n ones
+        lambda r: evidence.sequential_markdown(r, _md_table),  # before the fixed-n verdicts
         _md_paired,
         lambda r: render_across.markdown(r.shifts, _titles(r), _md_table),
         lambda r: convergence.markdown(r.convergence, _md_baseline(r), _md_table),
@@ -215,7 +219,7 @@ def _md_paired(report: Report) -> list[str]:
             str(p.n),
             f"{p.mean:+.4f}",
             _interval(p),
-            _verdict(report, p),
+            evidence.fixed_verdict(report, p),
             *evidence.power_cells(p),
         ]
         for p in report.paired
@@ -230,42 +234,6 @@ def _md_paired(report: Report) -> list[str]:
         _md_table(header, rows, right={2, 3, 4, 6, 7, 8}),
         "",
         evidence.POWER_NOTE,
-        "",
-    ]
-
-
-def _sequential(report: Report, p: stats.Paired) -> bool:
-    """Whether the sequential section judges this pair (its fixed-n verdict is then not the verdict)."""
-    return any(r.label == p.label and r.metric == p.metric for r in report.sequential_rows)
-
-
-def _verdict(report: Report, p: stats.Paired) -> str:
-    return f"{p.verdict} (fixed n: see the sequential interval)" if _sequential(report, p) else p.verdict
-
-
-def _md_sequential(report: Report) -> list[str]:
-    if not report.sequential_rows:
-        return []
-    plan = report.sequential_plan
-    rows = [
-        [f"`{r.label}`", f"**{r.metric}** (the rule's)" if r.metric == plan.metric else r.metric]
-        + evidence.sequential_cells(r)
-        for r in report.sequential_rows
-    ]
-    changed = [f"**Warning: {plan.changed}.**", ""] if plan.changed else []
-    return [
-        f"**{evidence.SEQUENTIAL_FIRST[0].upper() + evidence.SEQUENTIAL_FIRST[1:]}.**",
-        "",
-        *changed,
-        f"## Sequential comparison ({evidence.sequential_title(report)})",
-        "",
-        f"Stopped: {plan.stopped or 'unknown'}. Each interval is a repeated confidence interval of a "
-        "group-sequential paired t-test (Lan-DeMets O'Brien-Fleming spending over the planned looks): all "
-        "looks together keep 95% coverage, so the interval at the look where the sweep stopped is a valid "
-        "95% interval. *rules out ±%*: a difference larger than this, in % of the baseline's mean, lies "
-        "outside it ([docs/evidence.md](../../docs/evidence.md)).",
-        "",
-        _md_table(list(evidence.SEQUENTIAL_HEADERS), rows, right={2, 3, 6}),
         "",
     ]
 

@@ -92,3 +92,38 @@ def sequential_table(report: Report):
         metric = f"[bold]{row.metric}[/] (the rule's)" if row.metric == plan.metric else row.metric
         table.add_row(row.label, metric, *sequential_cells(row))
     return table
+
+
+def judged_sequentially(report: Report, p: stats.Paired) -> bool:
+    """Whether the sequential section judges this pair (its fixed-n verdict is then not the verdict)."""
+    return any(r.label == p.label and r.metric == p.metric for r in report.sequential_rows)
+
+
+def fixed_verdict(report: Report, p: stats.Paired) -> str:
+    return f"{p.verdict} (fixed n: see the sequential interval)" if judged_sequentially(report, p) else p.verdict
+
+
+def sequential_markdown(report: Report, md_table) -> list[str]:
+    if not report.sequential_rows:
+        return []
+    plan = report.sequential_plan
+    rows = [
+        [f"`{r.label}`", f"**{r.metric}** (the rule's)" if r.metric == plan.metric else r.metric] + sequential_cells(r)
+        for r in report.sequential_rows
+    ]
+    changed = [f"**Warning: {plan.changed}.**", ""] if plan.changed else []
+    return [
+        f"**{SEQUENTIAL_FIRST[0].upper() + SEQUENTIAL_FIRST[1:]}.**",
+        "",
+        *changed,
+        f"## Sequential comparison ({sequential_title(report)})",
+        "",
+        f"Stopped: {plan.stopped or 'unknown'}. Each interval is a repeated confidence interval of a "
+        "group-sequential paired t-test (Lan-DeMets O'Brien-Fleming spending over the planned looks): all "
+        "looks together keep 95% coverage, so the interval at the look where the sweep stopped is a valid "
+        "95% interval. *rules out ±%*: a difference larger than this, in % of the baseline's mean, lies "
+        "outside it ([docs/evidence.md](../../docs/evidence.md)).",
+        "",
+        md_table(list(SEQUENTIAL_HEADERS), rows, right={2, 3, 6}),
+        "",
+    ]
