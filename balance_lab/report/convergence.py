@@ -64,7 +64,8 @@ def markdown(convergence: Convergence | None, baseline: str | None, md_table) ->
         "## Perplexity during training",
         "",
         f"Validation perplexity at every validation (mean over seeds), then each configuration minus {baseline} "
-        "on the same seed with its 95% t-interval: a method that converges faster is lower early.",
+        "on the same seed with its 95% t-interval: a method that converges faster is lower early. Each "
+        "step's interval is its own 5% test: over several steps one may exclude zero by chance alone.",
         "",
         md_table(header, rows, right=right),
         "",
