@@ -26,11 +26,12 @@ def check_known_keys(cfg: DictConfig) -> None:
     """ConfigError for the first key of a closed group that no file of the group has."""
     unknown = sorted(set(map(str, cfg.keys())) - _top_level_keys())
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(_top_level_keys() - {"hydra"}), n=1)
+        valid = sorted(_top_level_keys() - {"hydra"})
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(
-            f"{unknown[0]}: nothing reads this top-level key{hint}; a sweep or experiment file that defines it "
-            "makes it one (see balance-lab configs list)"
+            f"{unknown[0]}: nothing reads this top-level key{hint}; the top level has {', '.join(valid)} "
+            "(a sweep or experiment file that defines a key at its top adds it)"
         )
     for group in (*GROUPS, *BLOCKS):
         node = cfg.get(group)
