@@ -127,10 +127,10 @@ def with_aux_ppl(offsets: list[float]) -> pd.DataFrame:
     return runs
 
 
-def ordering(runs: pd.DataFrame, sweep: str = "paper_main") -> list[str] | None:
+def ordering(runs: pd.DataFrame, sweep: str = "paper_main", settled=None) -> list[str] | None:
     split = collect.split_runs(sweep, runs)
     comparison = published.compare(
-        sweep, split.finished, stats.summarise(split.finished, stats.columns_for(split.finished))
+        sweep, split.finished, stats.summarise(split.finished, stats.columns_for(split.finished)), settled
     )
     return None if comparison is None else comparison.verdicts
 
@@ -155,6 +155,10 @@ def test_the_papers_ordering_is_judged_pair_by_pair_by_our_paired_interval():
     one_seed = ordering(with_aux_ppl([1.0, 1.1, 0.9])[lambda r: r["params.seed"] == "0"])[0]
     assert "1 are not resolved by the seeds" in one_seed
     assert ordering(RUNS, "lbl_scope") is None  # no published table
+    # a sweep run until resolved judges its own pairs by the sequential interval, not the fixed-n one
+    pair = ("loss_free-u1e-2-sign-add", "aux_loss-a1e-3-micro", "val/ppl")
+    assert ordering(RUNS, settled={pair: -1})[0].startswith("perplexity: the ordering matches the paper")
+    assert "1 are not resolved" in ordering(with_aux_ppl([1.0, 1.1, 0.9]), settled={pair: 0})[0]
     # the paper's u = 1e-3 (40,000 steps) stands for the horizon's rate: 1e-2 at 300 steps, 1e-3 at 40,000
     runs = collect.split_runs("paper_main", RUNS)
     long = runs.finished.assign(**{"params.trainer.max_steps": "40000"})

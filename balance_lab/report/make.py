@@ -54,7 +54,9 @@ def make_report(
     compared = main + [c for c in cost if c.key.startswith(imbalance.PAIRED_PREFIXES)]
     against = stats.baselines(runs.finished, chosen) if chosen else {}
     paired = stats.paired_differences(runs.finished, compared, against) if chosen else []
-    paper = published.compare(sweep, runs.finished, summary)
+    plan = sequential.read_plan(runs)
+    sequential_rows = sequential.rows(runs, plan, _sequential_columns(plan, main)) if plan is not None else []
+    paper = published.compare(sweep, runs.finished, summary, sequential.signs(plan, sequential_rows))
     for p in paired:
         p.paper = published.scaled_difference(paper, p.label, p.baseline, p.metric, p.baseline_mean)
     report = Report(
@@ -73,13 +75,15 @@ def make_report(
     report.cost_columns, report.val_loads, report.against = cost, loads, against
     report.convergence = convergence.at_validations(runs.finished, against if chosen else None, tracking_uri)
     report.shifts = across.shifts(runs.finished, [p for p in paired if p.metric in {c.key for c in main}])
-    report.sequential_plan = sequential.read_plan(runs)
-    if report.sequential_plan is not None:
-        chosen_columns = list(main)
-        if report.sequential_plan.metric not in {c.key for c in chosen_columns}:
-            chosen_columns.insert(0, stats.Column(report.sequential_plan.metric, report.sequential_plan.metric, None))
-        report.sequential_rows = sequential.rows(runs, report.sequential_plan, chosen_columns)
+    report.sequential_plan, report.sequential_rows = plan, sequential_rows
     return report
+
+
+def _sequential_columns(plan: sequential.Plan, main: list[stats.Column]) -> list[stats.Column]:
+    """The paired table's metrics, the rule's own first if it is not among them."""
+    if plan.metric in {c.key for c in main}:
+        return list(main)
+    return [stats.Column(plan.metric, plan.metric, None), *main]
 
 
 def write_report(report: Report, out_root: Path, log_to_parent: bool = True) -> Report:

@@ -2,9 +2,10 @@
 
 Absolute values at tiny scale cannot match a 1B model trained on 100B tokens; what can match is
 the ordering of the methods, pair by pair. A pair the paper reports as a tie is not judged; a pair
-it orders is judged by our paired 95% t interval over the seeds both ran: it matches where the
-interval excludes zero in the paper's direction, goes the other way where it excludes zero in the
-other, and is not resolved otherwise (one seed, no spread, or an interval spanning zero).
+it orders is judged by our paired 95% t interval over the seeds both ran (by the sequential interval
+where a sweep run until resolved compared the pair): it matches where the interval excludes zero in
+the paper's direction, goes the other way where it excludes zero in the other, and is not resolved
+otherwise (one seed, no spread, or an interval spanning zero).
 """
 
 from __future__ import annotations
@@ -104,8 +105,12 @@ class Comparison:
     verdicts: list[str]  # one sentence per metric
 
 
-def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison | None:
-    """None when the sweep has no published counterpart or no configuration matches a row."""
+def compare(
+    sweep: str, runs: pd.DataFrame, summary: pd.DataFrame, sequential: dict[tuple[str, str, str], int] | None = None
+) -> Comparison | None:
+    """None when the sweep has no published counterpart or no configuration matches a row. `sequential`:
+    (label, baseline, metric) -> the sign a sweep run until resolved settled (report/sequential.signs),
+    which judges those pairs in place of the fixed-n interval."""
     table = PUBLISHED.get(sweep)
     if table is None or runs.empty:
         return None
@@ -131,9 +136,10 @@ def compare(sweep: str, runs: pd.DataFrame, summary: pd.DataFrame) -> Comparison
     if len(matched) < 2:
         return None
     rows = pd.DataFrame(matched)
+    settled = sequential or {}
     verdicts = [
-        _ordering(rows, _per_seed(runs, "val/ppl"), contexts, "ppl", "perplexity"),
-        _ordering(rows, _per_seed(runs, "val/maxvio_global"), contexts, "MaxVio global", "MaxVio_global"),
+        _ordering(rows, _judge(runs, "val/ppl", settled), contexts, "ppl", "perplexity"),
+        _ordering(rows, _judge(runs, "val/maxvio_global", settled), contexts, "MaxVio global", "MaxVio_global"),
     ]
     return Comparison(table.source, rows, [v for v in verdicts if v])
 
@@ -180,7 +186,22 @@ def paired_sign(table: pd.DataFrame, a: str, b: str) -> int:
     return 1 if diff.mean() - half > 0 else -1 if diff.mean() + half < 0 else 0
 
 
-def _ordering(rows: pd.DataFrame, per_seed: pd.DataFrame, contexts: list[str], metric: str, name: str) -> str:
+def _judge(runs: pd.DataFrame, key: str, settled: dict[tuple[str, str, str], int]):
+    """(a, b) -> the sign of a - b: the sequential outcome where the sweep settled the pair, else the
+    paired 95% interval over the seeds both ran."""
+    table = _per_seed(runs, key)
+
+    def sign(a: str, b: str) -> int:
+        if (a, b, key) in settled:
+            return settled[(a, b, key)]
+        if (b, a, key) in settled:
+            return -settled[(b, a, key)]
+        return paired_sign(table, a, b)
+
+    return sign
+
+
+def _ordering(rows: pd.DataFrame, judge, contexts: list[str], metric: str, name: str) -> str:
     """'perplexity: the ordering matches the paper (2 of 2 pairs ...)' over the pairs the paper orders,
     each within one context, each judged by our paired interval (module docstring)."""
     paper, labels = rows[f"paper {metric}"], rows["label"]
@@ -189,7 +210,7 @@ def _ordering(rows: pd.DataFrame, per_seed: pd.DataFrame, contexts: list[str], m
         for j in range(i + 1, len(rows)):
             if contexts[i] != contexts[j] or pd.isna(paper[i]) or pd.isna(paper[j]) or paper[i] == paper[j]:
                 continue
-            ours = paired_sign(per_seed, labels[i], labels[j])
+            ours = judge(labels[i], labels[j])
             pair = f"{labels[i]} vs {labels[j]}"
             (unresolved if ours == 0 else agree if ours == (1 if paper[i] > paper[j] else -1) else against).append(pair)
     judged = len(agree) + len(against) + len(unresolved)

@@ -251,7 +251,8 @@ def _md_paper(report: Report) -> list[str]:
         "",
         *[f"- {v}" for v in report.paper.verdicts],
         "- absolute values cannot match: a tiny model on a CPU vs a 1B model on 100B tokens; "
-        "what can match is the ordering, each pair judged by our paired 95% interval over the seeds both ran.",
+        "what can match is the ordering, each pair judged by our paired 95% interval over the seeds both ran "
+        "(by the sequential interval where the sweep ran until resolved).",
         "",
     ]
 

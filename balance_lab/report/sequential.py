@@ -177,3 +177,14 @@ def rows(runs, plan: Plan, columns: list[stats.Column]) -> list[Row]:
                 base = float(table.loc[list(plan.seeds[: outcome.looks[-1].seeds]), baseline].mean())
                 result.append(Row(label, column.key, outcome, base))
     return result
+
+
+def signs(plan: Plan | None, rows_: list[Row]) -> dict[tuple[str, str, str], int]:
+    """(label, the plan's baseline for it, metric) -> +1 / -1 where the sequential interval resolved
+    above / below zero, 0 where it did not: how a sweep run until resolved orders its pairs."""
+    found = {}
+    for row in rows_:
+        baseline = plan.pairs.get(row.label, plan.baseline)
+        sign = 0 if row.outcome.resolved_at is None else (1 if row.outcome.final.mean > 0 else -1)
+        found[(row.label, baseline, row.metric)] = sign
+    return found
