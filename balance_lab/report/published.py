@@ -175,14 +175,14 @@ def _per_seed(runs: pd.DataFrame, key: str) -> pd.DataFrame:
 def paired_sign(table: pd.DataFrame, a: str, b: str) -> int:
     """+1 / -1 where the paired 95% t interval of a - b lies above / below zero, 0 where it is not
     resolved (fewer than 2 common seeds, no spread, or an interval spanning zero)."""
-    from scipy.special import stdtrit
+    from balance_lab.evidence.seeds import half_width
 
     if a not in table or b not in table:
         return 0
     diff = (table[a] - table[b]).dropna()
     if len(diff) < 2 or not diff.std(ddof=1) > 0:
         return 0
-    half = stdtrit(len(diff) - 1, 0.975) * diff.std(ddof=1) / len(diff) ** 0.5
+    half = half_width(float(diff.std(ddof=1)), len(diff))
     return 1 if diff.mean() - half > 0 else -1 if diff.mean() + half < 0 else 0
 
 
