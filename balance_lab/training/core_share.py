@@ -5,10 +5,9 @@ one machine run 2 x cores spinning threads on the cores and each step is several
 than alone (a 6-step run beside a sweep's two 1-thread jobs on 2 cores: 3.0-3.9 s at 1 thread,
 10.9-11.1 s at torch's default 2). Every CPU training registers itself in a folder of this machine
 (pid, start time, its run, and its thread count where it is pinned: `threads=N`, a sweep's `--jobs`,
-OMP_NUM_THREADS). One
-whose `threads` is not set then counts the live registered trainings at start and every
-SHARE_CHECK_SECONDS, leaves the pinned ones their threads and takes an equal share of the rest,
-(cores - pinned threads) // (trainings sharing), at least 1, saying so in one line when that
+OMP_NUM_THREADS). One whose `threads` is not set then counts the live registered trainings at start
+and every SHARE_CHECK_SECONDS, leaves the pinned ones their threads and takes an equal share of the
+rest, (cores - pinned threads) // (trainings sharing), at least 1, saying so in one line when that
 changes. A changed thread count changes the order of float additions, so a run that shared its
 cores is not bit-identical to one that did not.
 """
