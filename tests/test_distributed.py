@@ -14,6 +14,7 @@ import torch
 
 from balance_lab.config.compose import compose_config
 from balance_lab.training.build import build
+from balance_lab.training.launcher_temp import launcher_temp_dir
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +78,8 @@ def train(corpus_cache, balance: list[str], devices: int, batch_size: int, accum
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
     )
-    trainer.fit(module, datamodule=parts.datamodule)
+    with launcher_temp_dir(trainer):  # as experiment._fit: the launcher's temp folder goes with the fit
+        trainer.fit(module, datamodule=parts.datamodule)
     return module
 
 
@@ -87,6 +89,19 @@ def loss_free_biases(module):
 
 def probes(module, kind):
     return [getattr(module, f"probe_{kind}_{i}") for i in range(len(module.model.moe_layers))]
+
+
+def test_two_forked_ranks_leave_no_temp_folder_behind(corpus_cache, tmp_path, monkeypatch):
+    # Lightning's launcher writes rank 0's weights to mkdtemp()/.temp.ckpt and removes only the file.
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setenv("TMPDIR", str(temp))
+    train(corpus_cache, ["balance=loss_free"], devices=2, batch_size=2, steps=1)
+    assert list(temp.iterdir()) == []
+    assert tempfile.tempdir == str(temp)  # restored after the fit
 
 
 @pytest.mark.parametrize("method", ["loss_free", "loss_free_momentum"])  # the plain bias; momentum + cap

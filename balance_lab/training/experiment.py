@@ -121,6 +121,7 @@ def _fit(spec, datamodule, module, run, name: str, output_dir: str, resume_ckpt:
     from balance_lab.training.callbacks import FailAfterSteps, Heartbeat, Progress, Throughput
     from balance_lab.training.checkpointing import StepCheckpoints
     from balance_lab.training.core_share import CoreShare
+    from balance_lab.training.launcher_temp import launcher_temp_dir
 
     cfg = spec.cfg
     checkpoint_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.get("dir") else Path(output_dir) / "checkpoints"
@@ -143,7 +144,8 @@ def _fit(spec, datamodule, module, run, name: str, output_dir: str, resume_ckpt:
     if cfg.get("fail_after_steps") is not None:
         callbacks.append(FailAfterSteps(int(cfg.fail_after_steps)))
     trainer = build_trainer(spec, tracking.lightning_logger(run) if run.client else False, callbacks, output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt)  # a signal: Interrupted
+    with launcher_temp_dir(trainer):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_ckpt)  # a signal: Interrupted
     if trainer.interrupted:
         raise KeyboardInterrupt
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
