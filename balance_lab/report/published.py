@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from balance_lab.report.stats import Column, per_seed
+
 
 @dataclass(frozen=True)
 class PublishedRow:
@@ -164,14 +166,6 @@ def scaled_difference(
     return float((paper[label] / paper[baseline] - 1) * baseline_mean)
 
 
-def _per_seed(runs: pd.DataFrame, key: str) -> pd.DataFrame:
-    """seed x label table of a metric (nan where a configuration lacks the seed)."""
-    values = pd.DataFrame(
-        {"label": runs["label"], "seed": runs["seed"], "v": pd.to_numeric(runs.get(f"metrics.{key}"), errors="coerce")}
-    )
-    return values.dropna().pivot_table(index="seed", columns="label", values="v", aggfunc="mean")
-
-
 def paired_sign(table: pd.DataFrame, a: str, b: str) -> int:
     """+1 / -1 where the paired 95% t interval of a - b lies above / below zero, 0 where it is not
     resolved (fewer than 2 common seeds, no spread, or an interval spanning zero)."""
@@ -189,7 +183,7 @@ def paired_sign(table: pd.DataFrame, a: str, b: str) -> int:
 def _judge(runs: pd.DataFrame, key: str, settled: dict[tuple[str, str, str], int]):
     """(a, b) -> the sign of a - b: the sequential outcome where the sweep settled the pair, else the
     paired 95% interval over the seeds both ran."""
-    table = _per_seed(runs, key)
+    table = per_seed(runs, Column(key, key, None))
 
     def sign(a: str, b: str) -> int:
         if (a, b, key) in settled:

@@ -156,14 +156,7 @@ def rows(runs, plan: Plan, columns: list[stats.Column]) -> list[Row]:
     finished = runs.finished
     result = []
     for column in columns:
-        values = pd.DataFrame(
-            {
-                "label": finished["label"],
-                "seed": pd.to_numeric(finished["seed"], errors="coerce"),
-                "v": stats.metric_values(finished, column),
-            }
-        ).dropna()
-        table = values.pivot_table(index="seed", columns="label", values="v", aggfunc="mean")
+        table = stats.per_seed(finished, column)
         for label, baseline in (plan.pairs or {lbl: plan.baseline for lbl in table.columns}).items():
             if label == baseline or label not in table or baseline not in table:
                 continue
