@@ -1,6 +1,7 @@
 """The command line, end to end: real processes, a real SQLite MLflow store, real training."""
 
 import json
+import re
 
 import pytest
 
@@ -13,7 +14,8 @@ from tests.helpers.stores import all_runs, working_in_new_store
 def test_help_lists_the_commands():
     result = cli_in_new_process("--help")
     assert result.returncode == 0
-    assert "run" in result.stdout and "configs" in result.stdout
+    listed = set(re.findall(r"^│ (\w+) ", result.stdout, re.M))  # the rows of rich's command panel
+    assert {"run", "sweep", "report", "runs", "configs", "data", "ui"} <= listed, result.stdout
 
 
 def test_configs_show_prints_config_and_parameter_counts():

@@ -31,6 +31,8 @@ def test_every_option_composes_and_builds(group, option):
     cfg = composed(f"{group}={option}")
     # an experiment is a `# @package _global_` setup: it shows in the groups it overrides
     assert OmegaConf.select(cfg, group) is not None or (group == "experiment" and cfg.model.name == option)
+    if group != "experiment" and "name" in cfg[group]:  # model, balance, data: the option chosen is the one composed
+        assert cfg[group].name == option
     args = ModelArgs.from_config(cfg.model)
     balance = OmegaConf.to_container(cfg.balance, resolve=True)
     with torch.device("meta"):

@@ -1,9 +1,21 @@
 """The built-in corpus: deterministic, split by document, fixed validation set."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from balance_lab.data.builtin import DOMAINS, code_documents, is_validation, load_builtin_corpus, math_documents
+from balance_lab.data.builtin import (
+    DOMAINS,
+    code_documents,
+    domain_documents,
+    is_validation,
+    load_builtin_corpus,
+    math_documents,
+    split_documents,
+)
 from balance_lab.data.datamodule import LMDataModule, proportional_counts
 from balance_lab.data.tokenizer import ByteTokenizer
 
@@ -34,17 +46,28 @@ def test_validation_documents_never_appear_in_training(corpus):
 
 
 def test_split_depends_only_on_document_id():
-    assert is_validation("code:json/decoder.py", 0.05) == is_validation("code:json/decoder.py", 0.05)
+    # The same split in processes with other string-hash salts (Python's hash() would differ there).
+    code = (
+        "from balance_lab.data.builtin import is_validation as v; "
+        "print(''.join('1' if v(f'math:1234:{i}', 0.05) else '0' for i in range(400)))"
+    )
+    here = "".join("1" if is_validation(f"math:1234:{i}", 0.05) else "0" for i in range(400))
+    for salt in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": salt}
+        there = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert there.stdout.strip() == here
+    assert "1" in here
     ids = [f"math:1234:{i}" for i in range(20_000)]
     fraction = sum(is_validation(i, 0.05) for i in ids) / len(ids)
     assert 0.04 < fraction < 0.06
 
 
-def test_cache_returns_identical_arrays(corpus, corpus_cache):
-    again = load_builtin_corpus(corpus_cache)
-    for d in DOMAINS:
-        assert np.array_equal(again[d].train, corpus[d].train)
-        assert np.array_equal(again[d].val, corpus[d].val)
+def test_the_cache_holds_what_a_fresh_build_makes(corpus):
+    # `corpus` is read from the cache the session built; math (the generated domain) built again here.
+    fresh = split_documents(domain_documents("math", 4000, 1234), 0.05, ByteTokenizer())
+    assert np.array_equal(fresh.train, corpus["math"].train)
+    assert np.array_equal(fresh.val, corpus["math"].val)
+    assert (fresh.n_train_docs, fresh.n_val_docs) == (corpus["math"].n_train_docs, corpus["math"].n_val_docs)
 
 
 def test_proportional_counts_sum_and_follow_weights():

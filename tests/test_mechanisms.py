@@ -113,10 +113,11 @@ def test_a_dropped_slot_contributes_nothing_and_its_token_keeps_the_shared_exper
 
 
 def test_evaluation_drops_at_the_same_capacity():
-    layer = moe_layer(options=RoutingArgs(capacity_factor=0.5)).eval()
+    layer = moe_layer(options=RoutingArgs(capacity_factor=0.5))
+    x_BSD = torch.randn(2, 5, 8)
     with torch.no_grad():
-        out = layer(torch.randn(2, 5, 8))
-    assert int(out.dropped) > 0
+        trained, evaluated = layer.train()(x_BSD), layer.eval()(x_BSD)
+    assert int(evaluated.dropped) == int(trained.dropped) > 0
 
 
 # ---- Sinkhorn ------------------------------------------------------------------------------
@@ -227,6 +228,7 @@ def test_the_experts_read_the_input_without_jitter():
     plain.router.register_forward_hook(lambda m, i, out: routing["r"])  # same choices and gates as the jittered
     torch.manual_seed(0)
     torch.testing.assert_close(jittered(x_BSD).y_BSD, plain(x_BSD).y_BSD)
+    assert not torch.equal(routing["r"].logits_TE, jittered.router.proj(x_BSD.reshape(6, 8)))  # the router's was
 
 
 # ---- torchtitan's centred update -----------------------------------------------------------
@@ -293,7 +295,9 @@ def test_mechanisms_compose_in_one_router():
     options = RoutingArgs(jitter=0.01, n_groups=4, group_topk=2, capacity_factor=1.0)
     layer = MoELayer(16, 16, 1, 4, 8, "sigmoid", True, Balancer([LossFreeBias(16, 1e-3)]), options).train()
     out = layer(torch.randn(4, 32, 16))
-    routing = layer.router(torch.randn(128, 16), batch_size=4)
+    x_TD = torch.randn(128, 16)
+    routing = layer.router(x_TD, batch_size=4)
+    assert not torch.equal(routing.logits_TE, layer.router.proj(x_TD))  # jitter on the router's input
     assert all(len(set((row // 4).tolist())) <= 2 for row in routing.experts_TK)  # at most 2 groups of 4 experts
     assert int(routing.kept_counts_E.max()) <= math.ceil(1.0 * 128 * 4 / 16)  # capacity 32 slots per expert
     assert int(out.dropped) > 0  # capacity 1.0: any expert above the mean load drops

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from balance_lab.balancing import Balancer
 from balance_lab.balancing.loss_free import LossFreeBias
 from balance_lab.balancing.orthogonality import orthogonality
 from balance_lab.model.args import RoutingArgs
@@ -81,6 +82,9 @@ def test_forced_balance_is_uniform_within_sampling_noise_whatever_the_scores():
     mean = 4000 * 4 / 16
     sd = math.sqrt(4000 * (4 / 16) * (1 - 4 / 16))  # each expert is one of a token's 4 of 16 with p = 1/4
     assert (counts_E - mean).abs().max() < 5 * sd
+    torch.manual_seed(0)  # the same router unforced: these inputs skew it far beyond the noise
+    plain = Router(8, 16, 4, "sigmoid", True, Balancer([]), RoutingArgs()).train()
+    assert (plain(x_TD, batch_size=4).counts_E.double() - mean).abs().max() > 5 * sd
     assert torch.equal(
         routing.gates_TK,
         routing.scores_TE.gather(1, routing.experts_TK)
