@@ -102,6 +102,22 @@ def test_forced_balance_is_the_reference_row_never_the_best():
     assert [stats.shown_label(row) for _, row in summary.iterrows()][1] == "forced (reference)"
 
 
+def test_an_invocation_that_adds_one_method_keeps_the_grids_order_and_baseline():
+    def parent(start, values):
+        return {
+            "run_id": f"p{start}",
+            "start_time": pd.Timestamp(start, unit="s"),
+            "status": "FINISHED",
+            "tags.balance_lab.role": "sweep_parent",
+            "params.sweep.values.balance": values,
+        }
+
+    grid, added = parent(0, "loss_free,aux_loss"), parent(9, "forced")  # later: `balance=forced` pinned
+    runs = collect.split_runs("paper_main", pd.concat([RUNS, pd.DataFrame([grid, added])], ignore_index=True))
+    summary = stats.summarise(runs.finished, stats.columns_for(runs.finished))
+    assert list(summary["label"]) == ["loss_free-u1e-2-sign-add", "aux_loss-a1e-3-micro"]  # the file's order
+
+
 def test_paired_difference_has_the_t_interval_written_out():
     runs = collect.split_runs("paper_main", RUNS)
     ppl = [c for c in stats.columns_for(runs.finished) if c.key == "val/ppl"]

@@ -97,17 +97,23 @@ def _what_was_trained(column: str) -> bool:
 
 
 def _grid_order(parents: pd.DataFrame) -> dict[str, list[str]]:
-    """Swept key -> its values in the order the sweep file lists them (the latest parent run's
-    `sweep.values.<key>` params), so a report's rows follow the grid, not the alphabet."""
+    """Swept key -> its values in the order the sweep file lists them, so a report's rows (and its
+    default baseline, the first) follow the grid, not the alphabet: the fullest list among the parent
+    runs' `sweep.values.<key>` params (the latest of equals: the file may have changed), then values
+    only other invocations swept. An invocation that pinned the key (`balance=forced` to add one
+    method) says nothing of the order."""
     if parents.empty:
         return {}
-    latest = parents.sort_values("start_time").iloc[-1]
     prefix = "params.sweep.values."
-    return {
-        c.removeprefix(prefix): str(latest[c]).split(",")
-        for c in parents.columns
-        if c.startswith(prefix) and isinstance(latest[c], str)
-    }
+    newest_first = parents.sort_values("start_time", ascending=False)
+    order = {}
+    for column in (c for c in parents.columns if c.startswith(prefix)):
+        lists = [value.split(",") for value in newest_first[column] if isinstance(value, str)]
+        if lists:
+            fullest = max(lists, key=len)  # the first of the longest: the newest
+            others = [v for values in lists for v in values if v not in fullest]
+            order[column.removeprefix(prefix)] = fullest + list(dict.fromkeys(others))
+    return order
 
 
 def _configurations(
