@@ -21,7 +21,10 @@ from typing import Any
 @contextlib.contextmanager
 def launcher_temp_dir(trainer: Any) -> Iterator[None]:
     """Within: temp files of this process and of the ranks the launcher starts go to a folder removed after."""
-    from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+    try:  # Lightning's private class: a version that moved it leaves the folder behind, nothing worse
+        from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+    except ImportError:
+        _MultiProcessingLauncher = ()  # isinstance(x, ()) is False
 
     if not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
         yield
