@@ -228,7 +228,8 @@ def test_the_experts_read_the_input_without_jitter():
     plain.router.register_forward_hook(lambda m, i, out: routing["r"])  # same choices and gates as the jittered
     torch.manual_seed(0)
     torch.testing.assert_close(jittered(x_BSD).y_BSD, plain(x_BSD).y_BSD)
-    assert not torch.equal(routing["r"].logits_TE, jittered.router.proj(x_BSD.reshape(6, 8)))  # the router's was
+    unjittered_TE = jittered.router.proj(x_BSD.reshape(6, 8))
+    assert not torch.equal(routing["r"].logits_TE, unjittered_TE)  # the router itself saw jittered input
 
 
 # ---- torchtitan's centred update -----------------------------------------------------------
